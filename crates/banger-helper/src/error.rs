@@ -1,0 +1,57 @@
+//! How a helper method fails, and which JSON-RPC code each failure gets.
+
+use crate::gates::Refused;
+use banger_proto::jsonrpc::{self, ErrorObject};
+
+/// A failed method call.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// No such method.
+    #[error("method not found: {0}")]
+    NotFound(String),
+    /// Params did not decode (unknown field, wrong type, missing field).
+    #[error("invalid params: {0}")]
+    Params(String),
+    /// A validation gate refused the params. The message names the gate.
+    #[error("{method}: {refused}")]
+    Gate {
+        method: &'static str,
+        refused: Refused,
+    },
+    /// The gate passed but the host operation failed; the message is the
+    /// rendered error chain.
+    #[error("{0}")]
+    Failed(String),
+    /// Present in the protocol, not yet implemented by this helper.
+    #[error("{0} is not implemented yet")]
+    NotImplemented(&'static str),
+}
+
+impl RpcError {
+    /// Wrap a host error, rendering its whole `source()` chain once.
+    pub fn failed(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut msg = err.to_string();
+        let mut cur = err.source();
+        while let Some(e) = cur {
+            msg.push_str(": ");
+            msg.push_str(&e.to_string());
+            cur = e.source();
+        }
+        RpcError::Failed(msg)
+    }
+
+    /// The JSON-RPC error object for this failure.
+    pub fn to_object(&self) -> ErrorObject {
+        let code = match self {
+            RpcError::NotFound(_) => jsonrpc::METHOD_NOT_FOUND,
+            RpcError::Params(_) | RpcError::Gate { .. } => jsonrpc::INVALID_PARAMS,
+            RpcError::Failed(_) | RpcError::NotImplemented(_) => jsonrpc::OPERATION_FAILED,
+        };
+        ErrorObject::new(code, self.to_string())
+    }
+}
+
+/// Map a gate result into an [`RpcError::Gate`] naming `method`.
+pub fn gate<T>(method: &'static str, r: Result<T, Refused>) -> Result<T, RpcError> {
+    r.map_err(|refused| RpcError::Gate { method, refused })
+}

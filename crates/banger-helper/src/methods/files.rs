@@ -1,0 +1,1 @@
+//! Privileged methods: files (filled in by the helper issue).

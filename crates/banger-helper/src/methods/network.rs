@@ -1,0 +1,1 @@
+//! Privileged methods: network (filled in by the helper issue).

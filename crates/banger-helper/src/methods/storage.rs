@@ -1,0 +1,1 @@
+//! Privileged methods: storage (filled in by the helper issue).

@@ -1,0 +1,39 @@
+//! Types of the daemon's HTTP/JSON API under `/v1` (see `docs/api/openapi.yaml`).
+
+use serde::{Deserialize, Serialize};
+
+/// Body of every non-2xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiError {
+    /// Stable machine-readable code, e.g. `not_found`, `not_implemented`.
+    pub code: String,
+    /// One human-readable line.
+    pub message: String,
+}
+
+/// `GET /v1/version`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VersionInfo {
+    pub daemon: String,
+    pub api: String,
+    /// How privileged steps are done: `helper`, `sudo` or `direct`.
+    pub privileges: String,
+    /// The helper's version when the daemon uses one and it answered.
+    #[serde(default)]
+    pub helper: Option<String>,
+    /// Why the helper's version is missing, when it is.
+    #[serde(default)]
+    pub helper_error: Option<String>,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub ok: bool,
+    pub pid: u32,
+    pub state_dir: String,
+    pub runtime_dir: String,
+}

@@ -1,0 +1,297 @@
+//! Params and results of every helper method (SPEC §9). Names are fixed.
+//!
+//! Params structs reject unknown fields: a caller that sends a field the
+//! helper does not understand gets `-32602`, never a silently ignored value.
+
+use serde::{Deserialize, Serialize};
+
+/// Every method the helper serves, in the order `docs/privileges.md` lists them.
+pub const METHODS: &[&str] = &[
+    VERSION,
+    ENSURE_BRIDGE,
+    CREATE_TAP,
+    DELETE_TAP,
+    ENSURE_NAT,
+    CLEAR_NAT,
+    SYNC_RESOLVER_ROUTING,
+    CLEAR_RESOLVER_ROUTING,
+    CREATE_DM_SNAPSHOT,
+    CLEANUP_DM_SNAPSHOT,
+    REMOVE_DM_SNAPSHOT,
+    FSCK_SNAPSHOT,
+    READ_EXT4_FILE,
+    WRITE_EXT4_FILES,
+    ENSURE_SOCKET_ACCESS,
+    KILL_PROCESS,
+    SIGNAL_PROCESS,
+    CLEANUP_JAILER_CHROOT,
+    LAUNCH_FIRECRACKER,
+];
+
+pub const VERSION: &str = "helper.version";
+pub const ENSURE_BRIDGE: &str = "priv.ensure_bridge";
+pub const CREATE_TAP: &str = "priv.create_tap";
+pub const DELETE_TAP: &str = "priv.delete_tap";
+pub const ENSURE_NAT: &str = "priv.ensure_nat";
+pub const CLEAR_NAT: &str = "priv.clear_nat";
+pub const SYNC_RESOLVER_ROUTING: &str = "priv.sync_resolver_routing";
+pub const CLEAR_RESOLVER_ROUTING: &str = "priv.clear_resolver_routing";
+pub const CREATE_DM_SNAPSHOT: &str = "priv.create_dm_snapshot";
+pub const CLEANUP_DM_SNAPSHOT: &str = "priv.cleanup_dm_snapshot";
+pub const REMOVE_DM_SNAPSHOT: &str = "priv.remove_dm_snapshot";
+pub const FSCK_SNAPSHOT: &str = "priv.fsck_snapshot";
+pub const READ_EXT4_FILE: &str = "priv.read_ext4_file";
+pub const WRITE_EXT4_FILES: &str = "priv.write_ext4_files";
+pub const ENSURE_SOCKET_ACCESS: &str = "priv.ensure_socket_access";
+pub const KILL_PROCESS: &str = "priv.kill_process";
+pub const SIGNAL_PROCESS: &str = "priv.signal_process";
+pub const CLEANUP_JAILER_CHROOT: &str = "priv.cleanup_jailer_chroot";
+pub const LAUNCH_FIRECRACKER: &str = "priv.launch_firecracker";
+
+/// Params of methods that take none.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// Result of methods that return nothing but success.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// `helper.version` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VersionResult {
+    pub version: String,
+    pub protocol: u32,
+}
+
+/// `priv.ensure_bridge`: create (or keep) the bridge with this address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnsureBridge {
+    pub name: String,
+    /// CIDR, e.g. `172.30.0.1/24`.
+    pub address: String,
+}
+
+/// `priv.create_tap`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTap {
+    pub name: String,
+    pub bridge: String,
+}
+
+/// `priv.delete_tap`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteTap {
+    pub name: String,
+}
+
+/// `priv.ensure_nat` / `priv.clear_nat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Nat {
+    pub guest_ip: String,
+    pub tap: String,
+}
+
+/// `priv.sync_resolver_routing`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SyncResolverRouting {
+    pub bridge: String,
+    /// `ADDR` or `ADDR:PORT`.
+    pub resolver: String,
+    pub domain: String,
+}
+
+/// `priv.clear_resolver_routing`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClearResolverRouting {
+    pub bridge: String,
+}
+
+/// `priv.create_dm_snapshot`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDmSnapshot {
+    pub name: String,
+    pub base_image: String,
+    pub cow_file: String,
+    pub cow_size_bytes: u64,
+}
+
+/// What a dm snapshot is made of, recorded so cleanup is exact.
+/// Empty fields mean "not created" and are skipped by cleanup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DmHandles {
+    #[serde(default)]
+    pub dm_name: String,
+    #[serde(default)]
+    pub dm_device: String,
+    #[serde(default)]
+    pub base_loop: String,
+    #[serde(default)]
+    pub cow_loop: String,
+}
+
+/// `priv.create_dm_snapshot` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDmSnapshotResult {
+    pub handles: DmHandles,
+}
+
+/// `priv.cleanup_dm_snapshot`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupDmSnapshot {
+    pub handles: DmHandles,
+}
+
+/// `priv.remove_dm_snapshot`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveDmSnapshot {
+    /// `fc-rootfs-*` or `/dev/mapper/fc-rootfs-*`.
+    pub target: String,
+}
+
+/// `priv.fsck_snapshot`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FsckSnapshot {
+    pub device: String,
+}
+
+/// `priv.fsck_snapshot` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FsckResult {
+    /// e2fsck's exit status (0 clean, 1 errors corrected).
+    pub exit_code: i32,
+}
+
+/// `priv.read_ext4_file`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReadExt4File {
+    pub image: String,
+    pub path: String,
+}
+
+/// `priv.read_ext4_file` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReadExt4FileResult {
+    pub content_b64: String,
+}
+
+/// One file for `priv.write_ext4_files`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Ext4File {
+    pub path: String,
+    pub content_b64: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// `priv.write_ext4_files`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WriteExt4Files {
+    pub image: String,
+    pub files: Vec<Ext4File>,
+}
+
+/// `priv.ensure_socket_access`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnsureSocketAccess {
+    pub path: String,
+}
+
+/// `priv.kill_process`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KillProcess {
+    pub pid: i32,
+}
+
+/// `priv.signal_process`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SignalProcess {
+    pub pid: i32,
+    /// By name, e.g. `"SIGTERM"`.
+    pub signal: String,
+}
+
+/// `priv.cleanup_jailer_chroot`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupJailerChroot {
+    pub path: String,
+}
+
+/// `priv.launch_firecracker`: the helper builds the argv from these typed
+/// fields; binary paths come from install metadata, never from the caller.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchFirecracker {
+    /// Short VM id (`[a-z0-9-]`, ≤ 32 chars); names the jail and the sockets.
+    pub vm_id: String,
+    /// API socket path (under RuntimeDir) when not jailed.
+    pub api_socket: String,
+    /// Run under the jailer (chroot under `jailer_base`, owner uid/gid).
+    #[serde(default)]
+    pub jailed: bool,
+    /// Where Firecracker's stdout/stderr (serial console) goes: a file under
+    /// StateDir, created 0600.
+    pub log_file: String,
+}
+
+/// `priv.launch_firecracker` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchFirecrackerResult {
+    pub pid: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_are_unique_and_namespaced() {
+        let mut seen = std::collections::HashSet::new();
+        for m in METHODS {
+            assert!(seen.insert(*m), "duplicate {m}");
+            assert!(m.starts_with("priv.") || m.starts_with("helper."), "{m}");
+        }
+    }
+
+    #[test]
+    fn params_reject_unknown_fields() {
+        let r: Result<Nat, _> =
+            serde_json::from_str(r#"{"guest_ip":"172.30.0.2","tap":"bgtap1","x":1}"#);
+        assert!(r.is_err());
+        let r: Result<Nat, _> = serde_json::from_str(r#"{"guest_ip":"172.30.0.2","tap":"t"}"#);
+        assert!(r.is_ok());
+    }
+
+    #[test]
+    fn handles_fields_default_to_empty() {
+        let h: CleanupDmSnapshot =
+            serde_json::from_str(r#"{"handles":{"dm_name":"fc-rootfs-a"}}"#).unwrap();
+        assert_eq!(h.handles.dm_name, "fc-rootfs-a");
+        assert_eq!(h.handles.cow_loop, "");
+    }
+}

@@ -1,0 +1,10 @@
+//! Host operations for banger: typed wrappers over syscalls and tools.
+//!
+//! Each operation that touches the host sits behind a trait with a real
+//! implementation and a recording fake, so the logic that decides *what*
+//! to do is testable without root. Kernel text formats are pure
+//! `FromStr`/`Display` types. Every raw syscall is wrapped once, with a
+//! `// SAFETY:` comment where `unsafe` is needed.
+
+pub mod peer;
+pub mod runner;
