@@ -196,12 +196,15 @@ impl PrivOps for DirectOps {
     }
 }
 
+/// A scripted answer: a result, or a JSON-RPC error code and message.
+pub type ScriptedAnswer = Result<Value, (i64, String)>;
+
 /// A fake that records every call and answers from a script
 /// (default: `{}`), for daemon tests.
 #[derive(Default)]
 pub struct RecordingPriv {
     calls: Mutex<Vec<(String, Value)>>,
-    answers: Mutex<Vec<(String, Result<Value, (i64, String)>)>>,
+    answers: Mutex<Vec<(String, ScriptedAnswer)>>,
 }
 
 impl RecordingPriv {
@@ -210,7 +213,7 @@ impl RecordingPriv {
     }
 
     /// Answer the next call of `method` with `answer`.
-    pub fn answer(&self, method: &str, answer: Result<Value, (i64, String)>) {
+    pub fn answer(&self, method: &str, answer: ScriptedAnswer) {
         self.answers
             .lock()
             .unwrap()
