@@ -2,3 +2,4 @@
 //! unit-testable anywhere (paths, allocation, state machine, renderings).
 
 pub mod paths;
+pub mod units;
