@@ -2,6 +2,7 @@
 
 mod client;
 mod output;
+mod system;
 
 use anyhow::Result;
 use banger_core::paths::{self, PathEnv};
@@ -144,9 +145,17 @@ enum SystemCmd {
         /// The user who will own banger (default: $SUDO_USER).
         #[arg(long)]
         owner: Option<String>,
-        /// Only lay down files; do not enable or start units.
+        /// Only lay down files; do not enable or start units (images,
+        /// containers, hosts where systemd is not PID 1).
         #[arg(long)]
         no_start: bool,
+        /// Firecracker binary to record (validated: root-owned, not
+        /// group/world-writable, no symlink in its path).
+        #[arg(long)]
+        firecracker: Option<PathBuf>,
+        /// Jailer binary to record (validated the same way).
+        #[arg(long)]
+        jailer: Option<PathBuf>,
     },
     /// Show both services, sockets, versions, owner, backend, disk driver.
     Status,
@@ -256,13 +265,25 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Vm(cmd) => vm(&client, j, cmd).await,
         Cmd::Image(cmd) => image(&client, j, cmd).await,
-        Cmd::System(cmd) => Err(NotImplemented(match cmd {
-            SystemCmd::Install { .. } => "banger system install".into(),
-            SystemCmd::Status => "banger system status".into(),
-            SystemCmd::Restart => "banger system restart".into(),
-            SystemCmd::Uninstall { .. } => "banger system uninstall".into(),
-        })
-        .into()),
+        Cmd::System(cmd) => match cmd {
+            SystemCmd::Install {
+                owner,
+                no_start,
+                firecracker,
+                jailer,
+            } => system::install(
+                system::InstallOpts {
+                    owner,
+                    no_start,
+                    firecracker,
+                    jailer,
+                },
+                j,
+            ),
+            SystemCmd::Status => system::status(j).await,
+            SystemCmd::Restart => system::restart(),
+            SystemCmd::Uninstall { purge } => system::uninstall(purge, j),
+        },
     }
 }
 
