@@ -76,8 +76,20 @@ impl Registry {
         Self::default()
     }
 
-    pub fn insert(&self, pid: i32, pidfd: OwnedFd) {
-        self.lock().insert(pid, Arc::new(pidfd));
+    /// Keep `pidfd` for `pid`; returns the shared handle (for the reaper).
+    pub fn insert(&self, pid: i32, pidfd: OwnedFd) -> Arc<OwnedFd> {
+        let fd = Arc::new(pidfd);
+        self.lock().insert(pid, fd.clone());
+        fd
+    }
+
+    /// Forget `pid` only if it still maps to this very handle (a reused pid
+    /// launched again keeps its new entry).
+    pub fn remove_exact(&self, pid: i32, fd: &Arc<OwnedFd>) {
+        let mut map = self.lock();
+        if map.get(&pid).is_some_and(|cur| Arc::ptr_eq(cur, fd)) {
+            map.remove(&pid);
+        }
     }
 
     pub fn get(&self, pid: i32) -> Option<Arc<OwnedFd>> {
