@@ -6,5 +6,10 @@
 //! `FromStr`/`Display` types. Every raw syscall is wrapped once, with a
 //! `// SAFETY:` comment where `unsafe` is needed.
 
+pub mod exec;
+pub mod fsops;
+pub mod mountinfo;
+pub mod mounts;
 pub mod peer;
+pub mod pidfd;
 pub mod runner;

@@ -13,3 +13,5 @@ impl Refused {
         Refused(msg.into())
     }
 }
+pub mod files;
+pub mod process;
