@@ -70,7 +70,10 @@ pub fn install(opts: Opts, json_out: bool) -> Result<()> {
         cfg.jailer_bin = p;
     }
     let mut warnings = Vec::new();
-    for (what, bin) in [("firecracker", &cfg.firecracker_bin), ("jailer", &cfg.jailer_bin)] {
+    for (what, bin) in [
+        ("firecracker", &cfg.firecracker_bin),
+        ("jailer", &cfg.jailer_bin),
+    ] {
         if !bin.exists() {
             warnings.push(format!(
                 "{what} not found at {} (install it from Firecracker's releases; until then `banger doctor` picks the QEMU backend)",
@@ -131,7 +134,10 @@ pub fn install(opts: Opts, json_out: bool) -> Result<()> {
             eprintln!("warning: {w}");
         }
         if changed.is_empty() {
-            println!("banger is already installed for {} (uid {uid}); nothing changed", owner.name);
+            println!(
+                "banger is already installed for {} (uid {uid}); nothing changed",
+                owner.name
+            );
         } else {
             for c in &changed {
                 println!("wrote {c}");
@@ -141,7 +147,11 @@ pub fn install(opts: Opts, json_out: bool) -> Result<()> {
         if started {
             println!("started {} and {}", units::HELPER_UNIT, units::DAEMON_UNIT);
         } else {
-            println!("not started (--no-start): `systemctl enable --now {} {}` when ready", units::HELPER_UNIT, units::DAEMON_UNIT);
+            println!(
+                "not started (--no-start): `systemctl enable --now {} {}` when ready",
+                units::HELPER_UNIT,
+                units::DAEMON_UNIT
+            );
         }
     }
     Ok(())

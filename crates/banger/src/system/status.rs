@@ -48,8 +48,9 @@ fn check<'a>(doctor: &'a Value, name: &str) -> Option<&'a str> {
 }
 
 pub async fn status(json_out: bool) -> Result<()> {
-    let text = std::fs::read_to_string(CONFIG)
-        .with_context(|| format!("banger is not installed ({CONFIG} is missing; run `sudo banger system install`)"))?;
+    let text = std::fs::read_to_string(CONFIG).with_context(|| {
+        format!("banger is not installed ({CONFIG} is missing; run `sudo banger system install`)")
+    })?;
     let cfg = InstallConfig::parse(&text).with_context(|| format!("parsing {CONFIG}"))?;
     let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(cfg.owner_uid))
         .ok()
@@ -90,14 +91,22 @@ pub async fn status(json_out: bool) -> Result<()> {
         Value::Null => "-".into(),
         o => o.to_string(),
     };
-    println!("owner        {} (uid {}, gid {})", owner, cfg.owner_uid, cfg.owner_gid);
+    println!(
+        "owner        {} (uid {}, gid {})",
+        owner, cfg.owner_uid, cfg.owner_gid
+    );
     for unit in [units::HELPER_UNIT, units::DAEMON_UNIT] {
         println!("{unit:<22} {}", s(&v["services"][unit]));
     }
     for p in [cfg.helper_socket(), cfg.daemon_socket()] {
         println!("{:<22} {}", p.display(), socket_state(&p));
     }
-    println!("versions     cli {}, daemon {}, helper {}", banger_proto::VERSION, s(&v["versions"]["daemon"]), s(&v["versions"]["helper"]));
+    println!(
+        "versions     cli {}, daemon {}, helper {}",
+        banger_proto::VERSION,
+        s(&v["versions"]["daemon"]),
+        s(&v["versions"]["helper"])
+    );
     if let Some(e) = v["daemon_error"].as_str() {
         println!("daemon       {e}");
     }
@@ -112,6 +121,10 @@ pub fn restart() -> Result<()> {
         anyhow::bail!("systemd is not PID 1 on this host; nothing to restart");
     }
     systemctl(&["restart", units::HELPER_UNIT, units::DAEMON_UNIT])?;
-    println!("restarted {} and {}", units::HELPER_UNIT, units::DAEMON_UNIT);
+    println!(
+        "restarted {} and {}",
+        units::HELPER_UNIT,
+        units::DAEMON_UNIT
+    );
     Ok(())
 }

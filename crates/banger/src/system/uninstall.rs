@@ -32,12 +32,8 @@ pub fn uninstall(purge: bool, json_out: bool) -> Result<()> {
     if let Some(cfg) = &cfg {
         let helper = Path::new(BIN_DIR).join("banger-helper");
         if helper.exists() {
-            let out = HostRunner.output(
-                &Cmd::new(&helper)
-                    .arg("--config")
-                    .arg(CONFIG)
-                    .arg("sweep"),
-            )?;
+            let out =
+                HostRunner.output(&Cmd::new(&helper).arg("--config").arg(CONFIG).arg("sweep"))?;
             if out.success() {
                 removed.extend(
                     String::from_utf8_lossy(&out.stdout)
@@ -83,7 +79,12 @@ pub fn uninstall(purge: bool, json_out: bool) -> Result<()> {
         }
     }
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&json!({"removed": removed, "warnings": warnings, "purged": purge}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"removed": removed, "warnings": warnings, "purged": purge})
+            )?
+        );
     } else {
         for w in &warnings {
             eprintln!("warning: {w}");
@@ -93,7 +94,10 @@ pub fn uninstall(purge: bool, json_out: bool) -> Result<()> {
         }
         if !purge {
             if let Some(cfg) = &cfg {
-                println!("kept {} (images, VM disks, state); --purge removes it", cfg.state_dir.display());
+                println!(
+                    "kept {} (images, VM disks, state); --purge removes it",
+                    cfg.state_dir.display()
+                );
             }
         }
     }
