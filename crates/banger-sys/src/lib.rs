@@ -6,5 +6,9 @@
 //! `FromStr`/`Display` types. Every raw syscall is wrapped once, with a
 //! `// SAFETY:` comment where `unsafe` is needed.
 
+pub mod beneath;
+pub mod dm;
+pub mod ext4;
+pub mod loopdev;
 pub mod peer;
 pub mod runner;
