@@ -1,1 +1,3 @@
 //! placeholder
+pub mod disks;
+pub mod images;
