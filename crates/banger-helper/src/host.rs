@@ -1,6 +1,9 @@
 //! The host operations the helper's methods call. Real ones in production,
 //! recording fakes in tests (see `banger_sys`).
 
+use banger_sys::dm::{DmOps, DmSetup};
+use banger_sys::ext4::Ext4Tools;
+use banger_sys::loopdev::{KernelLoops, LoopOps};
 use banger_sys::runner::{HostRunner, Runner};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,15 +16,25 @@ pub struct Host {
     pub proc_root: PathBuf,
     /// Pidfds of the Firecracker processes this helper launched, by pid.
     pub launched: banger_sys::pidfd::Registry,
+    /// Device-mapper (create/info/remove).
+    pub dm: Arc<dyn DmOps>,
+    /// Loop devices (attach by fd, detach, list).
+    pub loops: Arc<dyn LoopOps>,
+    /// debugfs / e2fsck on ext4 images.
+    pub ext4: Arc<Ext4Tools>,
 }
 
 impl Host {
     /// The real host.
     pub fn real() -> Self {
+        let runner: Arc<dyn Runner> = Arc::new(HostRunner);
         Host {
-            runner: Arc::new(HostRunner),
             proc_root: PathBuf::from("/proc"),
             launched: banger_sys::pidfd::Registry::new(),
+            dm: Arc::new(DmSetup::new(runner.clone())),
+            loops: Arc::new(KernelLoops::new("/sys")),
+            ext4: Arc::new(Ext4Tools::new(runner.clone())),
+            runner,
         }
     }
 }

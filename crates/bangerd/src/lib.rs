@@ -3,7 +3,9 @@
 
 pub mod api;
 pub mod daemon;
+pub mod disks;
 pub mod doctor;
+pub mod images;
 pub mod listener;
 pub mod privops;
 pub mod store;

@@ -15,3 +15,4 @@ impl Refused {
 }
 pub mod files;
 pub mod process;
+pub mod storage;

@@ -1,0 +1,1 @@
+//! Host kernels (being written).

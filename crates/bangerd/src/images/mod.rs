@@ -1,0 +1,4 @@
+//! Image building blocks: OCI rootfs builds, host kernels and initramfs.
+
+pub mod kernel;
+pub mod oci;

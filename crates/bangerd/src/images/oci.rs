@@ -1,0 +1,1 @@
+//! OCI builds (being written).
