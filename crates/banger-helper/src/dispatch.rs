@@ -46,9 +46,9 @@ impl Helper {
                     protocol: banger_proto::HELPER_PROTOCOL,
                 })
             }),
-            other if m::METHODS.contains(&other) => {
-                Err(RpcError::NotImplemented(m::METHODS.iter().find(|x| **x == other).unwrap()))
-            }
+            other if m::METHODS.contains(&other) => Err(RpcError::NotImplemented(
+                m::METHODS.iter().find(|x| **x == other).unwrap(),
+            )),
             other => Err(RpcError::NotFound(other.to_string())),
         }
     }

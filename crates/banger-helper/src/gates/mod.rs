@@ -13,3 +13,4 @@ impl Refused {
         Refused(msg.into())
     }
 }
+pub mod net;
