@@ -6,5 +6,7 @@
 //! `FromStr`/`Display` types. Every raw syscall is wrapped once, with a
 //! `// SAFETY:` comment where `unsafe` is needed.
 
+pub mod nft;
 pub mod peer;
+pub mod resolved;
 pub mod runner;
