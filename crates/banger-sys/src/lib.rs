@@ -6,6 +6,8 @@
 //! `FromStr`/`Display` types. Every raw syscall is wrapped once, with a
 //! `// SAFETY:` comment where `unsafe` is needed.
 
+pub mod net;
+pub mod netns;
 pub mod nft;
 pub mod peer;
 pub mod resolved;

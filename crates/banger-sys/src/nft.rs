@@ -250,7 +250,7 @@ impl Script {
         self
     }
 
-    pub fn add(mut self, rule: VmRule) -> Self {
+    pub fn add_rule(mut self, rule: VmRule) -> Self {
         self.adds.push(rule);
         self
     }
@@ -369,7 +369,7 @@ impl Nft {
             script = script.delete(&r.chain, r.handle);
         }
         for r in vm.rules() {
-            script = script.add(r);
+            script = script.add_rule(r);
         }
         self.apply(&script)?;
         Ok(Applied::Changed)
@@ -452,7 +452,7 @@ mod tests {
         let s = vm("banger-0a1b2c3d", 2)
             .rules()
             .into_iter()
-            .fold(s, Script::add);
+            .fold(s, Script::add_rule);
         assert_eq!(
             s.to_string(),
             "add table inet banger\n\
