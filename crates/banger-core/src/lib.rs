@@ -1,5 +1,6 @@
 //! banger's pure logic: decisions that do not touch the host, so they are
 //! unit-testable anywhere (paths, allocation, state machine, renderings).
 
+pub mod net;
 pub mod paths;
 pub mod units;

@@ -53,6 +53,19 @@ impl Helper {
             m::FSCK_SNAPSHOT => call(self, params, storage::fsck_snapshot),
             m::READ_EXT4_FILE => call(self, params, storage::read_ext4_file),
             m::WRITE_EXT4_FILES => call(self, params, storage::write_ext4_files),
+            m::ENSURE_BRIDGE => call(self, params, crate::methods::network::ensure_bridge),
+            m::CREATE_TAP => call(self, params, crate::methods::network::create_tap),
+            m::DELETE_TAP => call(self, params, crate::methods::network::delete_tap),
+            m::ENSURE_NAT => call(self, params, crate::methods::network::ensure_nat),
+            m::CLEAR_NAT => call(self, params, crate::methods::network::clear_nat),
+            m::SYNC_RESOLVER_ROUTING => {
+                call(self, params, crate::methods::network::sync_resolver_routing)
+            }
+            m::CLEAR_RESOLVER_ROUTING => call(
+                self,
+                params,
+                crate::methods::network::clear_resolver_routing,
+            ),
             other if m::METHODS.contains(&other) => Err(RpcError::NotImplemented(
                 m::METHODS.iter().find(|x| **x == other).unwrap(),
             )),

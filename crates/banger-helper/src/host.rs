@@ -4,6 +4,8 @@
 use banger_sys::dm::{DmOps, DmSetup};
 use banger_sys::ext4::Ext4Tools;
 use banger_sys::loopdev::{KernelLoops, LoopOps};
+use banger_sys::net::{NetOps, RealNet};
+use banger_sys::nft::{Nft, TableName, TABLE};
 use banger_sys::runner::{HostRunner, Runner};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +24,10 @@ pub struct Host {
     pub loops: Arc<dyn LoopOps>,
     /// debugfs / e2fsck on ext4 images.
     pub ext4: Arc<Ext4Tools>,
+    /// Bridges and taps (rtnetlink, `/dev/net/tun`).
+    pub net: Arc<dyn NetOps>,
+    /// banger's nftables table (`inet banger`), driven through `nft`.
+    pub nft: Arc<Nft>,
 }
 
 impl Host {
@@ -34,6 +40,12 @@ impl Host {
             dm: Arc::new(DmSetup::new(runner.clone())),
             loops: Arc::new(KernelLoops::new("/sys")),
             ext4: Arc::new(Ext4Tools::new(runner.clone())),
+            net: Arc::new(RealNet::default()),
+            nft: Arc::new(Nft::new(
+                runner.clone(),
+                TableName::new(TABLE).expect("the production table name is valid"),
+                "/proc",
+            )),
             runner,
         }
     }

@@ -14,5 +14,6 @@ impl Refused {
     }
 }
 pub mod files;
+pub mod net;
 pub mod process;
 pub mod storage;

@@ -1,0 +1,379 @@
+//! Bridge and tap management over rtnetlink and `/dev/net/tun`, behind the
+//! [`NetOps`] trait (real: [`RealNet`]; fake: [`RecordingNet`]).
+//!
+//! Every interface banger creates carries the alias [`MANAGED_ALIAS`]
+//! (`IFLA_IFALIAS`); an existing interface without it is never adopted,
+//! modified or deleted.
+
+mod fake;
+mod rtnl;
+mod tun;
+
+pub use fake::{NetRequest, RecordingNet};
+
+use netlink_packet_core::{Nla, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage as Rt};
+pub(crate) use rtnl::Rtnl;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use tun::{Tap, TunStep};
+
+/// The `IFLA_IFALIAS` banger sets on every interface it creates.
+pub const MANAGED_ALIAS: &str = "banger-managed";
+
+/// Who may attach to a tap without root (the VMM's uid/gid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// An interface as read back from the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// `IFLA_INFO_KIND`, e.g. `bridge`, `tun`, `veth`.
+    pub kind: Option<String>,
+    pub alias: Option<String>,
+    /// Index of the bridge this link is enslaved to.
+    pub master: Option<u32>,
+    pub up: bool,
+    /// `IFLA_TUN_OWNER` / `IFLA_TUN_GROUP` for tun/tap links.
+    pub tun_owner: Option<u32>,
+    pub tun_group: Option<u32>,
+}
+
+impl Link {
+    /// Created by banger (carries [`MANAGED_ALIAS`]).
+    pub fn managed(&self) -> bool {
+        self.alias.as_deref() == Some(MANAGED_ALIAS)
+    }
+}
+
+/// One IPv4 route of the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route4 {
+    pub dst: Ipv4Addr,
+    pub prefix: u8,
+    pub dev: String,
+}
+
+/// Why a network operation failed. One variant per operation, carrying the
+/// interface it was about.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("open an rtnetlink socket")]
+    OpenNetlink(#[source] io::Error),
+    #[error("look up interface {0}")]
+    GetLink(String, #[source] io::Error),
+    #[error("list interfaces")]
+    ListLinks(#[source] io::Error),
+    #[error("list IPv4 routes")]
+    ListRoutes(#[source] io::Error),
+    #[error("refusing to adopt interface {0}: it exists and was not created by banger")]
+    NotManaged(String),
+    #[error("interface {0} is not a {1}")]
+    WrongKind(String, &'static str),
+    #[error("interface {0} does not exist")]
+    NoSuchLink(String),
+    #[error("create bridge {0}")]
+    CreateBridge(String, #[source] io::Error),
+    #[error("mark interface {0} as banger's")]
+    SetAlias(String, #[source] io::Error),
+    #[error("add address {1}/{2} to {0}")]
+    AddAddress(String, Ipv4Addr, u8, #[source] io::Error),
+    #[error("bring interface {0} up")]
+    SetUp(String, #[source] io::Error),
+    #[error("attach {0} to bridge {1}")]
+    SetMaster(String, String, #[source] io::Error),
+    #[error("delete interface {0}")]
+    DeleteLink(String, #[source] io::Error),
+    #[error("open {0}")]
+    OpenTun(PathBuf, #[source] io::Error),
+    #[error("create tap {0} (TUNSETIFF)")]
+    TunSetIff(String, #[source] io::Error),
+    #[error("set owner of tap {0} to {1}:{2}")]
+    TunSetOwner(String, u32, u32, #[source] io::Error),
+    #[error("make tap {0} persistent")]
+    TunSetPersist(String, #[source] io::Error),
+}
+
+/// Host network operations banger needs. Names must already have passed
+/// the helper's gates; implementations refuse interfaces banger did not create.
+pub trait NetOps: Send + Sync {
+    /// Create the bridge (or keep banger's existing one), give it
+    /// `addr/prefix` and bring it up.
+    fn ensure_bridge(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NetError>;
+    /// Create a persistent tap owned by `owner`, attach it to banger's
+    /// bridge `bridge` and bring it up. An existing banger tap is re-ensured.
+    fn create_tap(&self, name: &str, bridge: &str, owner: Owner) -> Result<(), NetError>;
+    /// Delete banger's tap `name`; absent is fine.
+    fn delete_tap(&self, name: &str) -> Result<(), NetError>;
+    /// Delete banger's bridge `name` (uninstall); absent is fine.
+    fn delete_bridge(&self, name: &str) -> Result<(), NetError>;
+    /// The link named `name`, if any.
+    fn link(&self, name: &str) -> Result<Option<Link>, NetError>;
+    /// IPv4 routes of the main table (for the subnet collision check).
+    fn routes(&self) -> Result<Vec<Route4>, NetError>;
+}
+
+/// The real host (the network namespace of the calling thread).
+#[derive(Debug, Clone)]
+pub struct RealNet {
+    /// The tun clone device, `/dev/net/tun`.
+    pub tun_dev: PathBuf,
+}
+
+impl Default for RealNet {
+    fn default() -> Self {
+        RealNet {
+            tun_dev: "/dev/net/tun".into(),
+        }
+    }
+}
+
+/// An rtnetlink socket in the calling thread's namespace (for [`crate::netns`]).
+pub(crate) fn rtnl_open() -> io::Result<Rtnl> {
+    Rtnl::open()
+}
+
+fn open() -> Result<Rtnl, NetError> {
+    Rtnl::open().map_err(NetError::OpenNetlink)
+}
+
+fn link_from(msg: LinkMessage) -> Link {
+    let mut l = Link {
+        index: msg.header.index,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        ..Default::default()
+    };
+    for a in msg.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n,
+            LinkAttribute::IfAlias(s) => l.alias = Some(s),
+            LinkAttribute::Controller(i) => l.master = Some(i),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    match i {
+                        LinkInfo::Kind(k) => l.kind = Some(k.to_string()),
+                        LinkInfo::Data(InfoData::Tun(attrs)) => {
+                            for t in attrs {
+                                let mut v = vec![0u8; t.value_len()];
+                                t.emit_value(&mut v);
+                                let n = v
+                                    .get(..4)
+                                    .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                                match t.kind() {
+                                    1 => l.tun_owner = n,
+                                    2 => l.tun_group = n,
+                                    _ => {}
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+fn get_link(nl: &mut Rtnl, name: &str) -> Result<Option<Link>, NetError> {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    match nl.get(Rt::GetLink(msg)) {
+        Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
+            Rt::NewLink(l) => Some(link_from(l)),
+            _ => None,
+        })),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(NetError::GetLink(name.to_string(), e)),
+    }
+}
+
+fn set_link(nl: &mut Rtnl, index: u32, attrs: Vec<LinkAttribute>, up: bool) -> io::Result<()> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    if up {
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+    }
+    msg.attributes = attrs;
+    nl.request(Rt::SetLink(msg), 0)
+}
+
+fn mark_managed(nl: &mut Rtnl, l: &Link) -> Result<(), NetError> {
+    set_link(
+        nl,
+        l.index,
+        vec![LinkAttribute::IfAlias(MANAGED_ALIAS.into())],
+        false,
+    )
+    .map_err(|e| NetError::SetAlias(l.name.clone(), e))
+}
+
+/// The existing link `name`, which must be banger's and of `kind`.
+fn existing_managed(
+    nl: &mut Rtnl,
+    name: &str,
+    kind: &'static str,
+) -> Result<Option<Link>, NetError> {
+    match get_link(nl, name)? {
+        None => Ok(None),
+        Some(l) if !l.managed() => Err(NetError::NotManaged(name.to_string())),
+        Some(l) if l.kind.as_deref() != Some(kind) => {
+            Err(NetError::WrongKind(name.to_string(), kind))
+        }
+        Some(l) => Ok(Some(l)),
+    }
+}
+
+fn delete_managed(name: &str, kind: &'static str) -> Result<(), NetError> {
+    let mut nl = open()?;
+    let Some(l) = existing_managed(&mut nl, name, kind)? else {
+        return Ok(());
+    };
+    let mut msg = LinkMessage::default();
+    msg.header.index = l.index;
+    match nl.request(Rt::DelLink(msg), 0) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(NetError::DeleteLink(name.to_string(), e)),
+    }
+}
+
+impl NetOps for RealNet {
+    fn ensure_bridge(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NetError> {
+        let mut nl = open()?;
+        let br = match existing_managed(&mut nl, name, "bridge")? {
+            Some(l) => l,
+            None => {
+                let mut msg = LinkMessage::default();
+                msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+                msg.attributes
+                    .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                        InfoKind::Bridge,
+                    )]));
+                nl.request(Rt::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+                    .map_err(|e| NetError::CreateBridge(name.to_string(), e))?;
+                let l = get_link(&mut nl, name)?
+                    .ok_or_else(|| NetError::NoSuchLink(name.to_string()))?;
+                mark_managed(&mut nl, &l)?;
+                l
+            }
+        };
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = prefix;
+        msg.header.index = br.index;
+        msg.attributes
+            .push(AddressAttribute::Local(IpAddr::V4(addr)));
+        msg.attributes
+            .push(AddressAttribute::Address(IpAddr::V4(addr)));
+        nl.request(Rt::NewAddress(msg), NLM_F_CREATE | NLM_F_REPLACE)
+            .map_err(|e| NetError::AddAddress(name.to_string(), addr, prefix, e))?;
+        set_link(&mut nl, br.index, vec![], true).map_err(|e| NetError::SetUp(name.to_string(), e))
+    }
+
+    fn create_tap(&self, name: &str, bridge: &str, owner: Owner) -> Result<(), NetError> {
+        let mut nl = open()?;
+        let br = existing_managed(&mut nl, bridge, "bridge")?
+            .ok_or_else(|| NetError::NoSuchLink(bridge.to_string()))?;
+        let tap = match existing_managed(&mut nl, name, "tun")? {
+            Some(l) => l,
+            None => {
+                let t = Tap::create(&self.tun_dev, name).map_err(|(step, e)| match step {
+                    TunStep::Open => NetError::OpenTun(self.tun_dev.clone(), e),
+                    _ => NetError::TunSetIff(name.to_string(), e),
+                })?;
+                // Mark it banger's first, so a failure below leaves a tap
+                // that banger may clean up.
+                let l = get_link(&mut nl, name)?
+                    .ok_or_else(|| NetError::NoSuchLink(name.to_string()))?;
+                mark_managed(&mut nl, &l)?;
+                t.set_owner(owner.uid, owner.gid).map_err(|(_, e)| {
+                    NetError::TunSetOwner(name.to_string(), owner.uid, owner.gid, e)
+                })?;
+                t.set_persist(true)
+                    .map_err(|(_, e)| NetError::TunSetPersist(name.to_string(), e))?;
+                l
+            }
+        };
+        set_link(
+            &mut nl,
+            tap.index,
+            vec![LinkAttribute::Controller(br.index)],
+            false,
+        )
+        .map_err(|e| NetError::SetMaster(name.to_string(), bridge.to_string(), e))?;
+        set_link(&mut nl, tap.index, vec![], true).map_err(|e| NetError::SetUp(name.to_string(), e))
+    }
+
+    fn delete_tap(&self, name: &str) -> Result<(), NetError> {
+        delete_managed(name, "tun")
+    }
+
+    fn delete_bridge(&self, name: &str) -> Result<(), NetError> {
+        delete_managed(name, "bridge")
+    }
+
+    fn link(&self, name: &str) -> Result<Option<Link>, NetError> {
+        get_link(&mut open()?, name)
+    }
+
+    fn routes(&self) -> Result<Vec<Route4>, NetError> {
+        let mut nl = open()?;
+        let links: Vec<Link> = nl
+            .dump(Rt::GetLink(LinkMessage::default()))
+            .map_err(NetError::ListLinks)?
+            .into_iter()
+            .filter_map(|m| match m {
+                Rt::NewLink(l) => Some(link_from(l)),
+                _ => None,
+            })
+            .collect();
+        let mut q = RouteMessage::default();
+        q.header.address_family = AddressFamily::Inet;
+        let mut out = Vec::new();
+        for m in nl.dump(Rt::GetRoute(q)).map_err(NetError::ListRoutes)? {
+            let Rt::NewRoute(r) = m else { continue };
+            if r.header.kind != RouteType::Unicast {
+                continue;
+            }
+            let mut table = u32::from(r.header.table);
+            let mut dst = Ipv4Addr::UNSPECIFIED;
+            let mut dev = String::new();
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Table(t) => table = *t,
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+                    RouteAttribute::Oif(i) => {
+                        dev = links
+                            .iter()
+                            .find(|l| l.index == *i)
+                            .map(|l| l.name.clone())
+                            .unwrap_or_default()
+                    }
+                    _ => {}
+                }
+            }
+            if table == 254 {
+                out.push(Route4 {
+                    dst,
+                    prefix: r.header.destination_prefix_length,
+                    dev,
+                });
+            }
+        }
+        Ok(out)
+    }
+}

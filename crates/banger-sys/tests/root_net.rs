@@ -1,0 +1,242 @@
+//! Real bridges, taps and nftables rules, each test inside its own fresh
+//! network namespace (so the host's interfaces and ruleset are never seen).
+
+use banger_sys::net::{Link, NetError, NetOps, Owner, RealNet};
+use banger_sys::netns::in_new_netns;
+use banger_sys::nft::{Applied, Nft, TableName, VmNat};
+use banger_sys::runner::{Cmd, HostRunner, Runner};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn suffix() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{:06x}",
+        (n ^ std::process::id().rotate_left(12)) & 0xff_ffff
+    )
+}
+
+fn ip(args: &[&str]) {
+    HostRunner
+        .run(&Cmd::new("ip").args(args.iter().copied()))
+        .unwrap();
+}
+
+/// Deletes a link by name when dropped (the namespace goes too, but a
+/// failing test must not rely on that alone).
+struct LinkGuard(String);
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = HostRunner.run(&Cmd::new("ip").args(["link", "del", &self.0]));
+    }
+}
+
+fn link(name: &str) -> Link {
+    RealNet::default()
+        .link(name)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name} missing"))
+}
+
+/// Open the tap as `uid`/`gid` in a forked child, as a VMM would; returns
+/// the child's errno (0: it could attach).
+fn attach_as(name: &str, uid: u32, gid: u32) -> i32 {
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: 0x0002 | 0x1000,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    let path = c"/dev/net/tun";
+    // SAFETY: the child only makes raw syscalls on memory prepared before
+    // the fork, then _exits; the parent waits for it.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            let err = |e: i32| libc::_exit(e);
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                err(100);
+            }
+            let fd = libc::open(path.as_ptr(), libc::O_RDWR);
+            if fd < 0 {
+                err(101);
+            }
+            if libc::ioctl(fd, 0x4004_54ca, &mut req as *mut IfReq) < 0 {
+                err(*libc::__errno_location());
+            }
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        libc::WEXITSTATUS(status)
+    }
+}
+
+#[test]
+fn root_bridge_and_tap_lifecycle() {
+    if !is_root() {
+        println!("skipped: needs root for network namespaces");
+        return;
+    }
+    in_new_netns(|| {
+        let s = suffix();
+        let (br, tap) = (format!("bgtest-br{s}"), format!("banger-t{s}"));
+        let _g = (LinkGuard(tap.clone()), LinkGuard(br.clone()));
+        let net = RealNet::default();
+        let addr = Ipv4Addr::new(172, 30, 250, 1);
+        net.ensure_bridge(&br, addr, 24).unwrap();
+        net.ensure_bridge(&br, addr, 24).unwrap();
+        let b = link(&br);
+        assert_eq!(b.kind.as_deref(), Some("bridge"));
+        assert!(b.managed() && b.up, "{b:?}");
+        let routes = net.routes().unwrap();
+        assert!(
+            routes
+                .iter()
+                .any(|r| r.dst == Ipv4Addr::new(172, 30, 250, 0) && r.prefix == 24 && r.dev == br),
+            "{routes:?}"
+        );
+
+        let owner = Owner {
+            uid: 4242,
+            gid: 4243,
+        };
+        net.create_tap(&tap, &br, owner).unwrap();
+        net.create_tap(&tap, &br, owner).unwrap();
+        let t = link(&tap);
+        assert_eq!(t.kind.as_deref(), Some("tun"));
+        assert!(t.managed(), "{t:?}");
+        assert_eq!(t.master, Some(b.index));
+        assert_eq!((t.tun_owner, t.tun_group), (Some(4242), Some(4243)));
+        assert_eq!(
+            attach_as(&tap, 4242, 4243),
+            0,
+            "the owner can attach without root"
+        );
+        assert_eq!(
+            attach_as(&tap, 4999, 4999),
+            libc::EPERM,
+            "a stranger cannot"
+        );
+
+        net.delete_tap(&tap).unwrap();
+        assert_eq!(net.link(&tap).unwrap(), None);
+        net.delete_tap(&tap).unwrap();
+        net.delete_bridge(&br).unwrap();
+        assert_eq!(net.link(&br).unwrap(), None);
+    })
+    .unwrap();
+}
+
+#[test]
+fn root_foreign_interfaces_are_never_adopted() {
+    if !is_root() {
+        println!("skipped: needs root for network namespaces");
+        return;
+    }
+    in_new_netns(|| {
+        let s = suffix();
+        let (foreign_br, foreign_tap, br, tap) =
+            (format!("bgtest-fb{s}"), format!("banger-tf{}", &s[..5]), format!("bgtest-br{s}"), format!("banger-t{s}"));
+        let _g = (LinkGuard(foreign_br.clone()), LinkGuard(foreign_tap.clone()), LinkGuard(br.clone()), LinkGuard(tap.clone()));
+        ip(&["link", "add", &foreign_br, "type", "bridge"]);
+        ip(&["tuntap", "add", "dev", &foreign_tap, "mode", "tap"]);
+        let net = RealNet::default();
+        let owner = Owner { uid: 4242, gid: 4242 };
+        let addr = Ipv4Addr::new(172, 30, 250, 1);
+        assert!(matches!(net.ensure_bridge(&foreign_br, addr, 24), Err(NetError::NotManaged(n)) if n == foreign_br));
+        assert!(matches!(net.create_tap(&tap, &foreign_br, owner), Err(NetError::NotManaged(_))));
+        assert_eq!(net.link(&tap).unwrap(), None, "no tap made on a foreign bridge");
+        net.ensure_bridge(&br, addr, 24).unwrap();
+        let e = net.create_tap(&foreign_tap, &br, owner).unwrap_err();
+        assert_eq!(e.to_string(), format!("refusing to adopt interface {foreign_tap}: it exists and was not created by banger"));
+        assert!(matches!(net.delete_tap(&foreign_tap), Err(NetError::NotManaged(_))));
+        assert!(matches!(net.delete_bridge(&foreign_br), Err(NetError::NotManaged(_))));
+        assert!(matches!(net.delete_tap(&br), Err(NetError::WrongKind(..))), "a bridge is not a tap");
+        let ft = link(&foreign_tap);
+        assert!(!ft.managed() && ft.master.is_none(), "{ft:?}");
+        assert!(net.link(&foreign_br).unwrap().is_some());
+    })
+    .unwrap();
+}
+
+fn ruleset_without(table: &str) -> Vec<serde_json::Value> {
+    let out = HostRunner
+        .run(&Cmd::new("nft").args(["-j", "list", "ruleset"]))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| {
+            let inner = item.as_object().unwrap().values().next().unwrap();
+            item.get("metainfo").is_none()
+                && inner
+                    .get("table")
+                    .or(inner.get("name"))
+                    .and_then(|t| t.as_str())
+                    != Some(table)
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn root_nft_rules_touch_only_bangers_table() {
+    if !is_root() {
+        println!("skipped: needs root for network namespaces");
+        return;
+    }
+    in_new_netns(|| {
+        let s = suffix();
+        let table = format!("bgtest_{s}");
+        // Someone else's table, which must come through untouched.
+        HostRunner
+            .run(&Cmd::new("nft").args(["-f", "-"]).stdin(
+                "add table ip bgtest_other\nadd chain ip bgtest_other other { type filter hook forward priority 0; policy accept; }\nadd rule ip bgtest_other other counter accept comment \"banger-t1 172.30.250.2 masq br\"\n",
+            ))
+            .unwrap();
+        let before = ruleset_without(&table);
+        let nft = Nft::new(Arc::new(HostRunner), TableName::new(&table).unwrap(), "/proc");
+        let vm = |tap: &str, last| VmNat { tap: tap.into(), guest_ip: Ipv4Addr::new(172, 30, 250, last), bridge: format!("bgtest-br{s}") };
+        let (a, b) = (vm("banger-ta", 2), vm("banger-tb", 3));
+        assert_eq!(nft.ensure_vm(&a).unwrap(), Applied::Changed);
+        assert_eq!(nft.ensure_vm(&b).unwrap(), Applied::Changed);
+        assert_eq!(nft.ensure_vm(&a).unwrap(), Applied::Unchanged);
+        assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim(), "1");
+        let rules = nft.list().unwrap();
+        assert_eq!(rules.len(), 6);
+        assert_eq!(rules.iter().filter(|r| r.chain == "postrouting").count(), 2);
+        // Moving a VM to a new address replaces its three rules.
+        assert_eq!(nft.ensure_vm(&vm("banger-ta", 4)).unwrap(), Applied::Changed);
+        assert_eq!(nft.list().unwrap().len(), 6);
+        assert_eq!(nft.clear_vm("banger-ta").unwrap(), 3);
+        let left = nft.list().unwrap();
+        assert!(left.iter().all(|r| r.vm.as_ref().unwrap().tap == "banger-tb"), "{left:?}");
+        assert_eq!(nft.clear_vm("banger-ta").unwrap(), 0);
+        assert_eq!(ruleset_without(&table), before, "only banger's table changed");
+        nft.delete_table().unwrap();
+        nft.delete_table().unwrap();
+        assert!(nft.list().unwrap().is_empty());
+        assert_eq!(ruleset_without(&table), before);
+    })
+    .unwrap();
+}
