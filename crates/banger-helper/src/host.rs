@@ -52,6 +52,26 @@ impl Host {
 }
 
 impl Host {
+    /// A host where every operation is a recording fake (tests replace the
+    /// fields they assert on: `Host { dm, ..Host::recording() }`).
+    pub fn recording() -> Self {
+        let runner: Arc<dyn Runner> = Arc::new(banger_sys::runner::RecordingRunner::new());
+        Host {
+            proc_root: PathBuf::from("/proc"),
+            launched: banger_sys::pidfd::Registry::new(),
+            dm: Arc::new(banger_sys::dm::RecordingDm::new()),
+            loops: Arc::new(banger_sys::loopdev::RecordingLoops::new()),
+            ext4: Arc::new(Ext4Tools::new(runner.clone())),
+            net: Arc::new(banger_sys::net::RecordingNet::new()),
+            nft: Arc::new(Nft::new(
+                runner.clone(),
+                TableName::new(TABLE).expect("the production table name is valid"),
+                "/proc",
+            )),
+            runner,
+        }
+    }
+
     /// `<proc_root>/thread-self/mountinfo`: the mount table of the calling
     /// thread's mount namespace.
     pub fn mountinfo_path(&self) -> PathBuf {

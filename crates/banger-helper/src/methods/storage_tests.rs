@@ -46,6 +46,7 @@ fn setup(real_ext4: bool) -> T {
             dm: dm.clone(),
             loops: loops.clone(),
             ext4: Arc::new(Ext4Tools::new(ext4_runner)),
+            ..Host::recording()
         },
     };
     T {
