@@ -7,6 +7,8 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^bgtest-'); do 
 for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(bgtest-|banger-t)'); do
   ip link del "$l" 2>/dev/null
 done
+# A banger0 bridge left by the system-install test (only if banger made it).
+if ip -d link show banger0 2>/dev/null | grep -q 'alias banger-managed'; then ip link del banger0; fi
 if command -v nft >/dev/null; then
   nft list tables 2>/dev/null | awk '$3 ~ /^bgtest/ {print $2, $3}' | while read -r fam t; do nft delete table "$fam" "$t"; done
 fi

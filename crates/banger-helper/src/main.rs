@@ -48,6 +48,10 @@ enum Command {
     /// Read one JSON-RPC request from stdin, answer on stdout, exit.
     /// Development mode runs this through `sudo -n`.
     Oneshot,
+    /// Remove every host object banger made (taps, bridge, nft table,
+    /// snapshots, loops, resolver routing); one line per object removed.
+    /// `banger system uninstall` runs this.
+    Sweep,
 }
 
 fn init_logging() {
@@ -110,6 +114,27 @@ fn run() -> Result<()> {
             let resp = server::oneshot(helper, &input);
             println!("{}", serde_json::to_string(&resp)?);
             Ok(())
+        }
+        Command::Sweep => {
+            if !rustix::process::geteuid().is_root() {
+                bail!("sweep must run as root");
+            }
+            let swept = banger_helper::sweep::sweep(
+                &helper,
+                std::path::Path::new("/sys"),
+                std::path::Path::new("/"),
+            );
+            for r in &swept.removed {
+                println!("{r}");
+            }
+            for e in &swept.errors {
+                eprintln!("banger-helper: sweep: {e}");
+            }
+            if swept.errors.is_empty() {
+                Ok(())
+            } else {
+                bail!("{} object(s) could not be removed", swept.errors.len())
+            }
         }
         Command::Serve => {
             let limits = Limits {

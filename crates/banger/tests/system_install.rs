@@ -72,6 +72,19 @@ fn host_snapshot() -> Vec<String> {
     s
 }
 
+fn helper_call(method: &str, params: &str) -> serde_json::Value {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect("/run/banger/helper.sock").unwrap();
+    writeln!(
+        s,
+        r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#
+    )
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -187,6 +200,27 @@ fn root_system_install_no_start_status_and_uninstall_purge() {
         (hsock.uid(), hsock.gid(), hsock.mode() & 0o777),
         (0, owner.gid, 0o660)
     );
+
+    // Give uninstall something to remove: a bridge, a tap and NAT rules,
+    // made by the real helper over its socket.
+    for (method, params) in [
+        (
+            "priv.ensure_bridge",
+            r#"{"name":"banger0","address":"172.30.0.1/24"}"#,
+        ),
+        (
+            "priv.create_tap",
+            r#"{"name":"banger-e1e2e3e4","bridge":"banger0"}"#,
+        ),
+        (
+            "priv.ensure_nat",
+            r#"{"guest_ip":"172.30.0.2","tap":"banger-e1e2e3e4"}"#,
+        ),
+    ] {
+        let v = helper_call(method, params);
+        assert!(v["result"].is_object(), "{method}: {v}");
+    }
+    assert!(Path::new("/sys/class/net/banger-e1e2e3e4").exists());
 
     let text = ok(banger(&["system", "status", "--json"]));
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
