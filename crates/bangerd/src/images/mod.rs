@@ -1,4 +1,5 @@
 //! Image building blocks: OCI rootfs builds, host kernels and initramfs.
 
 pub mod kernel;
+pub mod layer;
 pub mod oci;
