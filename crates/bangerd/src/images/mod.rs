@@ -1,5 +1,6 @@
 //! Image building blocks: OCI rootfs builds, host kernels and initramfs.
 
+pub mod cpio;
 pub mod kernel;
 pub mod layer;
 pub mod oci;
