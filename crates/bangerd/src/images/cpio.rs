@@ -43,7 +43,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while self.buf.len() & 3 != 0 {
             self.buf.push(0);
         }
     }
@@ -71,7 +71,7 @@ impl Cpio {
     /// Close the archive and return its bytes.
     pub fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, (0, 0), &[]);
-        while self.buf.len() % 512 != 0 {
+        while self.buf.len() & 511 != 0 {
             self.buf.push(0);
         }
         self.buf

@@ -67,7 +67,7 @@ const MAGICS: &[(&[u8], &str)] = &[
     (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
     (&[0x02, 0x21, 0x4c, 0x18], "lz4"),
     (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
-    (&[b'B', b'Z', b'h'], "bzip2"),
+    (b"BZh", "bzip2"),
 ];
 
 const ELF_MAGIC: &[u8] = b"\x7fELF";

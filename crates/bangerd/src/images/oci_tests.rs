@@ -279,7 +279,7 @@ fn size_follows_content_plus_headroom() {
         "{}",
         b.size_bytes
     );
-    assert_eq!(debugfs(&img, "stat /big").contains("Size: 41943040"), true);
+    assert!(debugfs(&img, "stat /big").contains("Size: 41943040"));
 }
 
 #[test]
