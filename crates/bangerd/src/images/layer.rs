@@ -36,9 +36,13 @@ pub struct Meta {
 }
 
 /// Faked inode metadata keyed by `(st_dev, st_ino)`: fakeroot's save format.
+/// Also the extended attributes seen, applied to the image afterwards
+/// (fakeroot hides on-disk xattrs from `mke2fs -d`).
 #[derive(Debug, Default)]
 pub struct FakeDb {
     pub inodes: HashMap<(u64, u64), Meta>,
+    /// `(path in the image, name, value)`.
+    pub xattrs: Vec<(String, String, Vec<u8>)>,
 }
 
 impl FakeDb {
@@ -321,7 +325,6 @@ pub fn apply(root: &Path, layer: impl Read, db: &mut FakeDb) -> Result<(), Layer
                 let mut f = File::from(fd);
                 io::copy(&mut entry, &mut f).map_err(ap)?;
                 f.flush().map_err(ap)?;
-                apply_xattrs(&mut entry, &f);
                 0o100000
             }
             tar::EntryType::Symlink => {
@@ -383,6 +386,11 @@ pub fn apply(root: &Path, layer: impl Read, db: &mut FakeDb) -> Result<(), Layer
         } else {
             ifmt | perm
         };
+        let image_path = format!("/{}", comps.join("/"));
+        db.xattrs.retain(|(p, _, _)| *p != image_path);
+        if ifmt != 0o120000 {
+            collect_xattrs(&mut entry, &image_path, db);
+        }
         record(&dir, name, db, mode, uid, gid, rdev).map_err(ap)?;
         if let Ok(mtime) = hdr.mtime() {
             let t = rustix::fs::Timespec {
@@ -404,20 +412,18 @@ pub fn apply(root: &Path, layer: impl Read, db: &mut FakeDb) -> Result<(), Layer
     Ok(())
 }
 
-/// `SCHILY.xattr.*` pax records, set where the filesystem and our
-/// privileges allow (best effort: e.g. `trusted.*` needs root).
-fn apply_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, f: &File) {
+/// `SCHILY.xattr.*` pax records, kept for the image.
+fn collect_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, path: &str, db: &mut FakeDb) {
     let Ok(Some(exts)) = entry.pax_extensions() else {
         return;
     };
     for ext in exts.flatten() {
         if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-            let _ = rustix::fs::fsetxattr(
-                f,
-                std::ffi::OsStr::from_bytes(name),
-                ext.value_bytes(),
-                rustix::fs::XattrFlags::empty(),
-            );
+            db.xattrs.push((
+                path.to_string(),
+                String::from_utf8_lossy(name).into_owned(),
+                ext.value_bytes().to_vec(),
+            ));
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct Built {
     pub content_bytes: u64,
     pub inodes: u64,
     pub layers: usize,
+    /// Extended attributes applied.
+    pub xattrs: usize,
 }
 
 fn read_json(p: &Path) -> Result<serde_json::Value, OciError> {
@@ -309,12 +311,54 @@ pub fn build(
         let _ = std::fs::remove_file(out);
         return Err(OciError::Mkfs(out.into(), e));
     }
+    let xattrs = set_xattrs(runner, &db, scratch, out);
     Ok(Built {
         size_bytes: size,
         content_bytes: content,
         inodes,
         layers: layer_files.len(),
+        xattrs,
     })
+}
+
+/// Bytes debugfs can take as one command argument.
+fn debugfs_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/@+-:".contains(&b))
+}
+
+/// Apply the layers' xattrs with `debugfs ea_set -f VALUEFILE PATH NAME`:
+/// only for paths and names in a strict charset (values go through files,
+/// never the command text); others are skipped. Best effort: returns the
+/// number requested.
+fn set_xattrs(runner: &dyn Runner, db: &FakeDb, scratch: &Path, img: &Path) -> usize {
+    let dir = scratch.join("xattrs");
+    if db.xattrs.is_empty() || std::fs::create_dir(&dir).is_err() {
+        return 0;
+    }
+    let mut cmds = String::new();
+    let mut n = 0;
+    for (i, (path, name, value)) in db.xattrs.iter().enumerate() {
+        let vf = dir.join(i.to_string());
+        if !debugfs_safe(path)
+            || !debugfs_safe(name)
+            || !vf.to_str().is_some_and(debugfs_safe)
+            || std::fs::write(&vf, value).is_err()
+        {
+            continue;
+        }
+        cmds.push_str(&format!("ea_set -f {} {path} {name}\n", vf.display()));
+        n += 1;
+    }
+    let cf = dir.join("cmds");
+    if n == 0 || std::fs::write(&cf, cmds).is_err() {
+        return 0;
+    }
+    match runner.run(&Cmd::new("debugfs").arg("-w").arg("-f").arg(&cf).arg(img)) {
+        Ok(_) => n,
+        Err(_) => 0,
+    }
 }
 
 #[cfg(test)]

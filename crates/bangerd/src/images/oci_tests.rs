@@ -318,3 +318,41 @@ fn tampered_blobs_and_unsafe_manifests_are_refused() {
 
 #[path = "oci_hostile_tests.rs"]
 mod hostile;
+
+#[test]
+fn user_xattrs_are_kept_where_possible() {
+    let tmp = tempfile::Builder::new()
+        .prefix("bgtest-")
+        .tempdir()
+        .unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("SCHILY.xattr.user.bgtest", &b"kept"[..])])
+        .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(1);
+    b.append_data(&mut h, "withattr", &b"x"[..]).unwrap();
+    let layer = b.into_inner().unwrap();
+    let layout = tmp.path().join("layout");
+    oci_layout(&layout, &[layer]);
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let img = tmp.path().join("root.ext4");
+    let b = build(&HostRunner, &layout, &scratch, &img, Sizing::default()).unwrap();
+    assert_eq!(b.xattrs, 1);
+    let ea = debugfs(&img, "ea_list /withattr");
+    assert!(ea.contains("user.bgtest") && ea.contains("kept"), "{ea}");
+}
+
+#[test]
+fn xattr_paths_and_names_outside_the_charset_are_skipped() {
+    for ok in ["/usr/bin/ping", "security.capability", "/a@b+c-d_e.f:g"] {
+        assert!(debugfs_safe(ok), "{ok}");
+    }
+    for bad in ["", "/a b", "/x\nrm /etc/passwd", "/\"q\"", "/é", "user.a;b"] {
+        assert!(!debugfs_safe(bad), "{bad:?}");
+    }
+}
