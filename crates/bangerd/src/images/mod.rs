@@ -4,3 +4,4 @@ pub mod cpio;
 pub mod kernel;
 pub mod layer;
 pub mod oci;
+pub mod registry;

@@ -363,4 +363,4 @@ fn set_xattrs(runner: &dyn Runner, db: &FakeDb, scratch: &Path, img: &Path) -> u
 
 #[cfg(test)]
 #[path = "oci_tests.rs"]
-mod tests;
+pub(crate) mod tests;
