@@ -270,4 +270,58 @@ mod tests {
             b"\0\0\x003456"
         );
     }
+
+    #[test]
+    fn base_bytes_unchanged_after_ten_vms_wrote_their_disks() {
+        use banger_sys::ext4::{Ext4Tools, GuestFile};
+        use banger_sys::runner::{Cmd, HostRunner, Runner};
+        use std::sync::Arc;
+        let tmp = tempfile::Builder::new()
+            .prefix("bgtest-")
+            .tempdir()
+            .unwrap();
+        let base = tmp.path().join("bgtest-base.ext4");
+        File::create(&base).unwrap().set_len(32 << 20).unwrap();
+        HostRunner
+            .run(&Cmd::new("mkfs.ext4").args(["-q", "-F"]).arg(&base))
+            .unwrap();
+        let before = std::fs::read(&base).unwrap();
+        let tools = Ext4Tools::new(Arc::new(HostRunner));
+        for i in 0..10 {
+            let disk = tmp.path().join(format!("bgtest-vm{i}.ext4"));
+            clone_file(&base, &disk, &mut |_, _| {}).unwrap();
+            let files = [
+                GuestFile {
+                    path: "/etc/hostname".into(),
+                    content: format!("vm{i}\n").into_bytes(),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                },
+                GuestFile {
+                    path: "/var/lib/big".into(),
+                    content: vec![i as u8; 1 << 20],
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 0,
+                },
+            ];
+            tools.write_files(&disk, &files).unwrap();
+        }
+        for i in 0..10 {
+            let disk = tmp.path().join(format!("bgtest-vm{i}.ext4"));
+            assert_eq!(
+                tools.read_file(&disk, "/etc/hostname", 100).unwrap(),
+                format!("vm{i}\n").into_bytes()
+            );
+        }
+        assert!(
+            std::fs::read(&base).unwrap() == before,
+            "base image bytes changed"
+        );
+        assert!(
+            tools.read_file(&base, "/etc/hostname", 100).is_err(),
+            "base has no hostname"
+        );
+    }
 }
