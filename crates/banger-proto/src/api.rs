@@ -82,3 +82,64 @@ pub struct Check {
 pub struct Doctor {
     pub checks: Vec<Check>,
 }
+
+/// One line of a long operation's `application/x-ndjson` answer (image
+/// import, build, pull): progress, log lines, then exactly one `done` or
+/// `error`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// `done` of `total` units (bytes, layers…) of `step`.
+    Progress {
+        step: String,
+        done: u64,
+        #[serde(default)]
+        total: Option<u64>,
+    },
+    /// A line of narration.
+    Log { message: String },
+    /// The operation succeeded with this result.
+    Done { result: serde_json::Value },
+    /// The operation failed.
+    Error { code: String, message: String },
+}
+
+/// `POST /v1/images` body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageImport {
+    pub name: String,
+    pub rootfs: String,
+    pub kernel: String,
+    #[serde(default)]
+    pub initrd: Option<String>,
+}
+
+/// `POST /v1/images/build` body: exactly one of `from_oci` and `debian`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageBuild {
+    pub name: String,
+    #[serde(default)]
+    pub from_oci: Option<String>,
+    #[serde(default)]
+    pub debian: Option<String>,
+    /// Kernel to pair with the rootfs (vmlinux or vmlinuz); default: the
+    /// newest Debian kernel installed on the host, with a generated initramfs.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// Extra space in the ext4 beyond the content, MiB.
+    #[serde(default)]
+    pub headroom_mib: Option<u64>,
+}
+
+/// `POST /v1/images/pull` body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePull {
+    pub reference: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub kernel: Option<String>,
+}

@@ -1,7 +1,7 @@
 //! The CLI's HTTP/1.1 client for the daemon's Unix socket.
 
 use anyhow::{Context, Result};
-use banger_proto::api::ApiError;
+use banger_proto::api::{ApiError, Event};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::Request;
@@ -40,6 +40,63 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value> {
+        self.call_stream(method, path, body, &mut |_| {}).await
+    }
+
+    /// Like [`Client::call`], but a streamed (`application/x-ndjson`)
+    /// answer has its progress events handed to `on_event` and ends with
+    /// the `done` result or the `error`.
+    pub async fn call_stream(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<serde_json::Value> {
+        let resp = self.send(method, path, body).await?;
+        let status = resp.status().as_u16();
+        let streamed = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/x-ndjson"));
+        if !streamed {
+            let raw = resp.into_body().collect().await?.to_bytes();
+            return decode(status, &raw);
+        }
+        let mut body = resp.into_body();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.context("reading bangerd's progress stream")?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                let event: Event = serde_json::from_slice(&line[..line.len() - 1])
+                    .context("bangerd's progress stream does not parse")?;
+                match event {
+                    Event::Done { result } => return Ok(result),
+                    Event::Error { code, message } => {
+                        return Err(CallError {
+                            status: 500,
+                            body: ApiError { code, message },
+                        }
+                        .into())
+                    }
+                    other => on_event(&other),
+                }
+            }
+        }
+        anyhow::bail!("bangerd ended the stream without a result")
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .with_context(|| {
@@ -62,22 +119,20 @@ impl Client {
             .header("host", "banger")
             .header("content-type", "application/json")
             .body(Full::new(bytes))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .context("request to bangerd")?;
-        let status = resp.status().as_u16();
-        let raw = resp.into_body().collect().await?.to_bytes();
-        if (200..300).contains(&status) {
-            if raw.is_empty() {
-                return Ok(serde_json::Value::Null);
-            }
-            return serde_json::from_slice(&raw).context("bangerd's answer does not parse");
-        }
-        let body = serde_json::from_slice::<ApiError>(&raw).unwrap_or_else(|_| ApiError {
-            code: "http".into(),
-            message: format!("HTTP {status}: {}", String::from_utf8_lossy(&raw).trim()),
-        });
-        Err(CallError { status, body }.into())
+        sender.send_request(req).await.context("request to bangerd")
     }
+}
+
+fn decode(status: u16, raw: &[u8]) -> Result<serde_json::Value> {
+    if (200..300).contains(&status) {
+        if raw.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        return serde_json::from_slice(raw).context("bangerd's answer does not parse");
+    }
+    let body = serde_json::from_slice::<ApiError>(raw).unwrap_or_else(|_| ApiError {
+        code: "http".into(),
+        message: format!("HTTP {status}: {}", String::from_utf8_lossy(raw).trim()),
+    });
+    Err(CallError { status, body }.into())
 }

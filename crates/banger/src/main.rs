@@ -121,6 +121,14 @@ enum ImageCmd {
         /// Debian suite to debootstrap (e.g. bookworm).
         #[arg(long)]
         debian: Option<String>,
+        /// Kernel to pair with the rootfs (vmlinux, or a compressed vmlinuz
+        /// that is extracted). Default: the newest Debian kernel installed
+        /// on the host, with a generated virtio initramfs.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// Free space to add to the ext4 beyond its content, MiB.
+        #[arg(long)]
+        headroom: Option<u64>,
     },
     /// Pull an image from an OCI registry.
     Pull {
@@ -129,6 +137,9 @@ enum ImageCmd {
         /// Local name (default: derived from the reference).
         #[arg(long)]
         name: Option<String>,
+        /// Kernel to pair with the rootfs (default: the host's, as for build).
+        #[arg(long)]
+        kernel: Option<PathBuf>,
     },
     /// List images.
     Ls,
@@ -397,20 +408,42 @@ async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
                 "initrd": initrd.map(abs).transpose()?,
             })),
         ),
-        ImageCmd::Build { name, from, debian } => (
+        ImageCmd::Build {
+            name,
+            from,
+            debian,
+            kernel,
+            headroom,
+        } => (
             "POST",
             "/v1/images/build".to_string(),
-            Some(json!({"name": name, "from_oci": from.map(abs).transpose()?, "debian": debian})),
+            Some(json!({
+                "name": name,
+                "from_oci": from.map(abs).transpose()?,
+                "debian": debian,
+                "kernel": kernel.map(abs).transpose()?,
+                "headroom_mib": headroom,
+            })),
         ),
-        ImageCmd::Pull { reference, name } => (
+        ImageCmd::Pull {
+            reference,
+            name,
+            kernel,
+        } => (
             "POST",
             "/v1/images/pull".to_string(),
-            Some(json!({"reference": reference, "name": name})),
+            Some(
+                json!({"reference": reference, "name": name, "kernel": kernel.map(abs).transpose()?}),
+            ),
         ),
         ImageCmd::Inspect { name } => ("GET", format!("/v1/images/{name}"), None),
         ImageCmd::Rm { name } => ("DELETE", format!("/v1/images/{name}"), None),
     };
-    let v = client.call(method, &path, body).await?;
-    print(j, &v, detail);
+    let mut view = output::ProgressView::new();
+    let v = client
+        .call_stream(method, &path, body, &mut |e| view.event(e))
+        .await;
+    view.finish();
+    print(j, &v?, detail);
     Ok(())
 }

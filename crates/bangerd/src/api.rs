@@ -2,6 +2,7 @@
 //! The router is built from [`routes`], the one table the OpenAPI test
 //! compares with the document.
 
+use crate::catalog::{self, CatalogError};
 use crate::daemon::Daemon;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
@@ -73,11 +74,11 @@ pub fn routes() -> Vec<Route> {
         r!(GET, "/v1/version", version),
         r!(GET, "/v1/doctor", doctor),
         r!(GET, "/v1/images", list_images),
-        r!(POST, "/v1/images", ni("image import")),
-        r!(POST, "/v1/images/build", ni("image build")),
-        r!(POST, "/v1/images/pull", ni("image pull")),
+        r!(POST, "/v1/images", import_image),
+        r!(POST, "/v1/images/build", build_image),
+        r!(POST, "/v1/images/pull", pull_image),
         r!(GET, "/v1/images/{name}", inspect_image),
-        r!(DELETE, "/v1/images/{name}", ni("image rm")),
+        r!(DELETE, "/v1/images/{name}", remove_image),
         r!(GET, "/v1/vms", list_vms),
         r!(POST, "/v1/vms", ni("vm create")),
         r!(GET, "/v1/vms/{name}", inspect_vm),
@@ -167,17 +168,87 @@ async fn list_images(State(d): State<AppState>) -> ApiResult<Vec<Image>> {
 }
 
 async fn inspect_image(State(d): State<AppState>, Path(name): Path<String>) -> ApiResult<Image> {
-    let all = d.images().map_err(ApiFailure::internal)?;
-    all.into_iter()
-        .find(|i| i.name == name || i.id == name)
+    match catalog::find(&d.store, &name)? {
+        Some(s) => Ok(Json(s.image)),
+        None => Err(CatalogError::NotFound(name).into()),
+    }
+}
+
+async fn remove_image(State(d): State<AppState>, Path(name): Path<String>) -> ApiResult<Image> {
+    tokio::task::spawn_blocking(move || catalog::remove(&d.store, &name))
+        .await
+        .map_err(ApiFailure::internal)?
         .map(Json)
-        .ok_or_else(|| {
-            ApiFailure::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no image {name:?}"),
-            )
-        })
+        .map_err(Into::into)
+}
+
+/// Decode a JSON body strictly, answering 400 `invalid` (never axum's
+/// plain-text rejection).
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiFailure> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("invalid request body: {e}"),
+        )
+    })
+}
+
+/// Run a catalog operation as a streamed job.
+fn image_job<F>(d: AppState, f: F) -> Response
+where
+    F: FnOnce(&Daemon, &crate::jobs::Progress) -> Result<Image, CatalogError> + Send + 'static,
+{
+    crate::jobs::stream(move |p| {
+        let img = f(&d, p)?;
+        Ok(serde_json::to_value(img).expect("images serialise"))
+    })
+}
+
+async fn import_image(
+    State(d): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiFailure> {
+    let req: banger_proto::api::ImageImport = parse(&body)?;
+    catalog::check_new_name(&d.store, &req.name)?;
+    Ok(image_job(d, move |d, p| {
+        catalog::import(&d.store, &d.paths.state_dir, &req, p)
+    }))
+}
+
+async fn build_image(
+    State(d): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiFailure> {
+    let req: banger_proto::api::ImageBuild = parse(&body)?;
+    catalog::check_new_name(&d.store, &req.name)?;
+    Ok(image_job(d, move |d, p| {
+        crate::builds::build(&d.store, &d.paths.state_dir, &d.host_paths, &req, p)
+    }))
+}
+
+async fn pull_image(
+    State(d): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiFailure> {
+    let req: banger_proto::api::ImagePull = parse(&body)?;
+    Ok(image_job(d, move |d, p| {
+        crate::builds::pull(&d.store, &d.paths.state_dir, &d.host_paths, &req, p)
+    }))
+}
+
+impl From<CatalogError> for ApiFailure {
+    fn from(e: CatalogError) -> Self {
+        let (status, code) = match &e {
+            CatalogError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            CatalogError::Exists(_) | CatalogError::InUse { .. } => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            CatalogError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiFailure::new(status, code, crate::render_chain(&e))
+    }
 }
 
 async fn list_vms(State(d): State<AppState>) -> ApiResult<Vec<Vm>> {

@@ -21,6 +21,8 @@ pub struct Daemon {
     pub mode: Mode,
     pub store: Store,
     pub privops: Arc<dyn PrivOps>,
+    /// Where host kernels and busybox are found for image builds.
+    pub host_paths: crate::builds::HostPaths,
 }
 
 /// Why the daemon could not start or stopped with an error.

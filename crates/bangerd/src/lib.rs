@@ -2,10 +2,13 @@
 //! seam, the HTTP API and (in later modules) images, VMs, network and DNS.
 
 pub mod api;
+pub mod builds;
+pub mod catalog;
 pub mod daemon;
 pub mod disks;
 pub mod doctor;
 pub mod images;
+pub mod jobs;
 pub mod listener;
 pub mod privops;
 pub mod store;

@@ -147,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
             mode,
             store,
             privops,
+            host_paths: Default::default(),
         });
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         daemon::serve(d, listener, shutdown_signal()).await?;
