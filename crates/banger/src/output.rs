@@ -54,29 +54,6 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_aligns_columns() {
-        let t = table(
-            &["NAME", "STATE"],
-            &[
-                vec!["a".into(), "running".into()],
-                vec!["long-name".into(), "x".into()],
-            ],
-        );
-        assert_eq!(t, "NAME       STATE\na          running\nlong-name  x");
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(size(12), "12 B");
-        assert_eq!(size(64 * 1024 * 1024), "64.0 MiB");
-    }
-}
-
 /// Shows a long operation's progress: bars on a terminal, plain lines
 /// (each step, then every 25 %) otherwise. Writes to stderr so `--json`
 /// output on stdout stays clean.
@@ -145,5 +122,28 @@ impl ProgressView {
         if let Some((_, pb)) = self.bar.take() {
             pb.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(
+            &["NAME", "STATE"],
+            &[
+                vec!["a".into(), "running".into()],
+                vec!["long-name".into(), "x".into()],
+            ],
+        );
+        assert_eq!(t, "NAME       STATE\na          running\nlong-name  x");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size(12), "12 B");
+        assert_eq!(size(64 * 1024 * 1024), "64.0 MiB");
     }
 }
