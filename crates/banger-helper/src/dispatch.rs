@@ -46,6 +46,17 @@ impl Helper {
                     protocol: banger_proto::HELPER_PROTOCOL,
                 })
             }),
+            m::ENSURE_SOCKET_ACCESS => {
+                call(self, params, crate::methods::files::ensure_socket_access)
+            }
+            m::CLEANUP_JAILER_CHROOT => {
+                call(self, params, crate::methods::files::cleanup_jailer_chroot)
+            }
+            m::KILL_PROCESS => call(self, params, crate::methods::process::kill_process),
+            m::SIGNAL_PROCESS => call(self, params, crate::methods::process::signal_process),
+            m::LAUNCH_FIRECRACKER => {
+                call(self, params, crate::methods::process::launch_firecracker)
+            }
             other if m::METHODS.contains(&other) => Err(RpcError::NotImplemented(
                 m::METHODS.iter().find(|x| **x == other).unwrap(),
             )),

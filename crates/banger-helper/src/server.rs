@@ -111,11 +111,7 @@ async fn read_line_capped<R: AsyncBufRead + Unpin>(r: &mut R, cap: usize) -> std
         }
         r.consume(take);
         if done {
-            return Ok(if too_long {
-                Line::TooLong
-            } else {
-                Line::Data(buf)
-            });
+            return Ok(if too_long { Line::TooLong } else { Line::Data(buf) });
         }
     }
 }
@@ -250,3 +246,4 @@ pub fn oneshot(helper: Arc<Helper>, input: &[u8]) -> Response {
     let line = input.strip_suffix(b"\n").unwrap_or(input);
     rt.block_on(handle(line, 0, &helper, &sem, &Limits::default()))
 }
+

@@ -142,10 +142,7 @@ domain = "vm"
 "#;
         let cfg = InstallConfig::parse(text).unwrap();
         assert_eq!(cfg.owner_uid, 1000);
-        assert_eq!(
-            cfg.helper_socket(),
-            PathBuf::from("/run/banger/helper.sock")
-        );
+        assert_eq!(cfg.helper_socket(), PathBuf::from("/run/banger/helper.sock"));
         assert_eq!(InstallConfig::parse(&cfg.render()).unwrap(), cfg);
     }
 

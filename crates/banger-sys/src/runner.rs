@@ -207,10 +207,7 @@ mod tests {
         let out = HostRunner
             .run(&Cmd::new("printf").args(["%s|", "a b", "$(id)", ";rm -rf /"]))
             .unwrap();
-        assert_eq!(
-            String::from_utf8(out.stdout).unwrap(),
-            "a b|$(id)|;rm -rf /|"
-        );
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "a b|$(id)|;rm -rf /|");
     }
 
     #[test]
