@@ -57,9 +57,9 @@ impl Helper {
             m::LAUNCH_FIRECRACKER => {
                 call(self, params, crate::methods::process::launch_firecracker)
             }
-            other if m::METHODS.contains(&other) => Err(RpcError::NotImplemented(
-                m::METHODS.iter().find(|x| **x == other).unwrap(),
-            )),
+            other if m::METHODS.contains(&other) => {
+                Err(RpcError::NotImplemented(m::METHODS.iter().find(|x| **x == other).unwrap()))
+            }
             other => Err(RpcError::NotFound(other.to_string())),
         }
     }
