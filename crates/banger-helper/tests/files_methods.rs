@@ -65,7 +65,9 @@ fn s(p: &Path) -> String {
 }
 
 /// Owner, group, mode and (for files) content of a canary.
-fn snapshot(p: &Path) -> (u32, u32, u32, Vec<u8>) {
+type Snapshot = (u32, u32, u32, Vec<u8>);
+
+fn snapshot(p: &Path) -> Snapshot {
     let md = std::fs::symlink_metadata(p).unwrap();
     let content = if md.is_file() {
         std::fs::read(p).unwrap()
@@ -339,7 +341,7 @@ fn build_root(real_vm: &Path, round: &mut usize) {
 }
 
 /// A canary tree shaped like a jail root, with its own tmpfs at `mnt`.
-fn build_canary(dir: &Path) -> Vec<(PathBuf, (u32, u32, u32, Vec<u8>))> {
+fn build_canary(dir: &Path) -> Vec<(PathBuf, Snapshot)> {
     std::fs::create_dir_all(dir.join("root/a")).unwrap();
     std::fs::write(dir.join("root/a/file"), b"canary").unwrap();
     std::fs::create_dir(dir.join("root/mnt")).unwrap();
@@ -357,7 +359,7 @@ fn build_canary(dir: &Path) -> Vec<(PathBuf, (u32, u32, u32, Vec<u8>))> {
     .collect()
 }
 
-fn assert_canary(dir: &Path, before: &[(PathBuf, (u32, u32, u32, Vec<u8>))]) {
+fn assert_canary(dir: &Path, before: &[(PathBuf, Snapshot)]) {
     for (p, snap) in before {
         assert_eq!(&snapshot(p), snap, "{}", p.display());
     }

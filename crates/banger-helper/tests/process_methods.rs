@@ -97,7 +97,7 @@ fn fake_firecracker(dir: &Path) -> PathBuf {
 fn decoy_is_never_signalled_whatever_pid_is_sent() {
     let d = tmp();
     let h = helper(d.path());
-    let mut decoy = spawn(&mut Command::new("sleep").arg("1000"));
+    let mut decoy = spawn(Command::new("sleep").arg("1000"));
     // argv contains "firecracker", but the program is not Firecracker.
     let mut sneaky = spawn(Command::new("sh").args(["-c", "sleep 1000; :", "firecracker"]));
     let pids = [
@@ -137,12 +137,12 @@ fn a_firecracker_named_process_is_signalled() {
     let d = tmp();
     let h = helper(d.path());
     let fc = fake_firecracker(d.path());
-    let mut a = spawn(&mut Command::new(&fc).arg("1000"));
+    let mut a = spawn(Command::new(&fc).arg("1000"));
     h.dispatch(m::KILL_PROCESS, json!({ "pid": a.0.id() }))
         .unwrap();
     assert_eq!(a.0.wait().unwrap().signal(), Some(libc::SIGKILL));
 
-    let mut b = spawn(&mut Command::new(&fc).arg("1000"));
+    let mut b = spawn(Command::new(&fc).arg("1000"));
     h.dispatch(
         m::SIGNAL_PROCESS,
         json!({ "pid": b.0.id(), "signal": "SIGTERM" }),
@@ -150,7 +150,7 @@ fn a_firecracker_named_process_is_signalled() {
     .unwrap();
     assert_eq!(b.0.wait().unwrap().signal(), Some(libc::SIGTERM));
 
-    let c = spawn(&mut Command::new(&fc).arg("1000"));
+    let c = spawn(Command::new(&fc).arg("1000"));
     let t = gate_text(h.dispatch(
         m::SIGNAL_PROCESS,
         json!({ "pid": c.0.id(), "signal": "SIGSEGV" }),
