@@ -88,7 +88,7 @@ fn private_mount_ns() {
 }
 
 fn tmpfs(at: &Path) {
-    rustix::mount::mount("bgtest-tmpfs", at, "tmpfs", MountFlags::empty(), "size=1m").unwrap();
+    rustix::mount::mount("bgtest-tmpfs", at, "tmpfs", MountFlags::empty(), "size=16m").unwrap();
 }
 
 fn bind(from: &Path, to: &Path) {
@@ -184,31 +184,41 @@ fn root_ensure_socket_access_hands_the_socket_to_the_registered_owner() {
     );
 }
 
-/// Swap `a` and `b` with `renameat2(RENAME_EXCHANGE)` until stopped; each
-/// exchange holds `pause` so a test can rebuild its fixture undisturbed.
+/// Lets the test stop the swapper while it rebuilds its fixture.
+#[derive(Default)]
+struct Pause {
+    wanted: AtomicBool,
+    lock: Mutex<()>,
+}
+
+/// Swap `a` and `b` with `renameat2(RENAME_EXCHANGE)` until stopped, except
+/// while the test holds `pause` (fixture rebuilds are not part of the race).
 fn swapper(
     a: PathBuf,
     b: PathBuf,
     stop: Arc<AtomicBool>,
-    pause: Arc<Mutex<()>>,
+    pause: Arc<Pause>,
 ) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            {
-                let _g = pause.lock().unwrap();
-                if rustix::fs::renameat_with(CWD, &a, CWD, &b, RenameFlags::EXCHANGE).is_ok() {
-                    n += 1;
-                }
+            if pause.wanted.load(Ordering::Acquire) {
+                std::thread::yield_now();
+                continue;
             }
-            // Let a waiting fixture rebuild take the lock (std's Mutex is unfair).
-            std::thread::yield_now();
+            let _g = pause.lock.lock().unwrap();
+            if rustix::fs::renameat_with(CWD, &a, CWD, &b, RenameFlags::EXCHANGE).is_ok() {
+                n += 1;
+            }
         }
         n
     })
 }
 
-const RACE_BUDGET: Duration = Duration::from_secs(8);
+/// Race tests run one at a time: each has a busy swapper thread, and the
+/// machine may have only two cores.
+static RACE_SERIAL: Mutex<()> = Mutex::new(());
+const RACE_BUDGET: Duration = Duration::from_secs(4);
 const RACE_ROUNDS: usize = 3000;
 
 /// Run `round` until the budget or round count is reached, with `a`/`b`
@@ -219,8 +229,9 @@ fn race(
     mut setup: impl FnMut(),
     mut round: impl FnMut() -> Result<serde_json::Value, RpcError>,
 ) -> (usize, usize, usize, u64) {
+    let _serial = RACE_SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let stop = Arc::new(AtomicBool::new(false));
-    let pause = Arc::new(Mutex::new(()));
+    let pause = Arc::new(Pause::default());
     let t = swapper(
         a.to_path_buf(),
         b.to_path_buf(),
@@ -234,8 +245,18 @@ fn race(
             break;
         }
         {
-            let _g = pause.lock().unwrap();
+            pause.wanted.store(true, Ordering::Release);
+            // Spin rather than sleep on the lock: the swapper releases it
+            // within one exchange, and a futex wake-up costs milliseconds
+            // on a loaded machine.
+            let _g = loop {
+                if let Ok(g) = pause.lock.try_lock() {
+                    break g;
+                }
+                std::hint::spin_loop();
+            };
             setup();
+            pause.wanted.store(false, Ordering::Release);
         }
         match round() {
             Ok(_) => ok += 1,
@@ -389,6 +410,8 @@ fn root_race_jail_dir_swapped_for_symlink_during_cleanup() {
     private_mount_ns();
     let d = tmp();
     let _u = Unmounter(d.path().to_path_buf());
+    // The whole fixture on a tmpfs of this namespace: rounds cost no disk I/O.
+    tmpfs(d.path());
     let h = helper(d.path());
     let fc = h.cfg.jailer_base.join("firecracker");
     std::fs::create_dir_all(fc.join("vm")).unwrap();
@@ -417,6 +440,8 @@ fn root_race_chroot_leaf_swapped_for_symlink_during_cleanup() {
     private_mount_ns();
     let d = tmp();
     let _u = Unmounter(d.path().to_path_buf());
+    // The whole fixture on a tmpfs of this namespace: rounds cost no disk I/O.
+    tmpfs(d.path());
     let h = helper(d.path());
     let vm = h.cfg.jailer_base.join("firecracker/vm");
     std::fs::create_dir_all(&vm).unwrap();
@@ -456,6 +481,8 @@ fn root_cleanup_unmounts_nested_mounts_deepest_first_and_spares_the_canary() {
     private_mount_ns();
     let d = tmp();
     let _u = Unmounter(d.path().to_path_buf());
+    // The whole fixture on a tmpfs of this namespace: rounds cost no disk I/O.
+    tmpfs(d.path());
     let h = helper(d.path());
     let canary = d.path().join("canary");
     std::fs::create_dir_all(canary.join("sub")).unwrap();
@@ -526,6 +553,8 @@ fn root_tree_removal_never_crosses_a_mount() {
     private_mount_ns();
     let d = tmp();
     let _u = Unmounter(d.path().to_path_buf());
+    // The whole fixture on a tmpfs of this namespace: rounds cost no disk I/O.
+    tmpfs(d.path());
     let base = d.path().join("jail");
     std::fs::create_dir_all(base.join("vm/root/m")).unwrap();
     tmpfs(&base.join("vm/root/m"));
