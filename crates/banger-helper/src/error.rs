@@ -22,9 +22,6 @@ pub enum RpcError {
     /// rendered error chain.
     #[error("{0}")]
     Failed(String),
-    /// Present in the protocol, not yet implemented by this helper.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
 }
 
 impl RpcError {
@@ -45,7 +42,7 @@ impl RpcError {
         let code = match self {
             RpcError::NotFound(_) => jsonrpc::METHOD_NOT_FOUND,
             RpcError::Params(_) | RpcError::Gate { .. } => jsonrpc::INVALID_PARAMS,
-            RpcError::Failed(_) | RpcError::NotImplemented(_) => jsonrpc::OPERATION_FAILED,
+            RpcError::Failed(_) => jsonrpc::OPERATION_FAILED,
         };
         ErrorObject::new(code, self.to_string())
     }

@@ -310,3 +310,103 @@ pub fn sudo_socket_access_cmds(path: &Path, uid: u32, gid: u32, mode: u32) -> Ve
             .arg(path),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::{HostRunner, Runner};
+    use std::os::unix::fs::MetadataExt;
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("bgtest-")
+            .tempdir()
+            .unwrap()
+    }
+
+    #[test]
+    fn sudo_fallback_chowns_with_h_and_chmods_unprivileged() {
+        let cmds = sudo_socket_access_cmds(Path::new("/run/banger/fc.sock"), 1000, 1001, 0o600);
+        let argv: Vec<Vec<String>> = cmds.iter().map(Cmd::argv).collect();
+        assert_eq!(
+            argv,
+            vec![
+                vec![
+                    "sudo",
+                    "-n",
+                    "chown",
+                    "-h",
+                    "1000:1001",
+                    "--",
+                    "/run/banger/fc.sock"
+                ],
+                vec!["chmod", "600", "--", "/run/banger/fc.sock"],
+            ]
+        );
+    }
+
+    #[test]
+    fn root_chown_h_never_follows_a_symlink() {
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: needs root to chown");
+            return;
+        }
+        let d = tmp();
+        let canary = d.path().join("canary");
+        std::fs::write(&canary, b"x").unwrap();
+        let link = d.path().join("fc.sock");
+        std::os::unix::fs::symlink(&canary, &link).unwrap();
+        let chown = &sudo_socket_access_cmds(&link, 4242, 4243, 0o600)[0];
+        // We are root already: run the same argv without the `sudo -n` prefix.
+        let direct = Cmd::new(&chown.args[1]).args(chown.args[2..].iter().cloned());
+        HostRunner.run(&direct).unwrap();
+        let c = std::fs::metadata(&canary).unwrap();
+        assert_eq!((c.uid(), c.gid()), (0, 0), "the symlink target was chowned");
+        let l = std::fs::symlink_metadata(&link).unwrap();
+        assert_eq!((l.uid(), l.gid()), (4242, 4243));
+    }
+
+    #[test]
+    fn root_log_file_refuses_hard_links_and_foreign_owners() {
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: needs root to chown");
+            return;
+        }
+        let d = tmp();
+        let root = d.path();
+        let f = open_log_beneath(root, &root.join("vm.log"), 4242, 4243).unwrap();
+        drop(f);
+        let md = std::fs::metadata(root.join("vm.log")).unwrap();
+        assert_eq!(
+            (md.uid(), md.gid(), md.mode() & 0o7777),
+            (4242, 4243, 0o600)
+        );
+        // Reopening the owner's own log is fine.
+        open_log_beneath(root, &root.join("vm.log"), 4242, 4243).unwrap();
+
+        std::fs::write(root.join("secret"), b"s").unwrap();
+        let before = std::fs::metadata(root.join("secret")).unwrap();
+        std::fs::hard_link(root.join("secret"), root.join("linked.log")).unwrap();
+        assert!(matches!(
+            open_log_beneath(root, &root.join("linked.log"), 4242, 4243),
+            Err(FsError::HardLinked(_, 2))
+        ));
+        std::fs::write(root.join("other.log"), b"").unwrap();
+        std::os::unix::fs::chown(root.join("other.log"), Some(7), Some(7)).unwrap();
+        assert!(matches!(
+            open_log_beneath(root, &root.join("other.log"), 4242, 4243),
+            Err(FsError::ForeignOwner(_, 7))
+        ));
+        std::os::unix::fs::symlink(root.join("secret"), root.join("sym.log")).unwrap();
+        assert!(matches!(
+            open_log_beneath(root, &root.join("sym.log"), 4242, 4243),
+            Err(FsError::Open(..))
+        ));
+        let s = std::fs::metadata(root.join("secret")).unwrap();
+        assert_eq!((s.uid(), s.mode()), (0, before.mode()));
+        assert!(matches!(
+            open_log_beneath(root, Path::new("/etc/passwd"), 4242, 4243),
+            Err(FsError::NotBeneath(..))
+        ));
+    }
+}
