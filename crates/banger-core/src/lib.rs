@@ -3,3 +3,4 @@
 
 pub mod net;
 pub mod paths;
+pub mod units;

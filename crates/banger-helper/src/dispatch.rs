@@ -2,6 +2,7 @@
 
 use crate::error::RpcError;
 use crate::host::Host;
+use crate::methods::storage;
 use banger_proto::helper as m;
 use banger_proto::install::InstallConfig;
 use serde::de::DeserializeOwned;
@@ -46,6 +47,12 @@ impl Helper {
                     protocol: banger_proto::HELPER_PROTOCOL,
                 })
             }),
+            m::CREATE_DM_SNAPSHOT => call(self, params, storage::create_dm_snapshot),
+            m::CLEANUP_DM_SNAPSHOT => call(self, params, storage::cleanup_dm_snapshot),
+            m::REMOVE_DM_SNAPSHOT => call(self, params, storage::remove_dm_snapshot),
+            m::FSCK_SNAPSHOT => call(self, params, storage::fsck_snapshot),
+            m::READ_EXT4_FILE => call(self, params, storage::read_ext4_file),
+            m::WRITE_EXT4_FILES => call(self, params, storage::write_ext4_files),
             m::ENSURE_BRIDGE => call(self, params, crate::methods::network::ensure_bridge),
             m::CREATE_TAP => call(self, params, crate::methods::network::create_tap),
             m::DELETE_TAP => call(self, params, crate::methods::network::delete_tap),

@@ -1,15 +1,29 @@
 //! The host operations the helper's methods call. Real ones in production,
 //! recording fakes in tests (see `banger_sys`).
 
+use banger_sys::dm::{DmOps, DmSetup};
+use banger_sys::ext4::Ext4Tools;
+use banger_sys::loopdev::{KernelLoops, LoopOps};
 use banger_sys::net::{NetOps, RealNet};
 use banger_sys::nft::{Nft, TableName, TABLE};
 use banger_sys::runner::{HostRunner, Runner};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Every host-side capability a method may use.
 pub struct Host {
     /// Runs host tools (argv only).
     pub runner: Arc<dyn Runner>,
+    /// Root of the proc filesystem (`/proc`; a fixture in tests).
+    pub proc_root: PathBuf,
+    /// Pidfds of the Firecracker processes this helper launched, by pid.
+    pub launched: banger_sys::pidfd::Registry,
+    /// Device-mapper (create/info/remove).
+    pub dm: Arc<dyn DmOps>,
+    /// Loop devices (attach by fd, detach, list).
+    pub loops: Arc<dyn LoopOps>,
+    /// debugfs / e2fsck on ext4 images.
+    pub ext4: Arc<Ext4Tools>,
     /// Bridges and taps (rtnetlink, `/dev/net/tun`).
     pub net: Arc<dyn NetOps>,
     /// banger's nftables table (`inet banger`), driven through `nft`.
@@ -19,14 +33,48 @@ pub struct Host {
 impl Host {
     /// The real host.
     pub fn real() -> Self {
+        let runner: Arc<dyn Runner> = Arc::new(HostRunner);
         Host {
-            runner: Arc::new(HostRunner),
+            proc_root: PathBuf::from("/proc"),
+            launched: banger_sys::pidfd::Registry::new(),
+            dm: Arc::new(DmSetup::new(runner.clone())),
+            loops: Arc::new(KernelLoops::new("/sys")),
+            ext4: Arc::new(Ext4Tools::new(runner.clone())),
             net: Arc::new(RealNet::default()),
             nft: Arc::new(Nft::new(
-                Arc::new(HostRunner),
+                runner.clone(),
                 TableName::new(TABLE).expect("the production table name is valid"),
                 "/proc",
             )),
+            runner,
         }
+    }
+}
+
+impl Host {
+    /// A host where every operation is a recording fake (tests replace the
+    /// fields they assert on: `Host { dm, ..Host::recording() }`).
+    pub fn recording() -> Self {
+        let runner: Arc<dyn Runner> = Arc::new(banger_sys::runner::RecordingRunner::new());
+        Host {
+            proc_root: PathBuf::from("/proc"),
+            launched: banger_sys::pidfd::Registry::new(),
+            dm: Arc::new(banger_sys::dm::RecordingDm::new()),
+            loops: Arc::new(banger_sys::loopdev::RecordingLoops::new()),
+            ext4: Arc::new(Ext4Tools::new(runner.clone())),
+            net: Arc::new(banger_sys::net::RecordingNet::new()),
+            nft: Arc::new(Nft::new(
+                runner.clone(),
+                TableName::new(TABLE).expect("the production table name is valid"),
+                "/proc",
+            )),
+            runner,
+        }
+    }
+
+    /// `<proc_root>/thread-self/mountinfo`: the mount table of the calling
+    /// thread's mount namespace.
+    pub fn mountinfo_path(&self) -> PathBuf {
+        self.proc_root.join("thread-self/mountinfo")
     }
 }

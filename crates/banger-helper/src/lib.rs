@@ -13,3 +13,4 @@ pub mod gates;
 pub mod host;
 pub mod methods;
 pub mod server;
+pub mod sweep;

@@ -1,1 +1,198 @@
-fn main() {}
+//! `banger-helper`: the root helper service, and its one-shot form used by
+//! development mode through `sudo -n`.
+
+use anyhow::{bail, Context, Result};
+use banger_helper::dispatch::Helper;
+use banger_helper::host::Host;
+use banger_helper::server::{self, Limits};
+use banger_proto::install::{InstallConfig, SYSTEM_CONFIG_PATH};
+use clap::{Parser, Subcommand};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// banger's root helper: performs only the privileged steps the owner
+/// daemon asks for, each behind a validation gate.
+///
+/// Serves JSON-RPC 2.0 (newline framed, 1 MiB per message) on
+/// `<runtime_dir>/helper.sock`. Only root and the owner recorded in
+/// install.toml may connect. See docs/privileges.md for every method's gate.
+#[derive(Parser, Debug)]
+#[command(name = "banger-helper", version = banger_proto::VERSION)]
+struct Cli {
+    /// Install metadata to trust (root-owned).
+    #[arg(long, env = "BANGER_CONFIG", default_value = SYSTEM_CONFIG_PATH)]
+    config: PathBuf,
+    /// Override the RuntimeDir (where helper.sock is created).
+    #[arg(long, env = "BANGER_RUNTIME_DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// Override the StateDir.
+    #[arg(long, env = "BANGER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Seconds one request may take before it is answered with a timeout.
+    #[arg(long, default_value_t = 120)]
+    request_timeout: u64,
+    /// Requests executing at once across all connections.
+    #[arg(long, default_value_t = 16)]
+    max_concurrent: usize,
+    #[command(subcommand)]
+    cmd: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve on the helper socket until SIGTERM/SIGINT (the default).
+    Serve,
+    /// Read one JSON-RPC request from stdin, answer on stdout, exit.
+    /// Development mode runs this through `sudo -n`.
+    Oneshot,
+    /// Remove every host object banger made (taps, bridge, nft table,
+    /// snapshots, loops, resolver routing); one line per object removed.
+    /// `banger system uninstall` runs this.
+    Sweep,
+}
+
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    if under_systemd {
+        if let Ok(journald) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(journald)
+                .init();
+            return;
+        }
+    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+}
+
+fn load_config(cli: &Cli) -> Result<InstallConfig> {
+    let text = std::fs::read_to_string(&cli.config)
+        .with_context(|| format!("reading {}", cli.config.display()))?;
+    let mut cfg =
+        InstallConfig::parse(&text).with_context(|| format!("parsing {}", cli.config.display()))?;
+    if let Some(r) = &cli.runtime_dir {
+        cfg.runtime_dir = r.clone();
+    }
+    if let Some(s) = &cli.state_dir {
+        cfg.state_dir = s.clone();
+    }
+    Ok(cfg)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("banger-helper: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    init_logging();
+    let cfg = load_config(&cli)?;
+    let helper = Arc::new(Helper {
+        cfg,
+        host: Host::real(),
+    });
+    match cli.cmd.as_ref().unwrap_or(&Command::Serve) {
+        Command::Oneshot => {
+            let mut input = Vec::new();
+            std::io::stdin()
+                .take(banger_proto::jsonrpc::MAX_MESSAGE_BYTES as u64 + 2)
+                .read_to_end(&mut input)
+                .context("reading the request from stdin")?;
+            let resp = server::oneshot(helper, &input);
+            println!("{}", serde_json::to_string(&resp)?);
+            Ok(())
+        }
+        Command::Sweep => {
+            if !rustix::process::geteuid().is_root() {
+                bail!("sweep must run as root");
+            }
+            let swept = banger_helper::sweep::sweep(
+                &helper,
+                std::path::Path::new("/sys"),
+                std::path::Path::new("/"),
+            );
+            for r in &swept.removed {
+                println!("{r}");
+            }
+            for e in &swept.errors {
+                eprintln!("banger-helper: sweep: {e}");
+            }
+            if swept.errors.is_empty() {
+                Ok(())
+            } else {
+                bail!("{} object(s) could not be removed", swept.errors.len())
+            }
+        }
+        Command::Serve => {
+            let limits = Limits {
+                max_concurrent: cli.max_concurrent.max(1),
+                request_timeout: Duration::from_secs(cli.request_timeout.max(1)),
+            };
+            serve(helper, limits)
+        }
+    }
+}
+
+fn serve(helper: Arc<Helper>, limits: Limits) -> Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        bail!("the helper must run as root (development mode needs no helper: bangerd --dev)");
+    }
+    let cfg = helper.cfg.clone();
+    std::fs::create_dir_all(&cfg.runtime_dir)
+        .with_context(|| format!("creating {}", cfg.runtime_dir.display()))?;
+    let path = cfg.helper_socket();
+    let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    rt.block_on(async move {
+        remove_stale_socket(&path)?;
+        let listener = tokio::net::UnixListener::bind(&path)
+            .with_context(|| format!("binding {}", path.display()))?;
+        // root:owner-group 0660 — the owner reaches it, nobody else.
+        std::os::unix::fs::chown(&path, Some(0), Some(cfg.owner_gid))
+            .with_context(|| format!("chown {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
+            .with_context(|| format!("chmod {}", path.display()))?;
+        tracing::info!(socket = %path.display(), owner_uid = cfg.owner_uid, "helper listening");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        server::serve(listener, helper.clone(), limits, shutdown_signal()).await?;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let _ = std::fs::remove_file(&path);
+        tracing::info!("helper stopped");
+        Ok(())
+    })
+}
+
+/// Remove a socket left by a previous run; refuse to remove anything that
+/// is not a socket.
+fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display())),
+        Ok(_) => bail!("{} exists and is not a socket", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("inspecting {}", path.display())),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

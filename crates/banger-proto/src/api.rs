@@ -37,3 +37,48 @@ pub struct Health {
     pub state_dir: String,
     pub runtime_dir: String,
 }
+
+/// One image, as `GET /v1/images` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    pub size_bytes: u64,
+    pub rootfs_sha256: String,
+    pub kernel_sha256: String,
+    /// How it was made: `import`, `oci`, `debian`, `pull`.
+    pub source: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// One VM, as `GET /v1/vms` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Vm {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub state: String,
+    #[serde(default)]
+    pub ip: Option<String>,
+    pub created_at: i64,
+}
+
+/// One line of `GET /v1/doctor`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub name: String,
+    /// `ok`, `warn` or `fail`.
+    pub status: String,
+    pub detail: String,
+}
+
+/// `GET /v1/doctor`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Doctor {
+    pub checks: Vec<Check>,
+}

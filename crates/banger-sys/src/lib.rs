@@ -6,9 +6,18 @@
 //! `FromStr`/`Display` types. Every raw syscall is wrapped once, with a
 //! `// SAFETY:` comment where `unsafe` is needed.
 
+pub mod beneath;
+pub mod dm;
+pub mod exec;
+pub mod ext4;
+pub mod fsops;
+pub mod loopdev;
+pub mod mountinfo;
+pub mod mounts;
 pub mod net;
 pub mod netns;
 pub mod nft;
 pub mod peer;
+pub mod pidfd;
 pub mod resolved;
 pub mod runner;

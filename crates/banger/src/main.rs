@@ -1,1 +1,416 @@
-fn main() {}
+//! `banger`: the command-line client of bangerd.
+
+mod client;
+mod output;
+mod system;
+
+use anyhow::Result;
+use banger_core::paths::{self, PathEnv};
+use banger_proto::install::{InstallConfig, SYSTEM_CONFIG_PATH};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use client::{CallError, Client};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// banger: fresh Firecracker microVMs with a copy-on-write disk, a private
+/// network with NAT and a DNS name, and SSH — in one command.
+///
+/// The CLI talks to `bangerd` over its Unix socket. Exit status: 0 on
+/// success, 1 on failure (one line on stderr), 2 for what is not
+/// implemented yet.
+#[derive(Parser, Debug)]
+#[command(name = "banger", version = banger_proto::VERSION, propagate_version = true)]
+struct Cli {
+    /// The daemon socket (default: from /etc/banger/install.toml, else the
+    /// development RuntimeDir).
+    #[arg(long, global = true, env = "BANGER_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create, list and control VMs.
+    #[command(subcommand)]
+    Vm(VmCmd),
+    /// Import, build, pull, list and remove images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Install, inspect, restart or remove the system services (root).
+    #[command(subcommand)]
+    System(SystemCmd),
+    /// Say what this host can do: VMM backend, disk driver, DNS routing,
+    /// privileges — and why.
+    Doctor,
+    /// Show the CLI, daemon and helper versions.
+    Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Name {
+    /// VM name (or id).
+    name: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum VmCmd {
+    /// Create and start a VM from an image.
+    Create {
+        /// Name of the new VM (DNS label: a-z, 0-9, '-').
+        name: String,
+        /// Image to boot.
+        #[arg(long)]
+        image: String,
+        /// Virtual CPUs.
+        #[arg(long, default_value_t = 2)]
+        vcpus: u32,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory: u32,
+    },
+    /// List VMs.
+    Ls,
+    /// Show one VM in detail.
+    Inspect(Name),
+    /// Start a stopped VM.
+    Start(Name),
+    /// Stop a VM: graceful shutdown, then forced after a timeout.
+    Stop(Name),
+    /// Stop then start a VM.
+    Restart(Name),
+    /// Delete a VM with its disk, tap and address.
+    Rm(Name),
+    /// Open an SSH session to a VM (pinned host key, no trust-on-first-use).
+    Ssh {
+        name: String,
+        /// Command to run instead of a login shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Print the VM's serial console log.
+    Logs(Name),
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Import an image from an ext4 rootfs and an uncompressed kernel.
+    Import {
+        name: String,
+        #[arg(long)]
+        rootfs: PathBuf,
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+    },
+    /// Build an image from an OCI layout / docker-save tarball, or Debian.
+    Build {
+        name: String,
+        /// OCI image layout directory or `docker save` tarball.
+        #[arg(long, conflicts_with = "debian")]
+        from: Option<PathBuf>,
+        /// Debian suite to debootstrap (e.g. bookworm).
+        #[arg(long)]
+        debian: Option<String>,
+    },
+    /// Pull an image from an OCI registry.
+    Pull {
+        /// Reference, e.g. `localhost:5000/debian:bookworm`.
+        reference: String,
+        /// Local name (default: derived from the reference).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List images.
+    Ls,
+    /// Show one image in detail.
+    Inspect { name: String },
+    /// Remove an image (refused while a VM uses it).
+    Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum SystemCmd {
+    /// Install the two services (owner bangerd, root helper) and metadata.
+    Install {
+        /// The user who will own banger (default: $SUDO_USER).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only lay down files; do not enable or start units (images,
+        /// containers, hosts where systemd is not PID 1).
+        #[arg(long)]
+        no_start: bool,
+        /// Firecracker binary to record (validated: root-owned, not
+        /// group/world-writable, no symlink in its path).
+        #[arg(long)]
+        firecracker: Option<PathBuf>,
+        /// Jailer binary to record (validated the same way).
+        #[arg(long)]
+        jailer: Option<PathBuf>,
+    },
+    /// Show both services, sockets, versions, owner, backend, disk driver.
+    Status,
+    /// Restart both services.
+    Restart,
+    /// Remove units, bridge, taps, firewall table, snapshots, routing.
+    Uninstall {
+        /// Also remove StateDir (images, VM disks, state).
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+/// "Not implemented yet": exit status 2.
+#[derive(Debug)]
+struct NotImplemented(String);
+
+impl std::fmt::Display for NotImplemented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is not implemented yet", self.0)
+    }
+}
+
+impl std::error::Error for NotImplemented {}
+
+fn default_socket() -> PathBuf {
+    let uid = rustix::process::getuid().as_raw();
+    let env = PathEnv::from_process(uid);
+    let install = std::fs::read_to_string(SYSTEM_CONFIG_PATH)
+        .ok()
+        .and_then(|t| InstallConfig::parse(&t).ok());
+    match paths::resolve(install.as_ref(), &env) {
+        Ok(p) => p.daemon_socket(),
+        Err(_) => PathBuf::from("/run/banger").join(banger_proto::DAEMON_SOCKET),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => {}
+        Err(e) => {
+            let code = if e.downcast_ref::<NotImplemented>().is_some()
+                || e.downcast_ref::<CallError>()
+                    .is_some_and(|c| c.status == 501)
+            {
+                2
+            } else {
+                1
+            };
+            eprintln!("banger: {e:#}");
+            std::process::exit(code);
+        }
+    }
+}
+
+fn print(json_mode: bool, v: &Value, text: impl FnOnce(&Value) -> String) {
+    if json_mode {
+        println!("{}", serde_json::to_string_pretty(v).expect("JSON prints"));
+    } else {
+        println!("{}", text(v));
+    }
+}
+
+fn detail(v: &Value) -> String {
+    match v.as_object() {
+        Some(map) => map
+            .iter()
+            .map(|(k, _)| format!("{k}: {}", output::field(v, k)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => v.to_string(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let client = Client::new(cli.socket.clone().unwrap_or_else(default_socket));
+    let j = cli.json;
+    match cli.cmd {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "banger", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Version => version(&client, j).await,
+        Cmd::Doctor => {
+            let v = client.call("GET", "/v1/doctor", None).await?;
+            print(j, &v, |v| {
+                let rows: Vec<Vec<String>> = v["checks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        vec![
+                            output::field(c, "status"),
+                            output::field(c, "name"),
+                            output::field(c, "detail"),
+                        ]
+                    })
+                    .collect();
+                output::table(&["STATUS", "CHECK", "DETAIL"], &rows)
+            });
+            Ok(())
+        }
+        Cmd::Vm(cmd) => vm(&client, j, cmd).await,
+        Cmd::Image(cmd) => image(&client, j, cmd).await,
+        Cmd::System(cmd) => match cmd {
+            SystemCmd::Install {
+                owner,
+                no_start,
+                firecracker,
+                jailer,
+            } => system::install(
+                system::InstallOpts {
+                    owner,
+                    no_start,
+                    firecracker,
+                    jailer,
+                },
+                j,
+            ),
+            SystemCmd::Status => system::status(j).await,
+            SystemCmd::Restart => system::restart(),
+            SystemCmd::Uninstall { purge } => system::uninstall(purge, j),
+        },
+    }
+}
+
+async fn version(client: &Client, j: bool) -> Result<()> {
+    let daemon = client.call("GET", "/v1/version", None).await;
+    let v = match &daemon {
+        Ok(d) => json!({"cli": banger_proto::VERSION, "daemon": d}),
+        Err(e) => json!({"cli": banger_proto::VERSION, "daemon": null, "error": format!("{e:#}")}),
+    };
+    print(j, &v, |v| {
+        let mut s = format!("banger (cli)   {}", banger_proto::VERSION);
+        let d = &v["daemon"];
+        if d.is_object() {
+            s.push_str(&format!("\nbangerd        {}", output::field(d, "daemon")));
+            let helper = match (&d["helper"], &d["helper_error"]) {
+                (Value::String(h), _) => format!("{h} (via {})", output::field(d, "privileges")),
+                (_, Value::String(e)) => format!("unavailable: {e}"),
+                _ => "-".into(),
+            };
+            s.push_str(&format!("\nbanger-helper  {helper}"));
+        }
+        s
+    });
+    daemon.map(|_| ())
+}
+
+async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
+    let (method, path, body) = match cmd {
+        VmCmd::Ls => {
+            let v = client.call("GET", "/v1/vms", None).await?;
+            print(j, &v, |v| {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|vm| {
+                        ["name", "state", "ip", "image"]
+                            .iter()
+                            .map(|k| output::field(vm, k))
+                            .collect()
+                    })
+                    .collect();
+                output::table(&["NAME", "STATE", "IP", "IMAGE"], &rows)
+            });
+            return Ok(());
+        }
+        VmCmd::Ssh { .. } => return Err(NotImplemented("banger vm ssh".into()).into()),
+        VmCmd::Create {
+            name,
+            image,
+            vcpus,
+            memory,
+        } => (
+            "POST",
+            "/v1/vms".to_string(),
+            Some(json!({"name": name, "image": image, "vcpus": vcpus, "memory_mib": memory})),
+        ),
+        VmCmd::Inspect(n) => ("GET", format!("/v1/vms/{}", n.name), None),
+        VmCmd::Start(n) => ("POST", format!("/v1/vms/{}/start", n.name), None),
+        VmCmd::Stop(n) => ("POST", format!("/v1/vms/{}/stop", n.name), None),
+        VmCmd::Restart(n) => ("POST", format!("/v1/vms/{}/restart", n.name), None),
+        VmCmd::Rm(n) => ("DELETE", format!("/v1/vms/{}", n.name), None),
+        VmCmd::Logs(n) => {
+            let v = client
+                .call("GET", &format!("/v1/vms/{}/logs", n.name), None)
+                .await?;
+            print(j, &v, |v| output::field(v, "text"));
+            return Ok(());
+        }
+    };
+    let v = client.call(method, &path, body).await?;
+    print(j, &v, detail);
+    Ok(())
+}
+
+async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
+    let abs = |p: PathBuf| -> Result<String> { Ok(std::path::absolute(&p)?.display().to_string()) };
+    let (method, path, body) = match cmd {
+        ImageCmd::Ls => {
+            let v = client.call("GET", "/v1/images", None).await?;
+            print(j, &v, |v| {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| {
+                        vec![
+                            output::field(i, "name"),
+                            output::size(i["size_bytes"].as_u64().unwrap_or(0)),
+                            output::field(i, "source"),
+                            output::field(i, "id"),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "SIZE", "SOURCE", "ID"], &rows)
+            });
+            return Ok(());
+        }
+        ImageCmd::Import {
+            name,
+            rootfs,
+            kernel,
+            initrd,
+        } => (
+            "POST",
+            "/v1/images".to_string(),
+            Some(json!({
+                "name": name,
+                "rootfs": abs(rootfs)?,
+                "kernel": abs(kernel)?,
+                "initrd": initrd.map(abs).transpose()?,
+            })),
+        ),
+        ImageCmd::Build { name, from, debian } => (
+            "POST",
+            "/v1/images/build".to_string(),
+            Some(json!({"name": name, "from_oci": from.map(abs).transpose()?, "debian": debian})),
+        ),
+        ImageCmd::Pull { reference, name } => (
+            "POST",
+            "/v1/images/pull".to_string(),
+            Some(json!({"reference": reference, "name": name})),
+        ),
+        ImageCmd::Inspect { name } => ("GET", format!("/v1/images/{name}"), None),
+        ImageCmd::Rm { name } => ("DELETE", format!("/v1/images/{name}"), None),
+    };
+    let v = client.call(method, &path, body).await?;
+    print(j, &v, detail);
+    Ok(())
+}

@@ -13,4 +13,7 @@ impl Refused {
         Refused(msg.into())
     }
 }
+pub mod files;
 pub mod net;
+pub mod process;
+pub mod storage;

@@ -1,1 +1,44 @@
-//! Privileged methods: files (filled in by the helper issue).
+//! Privileged methods: files — Firecracker socket hand-over and jailer
+//! chroot teardown.
+
+use crate::dispatch::Helper;
+use crate::error::{gate, RpcError};
+use crate::gates::files::{self, Chroot};
+use banger_proto::helper as m;
+use banger_sys::{fsops, mounts};
+
+/// `priv.ensure_socket_access`: hand a Firecracker socket under RuntimeDir
+/// to the registered owner (from install metadata), mode
+/// [`fsops::SOCKET_MODE`] (0600).
+pub fn ensure_socket_access(h: &Helper, p: m::EnsureSocketAccess) -> Result<m::Empty, RpcError> {
+    let path = gate(
+        m::ENSURE_SOCKET_ACCESS,
+        files::socket_path(&h.cfg.runtime_dir, &p.path),
+    )?;
+    fsops::chown_chmod_socket(
+        &h.cfg.runtime_dir,
+        &path,
+        h.cfg.owner_uid,
+        h.cfg.owner_gid,
+        fsops::SOCKET_MODE,
+        &h.host.proc_root,
+    )
+    .map_err(|e| RpcError::failed(&e))?;
+    Ok(m::Empty {})
+}
+
+/// `priv.cleanup_jailer_chroot`: unmount everything at or below the chroot
+/// (deepest first), refuse if anything is still mounted, remove the tree.
+/// An absent chroot is already clean.
+pub fn cleanup_jailer_chroot(h: &Helper, p: m::CleanupJailerChroot) -> Result<m::Empty, RpcError> {
+    let chroot = gate(
+        m::CLEANUP_JAILER_CHROOT,
+        files::jailer_chroot(&h.cfg.jailer_base, &p.path),
+    )?;
+    let Chroot::Present(path) = chroot else {
+        return Ok(m::Empty {});
+    };
+    mounts::cleanup_chroot(&h.cfg.jailer_base, &path, &h.host.mountinfo_path())
+        .map_err(|e| RpcError::failed(&e))?;
+    Ok(m::Empty {})
+}

@@ -1,1 +1,305 @@
-//! Privileged methods: storage (filled in by the helper issue).
+//! Privileged methods: storage — dm snapshots over loop devices, fsck, and
+//! ext4 file reads/writes through debugfs (never a host mount).
+
+use crate::dispatch::Helper;
+use crate::error::{gate, RpcError};
+use crate::gates::storage as g;
+use crate::gates::Refused;
+use banger_proto::helper as m;
+use banger_sys::beneath::{self, Access};
+use banger_sys::dm::{self, DmError, SnapshotTable};
+use banger_sys::ext4::GuestFile;
+use base64::Engine;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Largest COW file the helper creates (4 TiB).
+pub const COW_MAX_BYTES: u64 = 4 << 40;
+/// Largest file `priv.read_ext4_file` returns (base64 must fit a 1 MiB message).
+pub const READ_MAX_BYTES: usize = 512 << 10;
+/// Most files in one `priv.write_ext4_files`.
+pub const WRITE_MAX_FILES: usize = 256;
+
+fn failed(e: impl std::error::Error + 'static) -> RpcError {
+    RpcError::failed(&e)
+}
+
+fn state_dir(h: &Helper) -> Result<PathBuf, RpcError> {
+    h.cfg.state_dir.canonicalize().map_err(|e| {
+        RpcError::Failed(format!(
+            "resolve StateDir {}: {e}",
+            h.cfg.state_dir.display()
+        ))
+    })
+}
+
+/// Check that `name` exists and carries banger's UUID.
+fn banger_dm(h: &Helper, name: &str) -> Result<(), RpcError> {
+    let want = dm::uuid_for(name);
+    match h.host.dm.info(name).map_err(failed)? {
+        Some(u) if u == want => Ok(()),
+        Some(u) => Err(failed(DmError::UuidMismatch {
+            name: name.into(),
+            expected: want,
+            found: u,
+        })),
+        None => Err(failed(DmError::Missing(name.into()))),
+    }
+}
+
+/// `priv.create_dm_snapshot`: loop (ro) over the base, loop over a sparse
+/// COW file, `snapshot` target `fc-rootfs-<id>`; undone on any failure.
+pub fn create_dm_snapshot(
+    h: &Helper,
+    p: m::CreateDmSnapshot,
+) -> Result<m::CreateDmSnapshotResult, RpcError> {
+    const M: &str = m::CREATE_DM_SNAPSHOT;
+    let name = gate(M, g::dm_name(&p.name))?.to_string();
+    let base_rel = gate(M, g::state_file(&p.base_image, &h.cfg.state_dir))?;
+    let cow_rel = gate(M, g::new_state_file(&p.cow_file, &h.cfg.state_dir))?;
+    if base_rel == cow_rel {
+        return Err(RpcError::Gate {
+            method: M,
+            refused: Refused::new("cow_file must differ from base_image"),
+        });
+    }
+    if p.cow_size_bytes == 0 || p.cow_size_bytes > COW_MAX_BYTES {
+        return Err(RpcError::Gate {
+            method: M,
+            refused: Refused::new("cow_size_bytes must be 1..=4 TiB"),
+        });
+    }
+    let state = state_dir(h)?;
+    let base = beneath::open_file(&state, &base_rel, Access::Read).map_err(failed)?;
+    let base_len = base
+        .metadata()
+        .map_err(|e| RpcError::Failed(format!("stat base image: {e}")))?
+        .len();
+    if base_len == 0 || base_len % 512 != 0 {
+        return Err(RpcError::Failed(
+            "base image size must be a non-zero multiple of 512".into(),
+        ));
+    }
+    let cow_path = state.join(&cow_rel);
+    let (cow, created) = match beneath::open_file(&state, &cow_rel, Access::CreateNew) {
+        Ok(f) => {
+            f.set_len(p.cow_size_bytes).map_err(|e| {
+                RpcError::Failed(format!("size COW file {}: {e}", cow_path.display()))
+            })?;
+            (f, true)
+        }
+        Err(beneath::BeneathError::Open(_, _, e))
+            if e.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            (
+                beneath::open_file(&state, &cow_rel, Access::ReadWrite).map_err(failed)?,
+                false,
+            )
+        }
+        Err(e) => return Err(failed(e)),
+    };
+    let mut undo = Undo {
+        h,
+        loops: Vec::new(),
+        cow: created.then(|| cow_path.clone()),
+    };
+    let base_loop = h
+        .host
+        .loops
+        .attach(&base, &state.join(&base_rel), true)
+        .map_err(failed)?;
+    undo.loops.push(base_loop.clone());
+    let cow_loop = h
+        .host
+        .loops
+        .attach(&cow, &cow_path, false)
+        .map_err(failed)?;
+    undo.loops.push(cow_loop.clone());
+    let table = SnapshotTable::new(
+        base_len / 512,
+        base_loop.to_string_lossy(),
+        cow_loop.to_string_lossy(),
+    );
+    h.host
+        .dm
+        .create(&name, &dm::uuid_for(&name), &table)
+        .map_err(failed)?;
+    undo.disarm();
+    Ok(m::CreateDmSnapshotResult {
+        handles: m::DmHandles {
+            dm_device: format!("{}{name}", g::DM_MAPPER_DIR),
+            dm_name: name,
+            base_loop: base_loop.to_string_lossy().into_owned(),
+            cow_loop: cow_loop.to_string_lossy().into_owned(),
+        },
+    })
+}
+
+/// What a half-made snapshot leaves behind, undone on drop.
+struct Undo<'a> {
+    h: &'a Helper,
+    loops: Vec<PathBuf>,
+    cow: Option<PathBuf>,
+}
+
+impl Undo<'_> {
+    fn disarm(&mut self) {
+        self.loops.clear();
+        self.cow = None;
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        for l in self.loops.iter().rev() {
+            if let Err(e) = self.h.host.loops.detach(l) {
+                tracing::warn!(loop_dev = %l.display(), error = %e, "undo: detach failed");
+            }
+        }
+        if let Some(c) = &self.cow {
+            let _ = std::fs::remove_file(c);
+        }
+    }
+}
+
+/// `priv.cleanup_dm_snapshot`: remove what the handles name (skipping what
+/// is already gone); loops only when backed by a file under StateDir.
+pub fn cleanup_dm_snapshot(h: &Helper, p: m::CleanupDmSnapshot) -> Result<m::Empty, RpcError> {
+    const M: &str = m::CLEANUP_DM_SNAPSHOT;
+    gate(M, g::handles(&p.handles))?;
+    let hd = &p.handles;
+    let name = if !hd.dm_name.is_empty() {
+        Some(hd.dm_name.clone())
+    } else if !hd.dm_device.is_empty() {
+        Some(gate(M, g::dm_device(&hd.dm_device))?.to_string())
+    } else {
+        None
+    };
+    if let Some(name) = name {
+        match h.host.dm.remove(&name, &dm::uuid_for(&name)) {
+            Ok(()) | Err(DmError::Missing(_)) => {}
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    let state = state_dir(h)?;
+    for l in [&hd.base_loop, &hd.cow_loop] {
+        if l.is_empty() {
+            continue;
+        }
+        let dev = Path::new(l);
+        match h.host.loops.backing_file(dev).map_err(failed)? {
+            None => {}
+            Some(b) if b.starts_with(&state) => h.host.loops.detach(dev).map_err(failed)?,
+            Some(b) => {
+                return Err(RpcError::Failed(format!(
+                    "{l} is backed by {}, not a file under StateDir: not detaching it",
+                    b.display()
+                )))
+            }
+        }
+    }
+    Ok(m::Empty {})
+}
+
+/// `priv.remove_dm_snapshot`: only banger's (name and UUID); gone is fine.
+pub fn remove_dm_snapshot(h: &Helper, p: m::RemoveDmSnapshot) -> Result<m::Empty, RpcError> {
+    let name = gate(m::REMOVE_DM_SNAPSHOT, g::remove_target(&p.target))?;
+    match h.host.dm.remove(name, &dm::uuid_for(name)) {
+        Ok(()) | Err(DmError::Missing(_)) => Ok(m::Empty {}),
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// `priv.fsck_snapshot`: `e2fsck -fy` on a banger dm snapshot only.
+pub fn fsck_snapshot(h: &Helper, p: m::FsckSnapshot) -> Result<m::FsckResult, RpcError> {
+    let name = gate(m::FSCK_SNAPSHOT, g::fsck_device(&p.device))?;
+    banger_dm(h, name)?;
+    let code = h.host.ext4.fsck(Path::new(&p.device)).map_err(failed)?;
+    Ok(m::FsckResult { exit_code: code })
+}
+
+/// An image debugfs may open: a banger dm device, or a file under StateDir
+/// held open by the helper and named to debugfs as `/proc/<pid>/fd/<n>`, so
+/// the file checked is the file used.
+struct OpenImage {
+    path: PathBuf,
+    _file: Option<File>,
+}
+
+fn open_image(
+    h: &Helper,
+    method: &'static str,
+    image: &str,
+    access: Access,
+) -> Result<OpenImage, RpcError> {
+    match gate(method, g::ext4_image(image, &h.cfg.state_dir))? {
+        g::Ext4Target::Dm(name) => {
+            banger_dm(h, &name)?;
+            Ok(OpenImage {
+                path: PathBuf::from(image),
+                _file: None,
+            })
+        }
+        g::Ext4Target::File(rel) => {
+            let state = state_dir(h)?;
+            let f = beneath::open_file(&state, &rel, access).map_err(failed)?;
+            let path = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd()));
+            Ok(OpenImage {
+                path,
+                _file: Some(f),
+            })
+        }
+    }
+}
+
+/// `priv.read_ext4_file`.
+pub fn read_ext4_file(h: &Helper, p: m::ReadExt4File) -> Result<m::ReadExt4FileResult, RpcError> {
+    const M: &str = m::READ_EXT4_FILE;
+    let path = gate(M, g::guest_path(&p.path))?;
+    let img = open_image(h, M, &p.image, Access::Read)?;
+    let bytes = h
+        .host
+        .ext4
+        .read_file(&img.path, path, READ_MAX_BYTES)
+        .map_err(failed)?;
+    Ok(m::ReadExt4FileResult {
+        content_b64: base64::engine::general_purpose::STANDARD.encode(bytes),
+    })
+}
+
+/// `priv.write_ext4_files`.
+pub fn write_ext4_files(h: &Helper, p: m::WriteExt4Files) -> Result<m::Empty, RpcError> {
+    const M: &str = m::WRITE_EXT4_FILES;
+    if p.files.len() > WRITE_MAX_FILES {
+        return Err(RpcError::Gate {
+            method: M,
+            refused: Refused::new("at most 256 files per call"),
+        });
+    }
+    let mut files = Vec::with_capacity(p.files.len());
+    for f in &p.files {
+        gate(M, g::guest_path(&f.path))?;
+        gate(M, g::file_mode(f.mode))?;
+        let content = base64::engine::general_purpose::STANDARD
+            .decode(&f.content_b64)
+            .map_err(|_| RpcError::Gate {
+                method: M,
+                refused: Refused::new("content_b64 must be base64"),
+            })?;
+        files.push(GuestFile {
+            path: f.path.clone(),
+            content,
+            mode: f.mode,
+            uid: f.uid,
+            gid: f.gid,
+        });
+    }
+    let img = open_image(h, M, &p.image, Access::ReadWrite)?;
+    h.host.ext4.write_files(&img.path, &files).map_err(failed)?;
+    Ok(m::Empty {})
+}
+
+#[cfg(test)]
+#[path = "storage_tests.rs"]
+mod tests;

@@ -1,0 +1,195 @@
+//! The two systemd units of the system install, rendered from install
+//! metadata: the root helper (narrow capabilities) and the owner daemon
+//! (no capabilities at all), plus the tmpfiles line for the RuntimeDir.
+
+use banger_proto::install::InstallConfig;
+use std::path::Path;
+
+/// Unit file names.
+pub const HELPER_UNIT: &str = "banger-helper.service";
+pub const DAEMON_UNIT: &str = "bangerd.service";
+
+/// Where the installed binaries live.
+pub struct Binaries<'a> {
+    pub helper: &'a Path,
+    pub daemon: &'a Path,
+}
+
+fn rw_paths(cfg: &InstallConfig, with_jailer: bool) -> String {
+    let mut paths = vec![
+        cfg.state_dir.display().to_string(),
+        cfg.runtime_dir.display().to_string(),
+    ];
+    if with_jailer {
+        paths.push(format!("-{}", cfg.jailer_base.display()));
+    }
+    paths.join(" ")
+}
+
+/// The root helper's unit: only what dm/loop/netlink/nft/chown/kill and
+/// launching the jailer need.
+pub fn helper_unit(cfg: &InstallConfig, bins: &Binaries, config_path: &Path) -> String {
+    format!(
+        r#"[Unit]
+Description=banger root helper (privileged steps for bangerd)
+Documentation=man:banger(1)
+Before={daemon_unit}
+
+[Service]
+Type=notify
+ExecStart={helper} --config {config}
+Restart=on-failure
+UMask=0077
+# Capabilities: net admin (bridge, tap, nft), sys admin (loop, dm, umount),
+# chown/fowner (socket access), kill (firecracker), the jailer's set-up
+# (setuid/setgid, chroot, mknod), and dac override for StateDir files.
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_KILL CAP_SETUID CAP_SETGID CAP_SYS_CHROOT CAP_MKNOD
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths={rw}
+ProtectHome=read-only
+PrivateTmp=yes
+PrivateMounts=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+# The jailer's namespaces for Firecracker.
+RestrictNamespaces=mnt pid net
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+# Netlink for links and nftables, Unix for the sockets and resolved's D-Bus;
+# the helper never speaks IP itself.
+RestrictAddressFamilies=AF_UNIX AF_NETLINK
+IPAddressDeny=any
+SystemCallArchitectures=native
+SystemCallFilter=@system-service @mount mknod mknodat
+SystemCallErrorNumber=EPERM
+DevicePolicy=closed
+DeviceAllow=/dev/mapper/control rw
+DeviceAllow=block-device-mapper rw
+DeviceAllow=/dev/loop-control rw
+DeviceAllow=block-loop rw
+DeviceAllow=/dev/kvm rw
+DeviceAllow=/dev/net/tun rw
+
+[Install]
+WantedBy=multi-user.target
+"#,
+        daemon_unit = DAEMON_UNIT,
+        helper = bins.helper.display(),
+        config = config_path.display(),
+        rw = rw_paths(cfg, true),
+    )
+}
+
+/// The owner daemon's unit: runs as the owner with no capabilities.
+pub fn daemon_unit(cfg: &InstallConfig, bins: &Binaries, config_path: &Path) -> String {
+    format!(
+        r#"[Unit]
+Description=banger daemon (VMs, images, network, DNS) for uid {uid}
+Documentation=man:banger(1)
+Wants={helper_unit}
+After={helper_unit} network-online.target
+
+[Service]
+Type=notify
+User={uid}
+Group={gid}
+ExecStart={daemon} --config {config}
+Restart=on-failure
+UMask=0077
+CapabilityBoundingSet=
+AmbientCapabilities=
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths={rw}
+ProtectHome=read-only
+PrivateTmp=yes
+PrivateMounts=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+ProcSubset=pid
+# User namespaces for rootless image builds; nothing else.
+RestrictNamespaces=user mnt
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+DevicePolicy=closed
+DeviceAllow=/dev/kvm rw
+DeviceAllow=/dev/net/tun rw
+
+[Install]
+WantedBy=multi-user.target
+"#,
+        uid = cfg.owner_uid,
+        gid = cfg.owner_gid,
+        helper_unit = HELPER_UNIT,
+        daemon = bins.daemon.display(),
+        config = config_path.display(),
+        rw = rw_paths(cfg, false),
+    )
+}
+
+/// tmpfiles.d line: the RuntimeDir, root-owned, the owner's group, sticky
+/// so the owner can create `bangerd.sock` but never replace `helper.sock`.
+pub fn tmpfiles(cfg: &InstallConfig) -> String {
+    format!(
+        "# banger RuntimeDir: sockets of the root helper and the owner daemon\nd {} 01770 root {} -\n",
+        cfg.runtime_dir.display(),
+        cfg.owner_gid
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> InstallConfig {
+        InstallConfig::for_owner(1000, 1001, "/home/al".into())
+    }
+
+    fn bins() -> Binaries<'static> {
+        Binaries {
+            helper: Path::new("/usr/local/bin/banger-helper"),
+            daemon: Path::new("/usr/local/bin/bangerd"),
+        }
+    }
+
+    #[test]
+    fn daemon_runs_as_owner_with_no_capabilities() {
+        let u = daemon_unit(&cfg(), &bins(), Path::new("/etc/banger/install.toml"));
+        assert!(u.contains("\nUser=1000\nGroup=1001\n"));
+        assert!(u.contains("\nCapabilityBoundingSet=\n"));
+        assert!(u.contains("ExecStart=/usr/local/bin/bangerd --config /etc/banger/install.toml"));
+        assert!(u.contains("ReadWritePaths=/var/lib/banger /run/banger\n"));
+    }
+
+    #[test]
+    fn helper_runs_as_root_with_a_closed_device_policy() {
+        let u = helper_unit(&cfg(), &bins(), Path::new("/etc/banger/install.toml"));
+        assert!(!u.contains("\nUser="));
+        assert!(u.contains("DevicePolicy=closed"));
+        assert!(u.contains("ReadWritePaths=/var/lib/banger /run/banger -/srv/jailer"));
+        assert!(!u.contains("CAP_SYS_PTRACE") && !u.contains("CAP_SYS_MODULE"));
+    }
+
+    #[test]
+    fn runtime_dir_is_sticky_and_group_owned() {
+        assert_eq!(
+            tmpfiles(&cfg()),
+            "# banger RuntimeDir: sockets of the root helper and the owner daemon\nd /run/banger 01770 root 1001 -\n"
+        );
+    }
+}

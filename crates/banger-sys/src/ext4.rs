@@ -1,0 +1,291 @@
+//! ext4 images in user space: `debugfs` (argv only) to read and write guest
+//! files, `e2fsck -fy`. A guest-written image is never mounted in the host.
+
+use crate::runner::{Cmd, RunError, Runner};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Longest guest path accepted.
+pub const GUEST_PATH_MAX: usize = 1024;
+
+/// A failed ext4 operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Ext4Error {
+    #[error("unsafe guest path {0:?}: must be absolute, [A-Za-z0-9._/@+-], no . or .. components")]
+    UnsafeGuestPath(String),
+    #[error("unsafe host path {0:?} for debugfs")]
+    UnsafeHostPath(PathBuf),
+    #[error("mode {0:#o} is more than 0o7777")]
+    BadMode(u32),
+    #[error("create private temp dir")]
+    TempDir(#[source] std::io::Error),
+    #[error("write temp file {0}")]
+    TempFile(PathBuf, #[source] std::io::Error),
+    #[error("run debugfs on {0}")]
+    Debugfs(PathBuf, #[source] RunError),
+    #[error("debugfs on {0}: {1}")]
+    DebugfsReported(PathBuf, String),
+    #[error("{0} in the image is larger than {1} bytes")]
+    TooLarge(String, usize),
+    #[error("after writing, {0} in the image does not hold the content written")]
+    Verify(String),
+    #[error("{0} in the image exists and is not a directory")]
+    NotADirectory(String),
+    #[error("{0} in the image is a directory")]
+    IsADirectory(String),
+    #[error("run e2fsck on {0}")]
+    Fsck(PathBuf, #[source] RunError),
+}
+
+/// Guest path rule, asserted again here (the helper's gate checks it first):
+/// only these bytes can never form a second debugfs command or argument.
+pub fn check_guest_path(p: &str) -> Result<(), Ext4Error> {
+    let ok = p.len() >= 2
+        && p.len() <= GUEST_PATH_MAX
+        && p.starts_with('/')
+        && p.bytes().all(is_safe_byte)
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && c.len() <= 255);
+    if ok {
+        Ok(())
+    } else {
+        Err(Ext4Error::UnsafeGuestPath(p.to_string()))
+    }
+}
+
+fn is_safe_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'@' | b'+' | b'-')
+}
+
+fn check_host_path(p: &Path) -> Result<&str, Ext4Error> {
+    match p.to_str() {
+        Some(s) if s.starts_with('/') && s.bytes().all(is_safe_byte) => Ok(s),
+        _ => Err(Ext4Error::UnsafeHostPath(p.into())),
+    }
+}
+
+/// What a guest path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Missing,
+    Dir,
+    Other,
+}
+
+/// One file to place in a guest image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestFile {
+    pub path: String,
+    pub content: Vec<u8>,
+    /// Permission bits (≤ 0o7777); the file type is always regular.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// debugfs / e2fsck through a [`Runner`].
+pub struct Ext4Tools {
+    pub runner: Arc<dyn Runner>,
+    /// Where private temp dirs are made (normally the system temp dir).
+    pub temp_root: PathBuf,
+}
+
+/// Lines debugfs prints on stderr that are not failures.
+fn benign(line: &str) -> bool {
+    line.is_empty()
+        || line.starts_with("debugfs ")
+        || line.starts_with("rm: File not found by ext2_lookup")
+}
+
+impl Ext4Tools {
+    pub fn new(runner: Arc<dyn Runner>) -> Self {
+        Ext4Tools {
+            runner,
+            temp_root: std::env::temp_dir(),
+        }
+    }
+
+    /// The content of `guest` in `image` (at most `max` bytes).
+    pub fn read_file(&self, image: &Path, guest: &str, max: usize) -> Result<Vec<u8>, Ext4Error> {
+        check_guest_path(guest)?;
+        let cmd = Cmd::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {guest}"))
+            .arg(image);
+        let out = self
+            .runner
+            .run(&cmd)
+            .map_err(|e| Ext4Error::Debugfs(image.into(), e))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if let Some(bad) = stderr
+            .lines()
+            .find(|l| !l.is_empty() && !l.starts_with("debugfs "))
+        {
+            return Err(Ext4Error::DebugfsReported(image.into(), bad.to_string()));
+        }
+        if out.stdout.len() > max {
+            return Err(Ext4Error::TooLarge(guest.into(), max));
+        }
+        Ok(out.stdout)
+    }
+
+    /// What `guest` is in `image`.
+    pub fn probe(&self, image: &Path, guest: &str) -> Result<Entry, Ext4Error> {
+        check_guest_path(guest)?;
+        let cmd = Cmd::new("debugfs")
+            .arg("-R")
+            .arg(format!("stat {guest}"))
+            .arg(image);
+        let out = self
+            .runner
+            .run(&cmd)
+            .map_err(|e| Ext4Error::Debugfs(image.into(), e))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("File not found by ext2_lookup") {
+            return Ok(Entry::Missing);
+        }
+        if let Some(bad) = stderr
+            .lines()
+            .find(|l| !l.is_empty() && !l.starts_with("debugfs "))
+        {
+            return Err(Ext4Error::DebugfsReported(image.into(), bad.to_string()));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let first = stdout.lines().next().unwrap_or("");
+        Ok(if first.contains("Type: directory") {
+            Entry::Dir
+        } else {
+            Entry::Other
+        })
+    }
+
+    /// The debugfs command file for `files`, whose contents sit in `dir/<i>`;
+    /// `mkdirs` are the missing parent directories, parents first.
+    /// Every line is built from checked paths only: content never appears.
+    pub fn command_file(
+        dir: &Path,
+        mkdirs: &[String],
+        files: &[GuestFile],
+    ) -> Result<String, Ext4Error> {
+        let mut text = String::new();
+        for d in mkdirs {
+            check_guest_path(d)?;
+            text.push_str(&format!("mkdir {d}\n"));
+        }
+        for (i, f) in files.iter().enumerate() {
+            check_guest_path(&f.path)?;
+            if f.mode > 0o7777 {
+                return Err(Ext4Error::BadMode(f.mode));
+            }
+            let host = dir.join(i.to_string());
+            let host = check_host_path(&host)?;
+            let p = &f.path;
+            text.push_str(&format!("rm {p}\n"));
+            text.push_str(&format!("write {host} {p}\n"));
+            text.push_str(&format!("sif {p} mode 0{:o}\n", 0o100000 | f.mode));
+            text.push_str(&format!("sif {p} uid {}\n", f.uid));
+            text.push_str(&format!("sif {p} gid {}\n", f.gid));
+        }
+        Ok(text)
+    }
+
+    /// Write `files` into `image` (replacing existing ones), creating
+    /// missing parent directories; then read each back to verify.
+    pub fn write_files(&self, image: &Path, files: &[GuestFile]) -> Result<(), Ext4Error> {
+        for f in files {
+            check_guest_path(&f.path)?;
+        }
+        // tempfile makes the dir 0700 (we are root: nobody else can read
+        // the contents, e.g. an SSH host key, while debugfs runs).
+        let dir = tempfile::Builder::new()
+            .prefix("banger-debugfs-")
+            .tempdir_in(&self.temp_root)
+            .map_err(Ext4Error::TempDir)?;
+        for (i, f) in files.iter().enumerate() {
+            let p = dir.path().join(i.to_string());
+            let mut h = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)
+                .map_err(|e| Ext4Error::TempFile(p.clone(), e))?;
+            h.write_all(&f.content)
+                .map_err(|e| Ext4Error::TempFile(p.clone(), e))?;
+        }
+        // debugfs' mkdir on an existing name leaks an inode, so only the
+        // missing parents are created.
+        let mut mkdirs: Vec<String> = Vec::new();
+        let mut known: std::collections::HashMap<String, Entry> = Default::default();
+        for f in files {
+            let comps: Vec<&str> = f.path[1..].split('/').collect();
+            let mut parent = String::new();
+            for c in &comps[..comps.len() - 1] {
+                parent.push('/');
+                parent.push_str(c);
+                let kind = match known.get(&parent) {
+                    Some(k) => *k,
+                    None => {
+                        let k = self.probe(image, &parent)?;
+                        known.insert(parent.clone(), k);
+                        k
+                    }
+                };
+                match kind {
+                    Entry::Dir => {}
+                    Entry::Missing => {
+                        known.insert(parent.clone(), Entry::Dir);
+                        mkdirs.push(parent.clone());
+                    }
+                    Entry::Other => return Err(Ext4Error::NotADirectory(parent)),
+                }
+            }
+            // `sif` after a failed `write` would retype whatever is there.
+            if known.get(&f.path) != Some(&Entry::Missing)
+                && self.probe(image, &f.path)? == Entry::Dir
+            {
+                return Err(Ext4Error::IsADirectory(f.path.clone()));
+            }
+        }
+        let cmds = Self::command_file(dir.path(), &mkdirs, files)?;
+        let cmd_path = dir.path().join("cmds");
+        check_host_path(&cmd_path)?;
+        std::fs::write(&cmd_path, cmds).map_err(|e| Ext4Error::TempFile(cmd_path.clone(), e))?;
+        let cmd = Cmd::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&cmd_path)
+            .arg(image);
+        let out = self
+            .runner
+            .run(&cmd)
+            .map_err(|e| Ext4Error::Debugfs(image.into(), e))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if let Some(bad) = stderr.lines().find(|l| !benign(l)) {
+            return Err(Ext4Error::DebugfsReported(image.into(), bad.to_string()));
+        }
+        for f in files {
+            let back = self.read_file(image, &f.path, f.content.len())?;
+            if back != f.content {
+                return Err(Ext4Error::Verify(f.path.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// `e2fsck -fy DEVICE`; its exit code (0 clean, 1 corrected, ≥ 4 errors left).
+    pub fn fsck(&self, device: &Path) -> Result<i32, Ext4Error> {
+        let cmd = Cmd::new("e2fsck").arg("-fy").arg(device);
+        let out = self
+            .runner
+            .output(&cmd)
+            .map_err(|e| Ext4Error::Fsck(device.into(), e))?;
+        Ok(out.status)
+    }
+}
+
+#[cfg(test)]
+#[path = "ext4_tests.rs"]
+mod tests;

@@ -1,0 +1,222 @@
+use super::*;
+use crate::runner::HostRunner;
+
+struct Img {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn mkfs() -> Img {
+    let dir = tempfile::Builder::new()
+        .prefix("bgtest-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("bgtest.ext4");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    HostRunner
+        .run(&Cmd::new("mkfs.ext4").args(["-q", "-F"]).arg(&path))
+        .unwrap();
+    Img { _dir: dir, path }
+}
+
+fn tools() -> Ext4Tools {
+    Ext4Tools::new(Arc::new(HostRunner))
+}
+
+fn stat(img: &Path, p: &str) -> String {
+    let out = HostRunner
+        .run(
+            &Cmd::new("debugfs")
+                .arg("-R")
+                .arg(format!("stat {p}"))
+                .arg(img),
+        )
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn file(path: &str, content: &[u8], mode: u32) -> GuestFile {
+    GuestFile {
+        path: path.into(),
+        content: content.to_vec(),
+        mode,
+        uid: 1000,
+        gid: 1001,
+    }
+}
+
+#[test]
+fn guest_path_rule() {
+    for ok in [
+        "/etc/hostname",
+        "/root/.ssh/authorized_keys",
+        "/a@b+c-d_e.f",
+    ] {
+        check_guest_path(ok).unwrap();
+    }
+    for bad in [
+        "",
+        "/",
+        "etc",
+        "/a/../b",
+        "/a/./b",
+        "/a//b",
+        "/a/",
+        "/a b",
+        "/a\nrm /x",
+        "/a\"b",
+        "/<2>",
+        "/é",
+    ] {
+        assert!(check_guest_path(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn command_file_never_contains_content() {
+    let dir = Path::new("/tmp/banger-debugfs-abc");
+    let files = [file(
+        "/etc/a",
+        b"x\nrm /etc/passwd\nwrite /etc/shadow /y\n",
+        0o644,
+    )];
+    let text = Ext4Tools::command_file(dir, &["/etc".to_string()], &files).unwrap();
+    assert_eq!(
+        text,
+        "mkdir /etc\nrm /etc/a\nwrite /tmp/banger-debugfs-abc/0 /etc/a\nsif /etc/a mode 0100644\nsif /etc/a uid 1000\nsif /etc/a gid 1001\n"
+    );
+    assert!(!text.contains("passwd"));
+    let bad = [file("/etc/a\nrm /etc/passwd", b"", 0o644)];
+    assert!(matches!(
+        Ext4Tools::command_file(dir, &[], &bad),
+        Err(Ext4Error::UnsafeGuestPath(_))
+    ));
+    let bad = [file("/etc/a", b"", 0o10644)];
+    assert!(matches!(
+        Ext4Tools::command_file(dir, &[], &bad),
+        Err(Ext4Error::BadMode(_))
+    ));
+    assert!(matches!(
+        Ext4Tools::command_file(Path::new("/tmp/a b"), &[], &[file("/x", b"", 0o644)]),
+        Err(Ext4Error::UnsafeHostPath(_))
+    ));
+}
+
+#[test]
+fn write_then_read_back_with_owner_and_mode() {
+    let img = mkfs();
+    let t = tools();
+    let hostile =
+        b"line1\nrm /etc/keep\nwrite /etc/passwd /etc/keep\n\"quoted\" 'x' $(id)\n\0binary\xff"
+            .to_vec();
+    t.write_files(&img.path, &[file("/etc/keep", b"keep me\n", 0o644)])
+        .unwrap();
+    t.write_files(
+        &img.path,
+        &[
+            file("/etc/hostname", b"vm1\n", 0o644),
+            file("/root/.ssh/authorized_keys", &hostile, 0o600),
+            file("/usr/local/bin/tool", b"#!/bin/sh\n", 0o4755),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        t.read_file(&img.path, "/etc/hostname", 1 << 20).unwrap(),
+        b"vm1\n"
+    );
+    assert_eq!(
+        t.read_file(&img.path, "/root/.ssh/authorized_keys", 1 << 20)
+            .unwrap(),
+        hostile
+    );
+    // The content's "rm /etc/keep" line was data, not a command.
+    assert_eq!(
+        t.read_file(&img.path, "/etc/keep", 1 << 20).unwrap(),
+        b"keep me\n"
+    );
+    let s = stat(&img.path, "/root/.ssh/authorized_keys");
+    assert!(
+        s.contains("Type: regular") && s.contains("Mode:  0600"),
+        "{s}"
+    );
+    assert!(
+        s.contains("User:  1000") && s.contains("Group:  1001"),
+        "{s}"
+    );
+    let s = stat(&img.path, "/usr/local/bin/tool");
+    assert!(s.contains("Mode:  04755"), "{s}");
+    // Overwrite replaces.
+    t.write_files(&img.path, &[file("/etc/hostname", b"vm2\n", 0o640)])
+        .unwrap();
+    assert_eq!(
+        t.read_file(&img.path, "/etc/hostname", 1 << 20).unwrap(),
+        b"vm2\n"
+    );
+    // fsck finds the image clean.
+    assert_eq!(t.fsck(&img.path).unwrap(), 0);
+}
+
+#[test]
+fn refused_paths_never_reach_debugfs() {
+    let img = mkfs();
+    let r = Arc::new(crate::runner::RecordingRunner::new());
+    let t = Ext4Tools::new(r.clone());
+    for bad in [
+        "/etc/x\nrm /etc/keep",
+        "/etc/x rm",
+        "/../x",
+        "etc/x",
+        "/etc/\"x\"",
+    ] {
+        assert!(t.write_files(&img.path, &[file(bad, b"", 0o644)]).is_err());
+        assert!(t.read_file(&img.path, bad, 10).is_err());
+    }
+    assert!(r.calls().is_empty(), "{:?}", r.calls());
+}
+
+#[test]
+fn failures_are_reported() {
+    let img = mkfs();
+    let t = tools();
+    let e = t.read_file(&img.path, "/nope", 100).unwrap_err();
+    assert!(matches!(e, Ext4Error::DebugfsReported(..)), "{e}");
+    t.write_files(&img.path, &[file("/d/inner", b"x", 0o644)])
+        .unwrap();
+    // A directory cannot be replaced by a file.
+    let e = t
+        .write_files(&img.path, &[file("/d", b"x", 0o644)])
+        .unwrap_err();
+    assert!(
+        matches!(e, Ext4Error::IsADirectory(ref p) if p == "/d"),
+        "{e}"
+    );
+    let e = t
+        .write_files(&img.path, &[file("/d/inner/x", b"x", 0o644)])
+        .unwrap_err();
+    assert!(
+        matches!(e, Ext4Error::NotADirectory(ref p) if p == "/d/inner"),
+        "{e}"
+    );
+    assert_eq!(t.fsck(&img.path).unwrap(), 0);
+    t.write_files(&img.path, &[file("/big", &[1u8; 5000], 0o644)])
+        .unwrap();
+    assert!(matches!(
+        t.read_file(&img.path, "/big", 4096),
+        Err(Ext4Error::TooLarge(..))
+    ));
+}
+
+#[test]
+fn fsck_reports_exit_code_on_a_non_filesystem() {
+    let dir = tempfile::Builder::new()
+        .prefix("bgtest-")
+        .tempdir()
+        .unwrap();
+    let p = dir.path().join("junk");
+    std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
+    let code = tools().fsck(&p).unwrap();
+    assert!(code >= 4, "{code}");
+}

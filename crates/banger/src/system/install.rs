@@ -1,0 +1,158 @@
+//! `banger system install`: metadata, layout, binaries, the two units.
+
+use super::layout::{self, BINARIES, BIN_DIR, CONFIG, TMPFILES};
+use anyhow::{bail, Context, Result};
+use banger_core::units::{self, Binaries};
+use banger_proto::install::InstallConfig;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// What `install` was asked to do.
+pub struct Opts {
+    pub owner: Option<String>,
+    pub no_start: bool,
+    pub firecracker: Option<PathBuf>,
+    pub jailer: Option<PathBuf>,
+}
+
+fn resolve_owner(name: Option<String>) -> Result<nix::unistd::User> {
+    let name = match name.or_else(|| std::env::var("SUDO_USER").ok()) {
+        Some(n) => n,
+        None => bail!("no owner given: pass --owner USER (or run through sudo as that user)"),
+    };
+    let user = nix::unistd::User::from_name(&name)
+        .with_context(|| format!("looking up user {name:?}"))?
+        .with_context(|| format!("no such user {name:?}"))?;
+    if user.uid.is_root() {
+        bail!("the owner must be a normal user, not root: bangerd never runs as root in the system install");
+    }
+    Ok(user)
+}
+
+/// Copy the three binaries next to this one into /usr/local/bin (root, 0755).
+fn install_binaries(changed: &mut Vec<String>) -> Result<()> {
+    let here = std::env::current_exe().context("locating banger")?;
+    let src_dir = here.parent().context("banger has a parent dir")?;
+    for name in BINARIES {
+        let src = src_dir.join(name);
+        let dst = Path::new(BIN_DIR).join(name);
+        if src == dst {
+            continue;
+        }
+        let bytes = std::fs::read(&src).with_context(|| {
+            format!("reading {} (build all three binaries first)", src.display())
+        })?;
+        if layout::write_file(&dst, &bytes, 0o755)? {
+            changed.push(dst.display().to_string());
+        }
+    }
+    Ok(())
+}
+
+pub fn install(opts: Opts, json_out: bool) -> Result<()> {
+    super::require_root("install")?;
+    if !opts.no_start && !super::systemd_is_pid1() {
+        bail!("systemd is not PID 1 on this host, so the services cannot be started; re-run with --no-start to only lay down the files");
+    }
+    let owner = resolve_owner(opts.owner)?;
+    // Keep settings of an earlier install (idempotent), switch the owner.
+    let mut cfg = match std::fs::read_to_string(CONFIG) {
+        Ok(text) => InstallConfig::parse(&text).with_context(|| format!("parsing {CONFIG}"))?,
+        Err(_) => InstallConfig::for_owner(0, 0, PathBuf::new()),
+    };
+    cfg.owner_uid = owner.uid.as_raw();
+    cfg.owner_gid = owner.gid.as_raw();
+    cfg.owner_home = owner.dir.clone();
+    if let Some(p) = opts.firecracker {
+        cfg.firecracker_bin = p;
+    }
+    if let Some(p) = opts.jailer {
+        cfg.jailer_bin = p;
+    }
+    let mut warnings = Vec::new();
+    for (what, bin) in [
+        ("firecracker", &cfg.firecracker_bin),
+        ("jailer", &cfg.jailer_bin),
+    ] {
+        if !bin.exists() {
+            warnings.push(format!(
+                "{what} not found at {} (install it from Firecracker's releases; until then `banger doctor` picks the QEMU backend)",
+                bin.display()
+            ));
+            continue;
+        }
+        if let Err(refused) = banger_helper::gates::process::validate_root_executable(bin) {
+            bail!("refusing {what} binary {}: {refused}", bin.display());
+        }
+    }
+
+    let mut changed = Vec::new();
+    install_binaries(&mut changed)?;
+    if layout::write_file(Path::new(CONFIG), cfg.render().as_bytes(), 0o644)? {
+        changed.push(CONFIG.into());
+    }
+    let (uid, gid) = (cfg.owner_uid, cfg.owner_gid);
+    layout::ensure_dir(&cfg.state_dir, uid, gid, 0o700)?;
+    layout::ensure_dir(&cfg.runtime_dir, 0, gid, 0o1770)?;
+    layout::ensure_dir(&cfg.jailer_base, 0, 0, 0o755)?;
+    if layout::write_file(Path::new(TMPFILES), units::tmpfiles(&cfg).as_bytes(), 0o644)? {
+        changed.push(TMPFILES.into());
+    }
+    let helper = Path::new(BIN_DIR).join("banger-helper");
+    let daemon = Path::new(BIN_DIR).join("bangerd");
+    let bins = Binaries {
+        helper: &helper,
+        daemon: &daemon,
+    };
+    let config = Path::new(CONFIG);
+    for (unit, text) in [
+        (units::HELPER_UNIT, units::helper_unit(&cfg, &bins, config)),
+        (units::DAEMON_UNIT, units::daemon_unit(&cfg, &bins, config)),
+    ] {
+        let path = layout::unit_path(unit);
+        if layout::write_file(&path, text.as_bytes(), 0o644)? {
+            changed.push(path.display().to_string());
+        }
+    }
+
+    let started = !opts.no_start;
+    if started {
+        super::status::systemctl(&["daemon-reload"])?;
+        super::status::systemctl(&["enable", "--now", units::HELPER_UNIT, units::DAEMON_UNIT])?;
+    }
+    if json_out {
+        let v = json!({
+            "owner": {"name": owner.name, "uid": uid, "gid": gid, "home": cfg.owner_home},
+            "config": CONFIG,
+            "changed": changed,
+            "started": started,
+            "warnings": warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+        if changed.is_empty() {
+            println!(
+                "banger is already installed for {} (uid {uid}); nothing changed",
+                owner.name
+            );
+        } else {
+            for c in &changed {
+                println!("wrote {c}");
+            }
+            println!("installed banger for {} (uid {uid})", owner.name);
+        }
+        if started {
+            println!("started {} and {}", units::HELPER_UNIT, units::DAEMON_UNIT);
+        } else {
+            println!(
+                "not started (--no-start): `systemctl enable --now {} {}` when ready",
+                units::HELPER_UNIT,
+                units::DAEMON_UNIT
+            );
+        }
+    }
+    Ok(())
+}

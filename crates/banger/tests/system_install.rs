@@ -1,0 +1,256 @@
+//! `banger system install --no-start` into the real paths, then the two
+//! services run the way the units would (helper as root, bangerd as the
+//! owner with the unit's config), `status`, and `uninstall --purge` leaving
+//! nothing of banger on the host.
+
+use banger_testkit::{require_root, wait_until, SystemUser};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+const CLI: &str = env!("CARGO_BIN_EXE_banger");
+
+fn banger(args: &[&str]) -> Output {
+    Command::new(CLI).args(args).output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What banger could leave on a host: links, nft tables, loops, mounts, files.
+fn host_snapshot() -> Vec<String> {
+    let mut s = Vec::new();
+    let run = |prog: &str, args: &[&str]| {
+        Command::new(prog)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    s.push(format!(
+        "links: {}",
+        run("ip", &["-o", "link", "show"])
+            .lines()
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+    s.push(format!("nft: {}", run("nft", &["list", "tables"])));
+    s.push(format!("loops: {}", run("losetup", &["-a"])));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    s.push(format!(
+        "mounts: {}",
+        mounts
+            .lines()
+            .filter(|l| l.contains("banger"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    ));
+    for p in [
+        "/etc/banger",
+        "/etc/systemd/system/bangerd.service",
+        "/etc/systemd/system/banger-helper.service",
+        "/etc/tmpfiles.d/banger.conf",
+        "/var/lib/banger",
+        "/run/banger",
+        "/srv/jailer",
+        "/usr/local/bin/banger",
+        "/usr/local/bin/bangerd",
+        "/usr/local/bin/banger-helper",
+    ] {
+        s.push(format!("{p}: {}", Path::new(p).exists()));
+    }
+    s
+}
+
+fn helper_call(method: &str, params: &str) -> serde_json::Value {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect("/run/banger/helper.sock").unwrap();
+    writeln!(
+        s,
+        r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#
+    )
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn root_system_install_no_start_status_and_uninstall_purge() {
+    if !require_root("root_system_install_no_start_status_and_uninstall_purge") {
+        return;
+    }
+    if Path::new("/etc/banger/install.toml").exists() {
+        eprintln!("skipped: a real banger install exists on this host; not touching it");
+        return;
+    }
+    let owner = SystemUser::create("sysown");
+    let before = host_snapshot();
+
+    // Refusals: no owner; systemd not PID 1 without --no-start.
+    let out = banger(&["system", "install", "--owner", "bgtest-no-such-user"]);
+    assert!(!out.status.success());
+    if !Path::new("/run/systemd/system").is_dir() {
+        let out = banger(&["system", "install", "--owner", &owner.name]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--no-start"), "{err}");
+        assert!(
+            !Path::new("/etc/banger/install.toml").exists(),
+            "refusal left no files"
+        );
+    }
+
+    let text = ok(banger(&[
+        "system",
+        "install",
+        "--owner",
+        &owner.name,
+        "--no-start",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["owner"]["uid"], owner.uid);
+    assert_eq!(v["started"], false);
+
+    // The files laid down.
+    let cfg = std::fs::read_to_string("/etc/banger/install.toml").unwrap();
+    assert!(cfg.contains(&format!("owner_uid = {}", owner.uid)), "{cfg}");
+    let meta = std::fs::metadata("/etc/banger/install.toml").unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o644));
+    let unit = std::fs::read_to_string("/etc/systemd/system/bangerd.service").unwrap();
+    assert!(unit.contains(&format!("User={}", owner.uid)));
+    assert!(unit.contains("CapabilityBoundingSet=\n"));
+    let helper_unit = std::fs::read_to_string("/etc/systemd/system/banger-helper.service").unwrap();
+    assert!(helper_unit.contains("DevicePolicy=closed"));
+    let state = std::fs::metadata("/var/lib/banger").unwrap();
+    assert_eq!((state.uid(), state.mode() & 0o7777), (owner.uid, 0o700));
+    let run = std::fs::metadata("/run/banger").unwrap();
+    assert_eq!(
+        (run.uid(), run.gid(), run.mode() & 0o7777),
+        (0, owner.gid, 0o1770)
+    );
+    for b in ["banger", "bangerd", "banger-helper"] {
+        let m = std::fs::metadata(Path::new("/usr/local/bin").join(b)).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o755), "{b}");
+    }
+
+    // Idempotent: a second run changes nothing.
+    let text = ok(banger(&[
+        "system",
+        "install",
+        "--owner",
+        &owner.name,
+        "--no-start",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["changed"], serde_json::json!([]), "{v}");
+
+    // Run the services the way the units would.
+    let helper = Killed(
+        Command::new("/usr/local/bin/banger-helper")
+            .args(["--config", "/etc/banger/install.toml"])
+            .env_clear()
+            .env("BANGER_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(Duration::from_secs(20), || Path::new(
+        "/run/banger/helper.sock"
+    )
+    .exists()));
+    let daemon = Killed(
+        Command::new("/usr/local/bin/bangerd")
+            .args(["--config", "/etc/banger/install.toml"])
+            .env_clear()
+            .env("BANGER_LOG", "warn")
+            .uid(owner.uid)
+            .gid(owner.gid)
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(Duration::from_secs(20), || Path::new(
+        "/run/banger/bangerd.sock"
+    )
+    .exists()));
+    let sock = std::fs::metadata("/run/banger/bangerd.sock").unwrap();
+    assert_eq!((sock.uid(), sock.mode() & 0o777), (owner.uid, 0o600));
+    let hsock = std::fs::metadata("/run/banger/helper.sock").unwrap();
+    assert_eq!(
+        (hsock.uid(), hsock.gid(), hsock.mode() & 0o777),
+        (0, owner.gid, 0o660)
+    );
+
+    // Give uninstall something to remove: a bridge, a tap and NAT rules,
+    // made by the real helper over its socket.
+    for (method, params) in [
+        (
+            "priv.ensure_bridge",
+            r#"{"name":"banger0","address":"172.30.0.1/24"}"#,
+        ),
+        (
+            "priv.create_tap",
+            r#"{"name":"banger-e1e2e3e4","bridge":"banger0"}"#,
+        ),
+        (
+            "priv.ensure_nat",
+            r#"{"guest_ip":"172.30.0.2","tap":"banger-e1e2e3e4"}"#,
+        ),
+    ] {
+        let v = helper_call(method, params);
+        assert!(v["result"].is_object(), "{method}: {v}");
+    }
+    assert!(Path::new("/sys/class/net/banger-e1e2e3e4").exists());
+
+    let text = ok(banger(&["system", "status", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["owner"]["uid"], owner.uid);
+    assert_eq!(v["versions"]["daemon"], banger_proto::VERSION, "{v}");
+    assert_eq!(v["versions"]["helper"], banger_proto::VERSION, "{v}");
+    assert_eq!(v["sockets"]["/run/banger/helper.sock"], "present");
+    assert!(v["disk_driver"].is_string(), "{v}");
+    // The owner can ask too.
+    let out = Command::new(CLI)
+        .args(["system", "status"])
+        .uid(owner.uid)
+        .gid(owner.gid)
+        .env_clear()
+        .output()
+        .unwrap();
+    let text = ok(out);
+    assert!(text.contains("banger-helper.service"), "{text}");
+    drop(daemon);
+    drop(helper);
+
+    // Uninstall as a normal user is refused; as root with --purge, nothing stays.
+    let out = Command::new(CLI)
+        .args(["system", "uninstall"])
+        .uid(owner.uid)
+        .gid(owner.gid)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    ok(banger(&["system", "uninstall", "--purge"]));
+    let after = host_snapshot();
+    assert_eq!(before, after, "uninstall --purge left something behind");
+}

@@ -1,0 +1,366 @@
+//! Build an ext4 rootfs from an OCI image layout directory or a
+//! `docker save` tarball: layers in order (see `layer`), then
+//! `fakeroot -i DB mkfs.ext4 -d` so ownership survives without root.
+
+use super::layer::{self, FakeDb, LayerError};
+use banger_sys::runner::{Cmd, RunError, Runner};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// A failed OCI build.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("read {0}")]
+    Read(PathBuf, #[source] io::Error),
+    #[error("parse {0}")]
+    Json(PathBuf, #[source] serde_json::Error),
+    #[error("{0} is neither an OCI image layout nor a docker save archive")]
+    UnknownFormat(PathBuf),
+    #[error("no linux/amd64 manifest in {0}")]
+    NoManifest(PathBuf),
+    #[error("bad digest {0:?}")]
+    BadDigest(String),
+    #[error("blob {0} does not match its digest")]
+    DigestMismatch(String),
+    #[error("unsafe path {0:?} in the image archive")]
+    UnsafePath(String),
+    #[error("unpack archive {0}")]
+    Unpack(PathBuf, #[source] io::Error),
+    #[error("apply layer {0}")]
+    Layer(PathBuf, #[source] LayerError),
+    #[error("decompress layer {0}")]
+    Decompress(PathBuf, #[source] io::Error),
+    #[error("write {0}")]
+    Write(PathBuf, #[source] io::Error),
+    #[error("run mkfs.ext4 for {0}")]
+    Mkfs(PathBuf, #[source] RunError),
+}
+
+/// How the ext4 image is sized: content × (1 + headroom%) + extra.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizing {
+    pub headroom_percent: u64,
+    pub extra_bytes: u64,
+    pub min_bytes: u64,
+}
+
+impl Default for Sizing {
+    fn default() -> Self {
+        Sizing {
+            headroom_percent: 30,
+            extra_bytes: 64 << 20,
+            min_bytes: 128 << 20,
+        }
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    pub size_bytes: u64,
+    pub content_bytes: u64,
+    pub inodes: u64,
+    pub layers: usize,
+    /// Extended attributes applied.
+    pub xattrs: usize,
+}
+
+fn read_json(p: &Path) -> Result<serde_json::Value, OciError> {
+    let f = File::open(p).map_err(|e| OciError::Read(p.into(), e))?;
+    serde_json::from_reader(BufReader::new(f)).map_err(|e| OciError::Json(p.into(), e))
+}
+
+/// `sha256:<64 hex>` → the blob path inside the layout.
+fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf, OciError> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| OciError::BadDigest(digest.into()))?;
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(OciError::BadDigest(digest.into()));
+    }
+    Ok(layout.join("blobs/sha256").join(hex))
+}
+
+fn verify(path: &Path, digest: &str) -> Result<(), OciError> {
+    let mut f = File::open(path).map_err(|e| OciError::Read(path.into(), e))?;
+    let mut h = Sha256::new();
+    io::copy(&mut f, &mut h).map_err(|e| OciError::Read(path.into(), e))?;
+    let got = format!("sha256:{:x}", h.finalize());
+    if got == digest {
+        Ok(())
+    } else {
+        Err(OciError::DigestMismatch(digest.into()))
+    }
+}
+
+/// A relative path from an archive's metadata, without `..` or absolute parts.
+fn safe_rel(s: &str) -> Result<PathBuf, OciError> {
+    let p = Path::new(s);
+    if s.is_empty()
+        || p.is_absolute()
+        || p.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+    {
+        return Err(OciError::UnsafePath(s.into()));
+    }
+    Ok(p.to_path_buf())
+}
+
+/// The layer files of an image directory, in order (digests verified).
+pub fn layers(dir: &Path) -> Result<Vec<PathBuf>, OciError> {
+    if dir.join("index.json").exists() {
+        let mut desc = read_json(&dir.join("index.json"))?;
+        // Follow nested indexes down to one image manifest.
+        loop {
+            let media = desc["mediaType"].as_str().unwrap_or("");
+            let manifests = desc["manifests"].as_array().cloned();
+            if let Some(ms) = manifests {
+                let pick = ms
+                    .iter()
+                    .find(|m| {
+                        m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64"
+                    })
+                    .or_else(|| ms.iter().find(|m| m["platform"].is_null()))
+                    .ok_or_else(|| OciError::NoManifest(dir.into()))?;
+                let d = pick["digest"]
+                    .as_str()
+                    .ok_or_else(|| OciError::NoManifest(dir.into()))?;
+                let p = blob_path(dir, d)?;
+                verify(&p, d)?;
+                desc = read_json(&p)?;
+                continue;
+            }
+            let _ = media;
+            break;
+        }
+        let ls = desc["layers"]
+            .as_array()
+            .ok_or_else(|| OciError::NoManifest(dir.into()))?;
+        let mut out = Vec::new();
+        for l in ls {
+            let d = l["digest"]
+                .as_str()
+                .ok_or_else(|| OciError::BadDigest(l.to_string()))?;
+            let p = blob_path(dir, d)?;
+            verify(&p, d)?;
+            out.push(p);
+        }
+        Ok(out)
+    } else if dir.join("manifest.json").exists() {
+        let m = read_json(&dir.join("manifest.json"))?;
+        let ls = m[0]["Layers"]
+            .as_array()
+            .ok_or_else(|| OciError::NoManifest(dir.into()))?;
+        ls.iter()
+            .map(|l| {
+                let s = l
+                    .as_str()
+                    .ok_or_else(|| OciError::UnsafePath(l.to_string()))?;
+                Ok(dir.join(safe_rel(s)?))
+            })
+            .collect()
+    } else {
+        Err(OciError::UnknownFormat(dir.into()))
+    }
+}
+
+/// Unpack a `docker save` / OCI tarball into `into`: only regular files and
+/// directories with safe relative names (it holds blobs, never links).
+pub fn unpack_archive(tarball: &Path, into: &Path) -> Result<(), OciError> {
+    let f = File::open(tarball).map_err(|e| OciError::Read(tarball.into(), e))?;
+    let mut ar = tar::Archive::new(BufReader::new(f));
+    for e in ar
+        .entries()
+        .map_err(|e| OciError::Unpack(tarball.into(), e))?
+    {
+        let mut e = e.map_err(|e| OciError::Unpack(tarball.into(), e))?;
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let rel = safe_rel(&name)?;
+        let dst = into.join(&rel);
+        match e.header().entry_type() {
+            tar::EntryType::Directory => {
+                std::fs::create_dir_all(&dst).map_err(|err| OciError::Write(dst.clone(), err))?
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                if let Some(p) = dst.parent() {
+                    std::fs::create_dir_all(p).map_err(|err| OciError::Write(p.into(), err))?;
+                }
+                let mut out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&dst)
+                    .map_err(|err| OciError::Write(dst.clone(), err))?;
+                io::copy(&mut e, &mut out).map_err(|err| OciError::Write(dst.clone(), err))?;
+            }
+            _ => return Err(OciError::UnsafePath(name)),
+        }
+    }
+    Ok(())
+}
+
+/// A layer blob as an uncompressed tar stream (gzip in process; zstd via
+/// the `zstd` tool, argv only; plain tar as is).
+fn open_layer(p: &Path) -> Result<Box<dyn Read>, OciError> {
+    let mut f = File::open(p).map_err(|e| OciError::Read(p.into(), e))?;
+    let mut magic = [0u8; 4];
+    let n = f
+        .read(&mut magic)
+        .map_err(|e| OciError::Read(p.into(), e))?;
+    let f = File::open(p).map_err(|e| OciError::Read(p.into(), e))?;
+    if n >= 2 && magic[..2] == [0x1f, 0x8b] {
+        return Ok(Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(
+            f,
+        ))));
+    }
+    if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        let child = std::process::Command::new("zstd")
+            .args(["-dc", "-q"])
+            .env_clear()
+            .env("PATH", banger_sys::runner::SAFE_PATH)
+            .stdin(f)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| OciError::Decompress(p.into(), e))?;
+        return Ok(Box::new(child.stdout.expect("piped")));
+    }
+    Ok(Box::new(BufReader::new(f)))
+}
+
+/// Build `out` (a new ext4 image) from `source`: an OCI layout dir, a
+/// docker-save dir, or a tarball of either. `scratch` is a private work dir.
+pub fn build(
+    runner: &dyn Runner,
+    source: &Path,
+    scratch: &Path,
+    out: &Path,
+    sizing: Sizing,
+) -> Result<Built, OciError> {
+    let src_dir = if source.is_dir() {
+        source.to_path_buf()
+    } else {
+        let d = scratch.join("archive");
+        std::fs::create_dir(&d).map_err(|e| OciError::Write(d.clone(), e))?;
+        unpack_archive(source, &d)?;
+        d
+    };
+    let layer_files = layers(&src_dir)?;
+    let root = scratch.join("rootfs");
+    std::fs::create_dir(&root).map_err(|e| OciError::Write(root.clone(), e))?;
+    let mut db = FakeDb::default();
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&root).map_err(|e| OciError::Read(root.clone(), e))?;
+        db.inodes.insert(
+            (m.dev(), m.ino()),
+            layer::Meta {
+                mode: 0o040755,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+            },
+        );
+    }
+    for l in &layer_files {
+        let r = open_layer(l)?;
+        layer::apply(&root, r, &mut db).map_err(|e| OciError::Layer(l.clone(), e))?;
+    }
+    let (text, content, inodes) = db
+        .render(&root)
+        .map_err(|e| OciError::Read(root.clone(), e))?;
+    let db_path = scratch.join("fakeroot.db");
+    std::fs::write(&db_path, text).map_err(|e| OciError::Write(db_path.clone(), e))?;
+    let size =
+        (content + inodes * 256) * (100 + sizing.headroom_percent) / 100 + sizing.extra_bytes;
+    let size = size.max(sizing.min_bytes).div_ceil(1 << 20) << 20;
+    let img = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|e| OciError::Write(out.into(), e))?;
+    img.set_len(size)
+        .map_err(|e| OciError::Write(out.into(), e))?;
+    drop(img);
+    let n_inodes = (inodes * 2 + 4096).to_string();
+    let cmd = Cmd::new("fakeroot")
+        .arg("-i")
+        .arg(&db_path)
+        .args([
+            "--",
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-N",
+            &n_inodes,
+            "-E",
+            "root_owner=0:0",
+            "-d",
+        ])
+        .arg(&root)
+        .arg(out);
+    if let Err(e) = runner.run(&cmd) {
+        let _ = std::fs::remove_file(out);
+        return Err(OciError::Mkfs(out.into(), e));
+    }
+    let xattrs = set_xattrs(runner, &db, scratch, out);
+    Ok(Built {
+        size_bytes: size,
+        content_bytes: content,
+        inodes,
+        layers: layer_files.len(),
+        xattrs,
+    })
+}
+
+/// Bytes debugfs can take as one command argument.
+fn debugfs_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/@+-:".contains(&b))
+}
+
+/// Apply the layers' xattrs with `debugfs ea_set -f VALUEFILE PATH NAME`:
+/// only for paths and names in a strict charset (values go through files,
+/// never the command text); others are skipped. Best effort: returns the
+/// number requested.
+fn set_xattrs(runner: &dyn Runner, db: &FakeDb, scratch: &Path, img: &Path) -> usize {
+    let dir = scratch.join("xattrs");
+    if db.xattrs.is_empty() || std::fs::create_dir(&dir).is_err() {
+        return 0;
+    }
+    let mut cmds = String::new();
+    let mut n = 0;
+    for (i, (path, name, value)) in db.xattrs.iter().enumerate() {
+        let vf = dir.join(i.to_string());
+        if !debugfs_safe(path)
+            || !debugfs_safe(name)
+            || !vf.to_str().is_some_and(debugfs_safe)
+            || std::fs::write(&vf, value).is_err()
+        {
+            continue;
+        }
+        cmds.push_str(&format!("ea_set -f {} {path} {name}\n", vf.display()));
+        n += 1;
+    }
+    let cf = dir.join("cmds");
+    if n == 0 || std::fs::write(&cf, cmds).is_err() {
+        return 0;
+    }
+    match runner.run(&Cmd::new("debugfs").arg("-w").arg("-f").arg(&cf).arg(img)) {
+        Ok(_) => n,
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+#[path = "oci_tests.rs"]
+pub(crate) mod tests;

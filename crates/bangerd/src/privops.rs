@@ -1,0 +1,343 @@
+//! The privileged-operations seam: one trait the daemon calls for every
+//! root-only step, with three implementations — the helper client (system
+//! install), `sudo -n` with argv (development mode as a normal user), and
+//! direct in-process calls (development mode when already root).
+
+use banger_helper::dispatch::Helper;
+use banger_proto::jsonrpc::{Request, Response, MAX_MESSAGE_BYTES};
+use banger_sys::runner::{Cmd, Runner};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Why a privileged step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivError {
+    #[error("connecting to the helper at {0}")]
+    Connect(PathBuf, #[source] std::io::Error),
+    #[error("talking to the helper")]
+    Io(#[source] std::io::Error),
+    #[error(
+        "the helper closed the connection without answering (is this uid its registered owner?)"
+    )]
+    NoAnswer,
+    #[error("the helper's answer does not parse")]
+    BadAnswer(#[source] serde_json::Error),
+    #[error("{method} refused ({code}): {message}")]
+    Refused {
+        method: String,
+        code: i64,
+        message: String,
+    },
+    #[error("running sudo")]
+    Sudo(#[source] banger_sys::runner::RunError),
+}
+
+/// Every root-only step goes through here.
+pub trait PrivOps: Send + Sync {
+    /// Which implementation this is: `helper`, `sudo` or `direct`.
+    fn kind(&self) -> &'static str;
+    /// Call one helper method with JSON params; return its JSON result.
+    fn call_value(&self, method: &str, params: Value) -> Result<Value, PrivError>;
+}
+
+impl dyn PrivOps {
+    /// Typed call: serialise params, decode the result.
+    pub fn call<P: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &P,
+    ) -> Result<R, PrivError> {
+        let params = serde_json::to_value(params).expect("params always serialise");
+        let v = self.call_value(method, params)?;
+        serde_json::from_value(v).map_err(PrivError::BadAnswer)
+    }
+}
+
+fn decode(method: &str, resp: Response) -> Result<Value, PrivError> {
+    match (resp.result, resp.error) {
+        (_, Some(e)) => Err(PrivError::Refused {
+            method: method.to_string(),
+            code: e.code,
+            message: e.message,
+        }),
+        (Some(v), None) => Ok(v),
+        (None, None) => Ok(Value::Null),
+    }
+}
+
+/// System install: JSON-RPC to the root helper's socket.
+pub struct HelperClient {
+    socket: PathBuf,
+    timeout: Duration,
+    next_id: AtomicU64,
+}
+
+impl HelperClient {
+    pub fn new(socket: PathBuf) -> Self {
+        HelperClient {
+            socket,
+            timeout: Duration::from_secs(180),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl PrivOps for HelperClient {
+    fn kind(&self) -> &'static str {
+        "helper"
+    }
+
+    fn call_value(&self, method: &str, params: Value) -> Result<Value, PrivError> {
+        let mut stream = UnixStream::connect(&self.socket)
+            .map_err(|e| PrivError::Connect(self.socket.clone(), e))?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .map_err(PrivError::Io)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut line =
+            serde_json::to_vec(&Request::new(id, method, params)).expect("requests serialise");
+        line.push(b'\n');
+        stream.write_all(&line).map_err(PrivError::Io)?;
+        let mut reader = BufReader::new(stream.take(MAX_MESSAGE_BYTES as u64 + 1));
+        let mut answer = Vec::new();
+        reader
+            .read_until(b'\n', &mut answer)
+            .map_err(PrivError::Io)?;
+        if answer.is_empty() {
+            return Err(PrivError::NoAnswer);
+        }
+        let resp: Response = serde_json::from_slice(&answer).map_err(PrivError::BadAnswer)?;
+        decode(method, resp)
+    }
+}
+
+/// Development mode as a normal user: each step is `sudo -n banger-helper
+/// oneshot` (argv, request on stdin). Bypasses the helper's hardening: the
+/// config it trusts is the user's own. Not for shared hosts.
+pub struct SudoOps {
+    runner: Arc<dyn Runner>,
+    helper_bin: PathBuf,
+    config: PathBuf,
+}
+
+impl SudoOps {
+    pub fn new(runner: Arc<dyn Runner>, helper_bin: PathBuf, config: PathBuf) -> Self {
+        SudoOps {
+            runner,
+            helper_bin,
+            config,
+        }
+    }
+
+    /// The exact argv one call runs.
+    pub fn command(&self, method: &str, params: Value) -> Cmd {
+        let mut line =
+            serde_json::to_vec(&Request::new(1, method, params)).expect("requests serialise");
+        line.push(b'\n');
+        Cmd::new("sudo")
+            .arg("-n")
+            .arg("--")
+            .arg(&self.helper_bin)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("oneshot")
+            .stdin(line)
+    }
+}
+
+impl PrivOps for SudoOps {
+    fn kind(&self) -> &'static str {
+        "sudo"
+    }
+
+    fn call_value(&self, method: &str, params: Value) -> Result<Value, PrivError> {
+        let out = self
+            .runner
+            .run(&self.command(method, params))
+            .map_err(PrivError::Sudo)?;
+        let resp: Response = serde_json::from_slice(&out.stdout).map_err(PrivError::BadAnswer)?;
+        decode(method, resp)
+    }
+}
+
+/// Development mode when already root: the helper's gates and host
+/// operations, called in-process.
+pub struct DirectOps {
+    helper: Helper,
+}
+
+impl DirectOps {
+    pub fn new(helper: Helper) -> Self {
+        DirectOps { helper }
+    }
+}
+
+impl PrivOps for DirectOps {
+    fn kind(&self) -> &'static str {
+        "direct"
+    }
+
+    fn call_value(&self, method: &str, params: Value) -> Result<Value, PrivError> {
+        self.helper.dispatch(method, params).map_err(|e| {
+            let o = e.to_object();
+            PrivError::Refused {
+                method: method.to_string(),
+                code: o.code,
+                message: o.message,
+            }
+        })
+    }
+}
+
+/// A scripted answer: a result, or a JSON-RPC error code and message.
+pub type ScriptedAnswer = Result<Value, (i64, String)>;
+
+/// A fake that records every call and answers from a script
+/// (default: `{}`), for daemon tests.
+#[derive(Default)]
+pub struct RecordingPriv {
+    calls: Mutex<Vec<(String, Value)>>,
+    answers: Mutex<Vec<(String, ScriptedAnswer)>>,
+}
+
+impl RecordingPriv {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Answer the next call of `method` with `answer`.
+    pub fn answer(&self, method: &str, answer: ScriptedAnswer) {
+        self.answers
+            .lock()
+            .unwrap()
+            .push((method.to_string(), answer));
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<(String, Value)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl PrivOps for RecordingPriv {
+    fn kind(&self) -> &'static str {
+        "recording"
+    }
+
+    fn call_value(&self, method: &str, params: Value) -> Result<Value, PrivError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((method.to_string(), params));
+        let mut answers = self.answers.lock().unwrap();
+        match answers.iter().position(|(m, _)| m == method) {
+            Some(i) => answers
+                .remove(i)
+                .1
+                .map_err(|(code, message)| PrivError::Refused {
+                    method: method.to_string(),
+                    code,
+                    message,
+                }),
+            None => Ok(Value::Object(Default::default())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_sys::runner::{CmdOutput, RecordingRunner};
+
+    #[test]
+    fn sudo_mode_runs_the_helper_oneshot_with_argv_and_stdin() {
+        let runner = Arc::new(RecordingRunner::new());
+        runner.answer(
+            "oneshot",
+            CmdOutput {
+                status: 0,
+                stdout: br#"{"jsonrpc":"2.0","result":{"version":"9","protocol":1},"id":1}"#
+                    .to_vec(),
+                stderr: vec![],
+            },
+        );
+        let ops = SudoOps::new(
+            runner.clone(),
+            "/usr/local/bin/banger-helper".into(),
+            "/home/u/.local/state/banger/dev-install.toml".into(),
+        );
+        let v = ops
+            .call_value("helper.version", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(v["version"], "9");
+        let cmds = runner.cmds();
+        assert_eq!(
+            cmds[0].argv(),
+            vec![
+                "sudo",
+                "-n",
+                "--",
+                "/usr/local/bin/banger-helper",
+                "--config",
+                "/home/u/.local/state/banger/dev-install.toml",
+                "oneshot"
+            ]
+        );
+        let stdin: Value = serde_json::from_slice(cmds[0].stdin.as_ref().unwrap()).unwrap();
+        assert_eq!(stdin["method"], "helper.version");
+    }
+
+    #[test]
+    fn sudo_failure_and_refusal_surface() {
+        let runner = Arc::new(RecordingRunner::new());
+        runner.answer(
+            "oneshot",
+            CmdOutput {
+                status: 1,
+                stdout: vec![],
+                stderr: b"sudo: a password is required".to_vec(),
+            },
+        );
+        let ops = SudoOps::new(runner.clone(), "h".into(), "c".into());
+        let err = ops.call_value("helper.version", Value::Null).unwrap_err();
+        assert!(matches!(err, PrivError::Sudo(_)), "{err:?}");
+        runner.answer(
+            "oneshot",
+            CmdOutput {
+                status: 0,
+                stdout: br#"{"jsonrpc":"2.0","error":{"code":-32602,"message":"fsck_snapshot: device must be /dev/mapper/fc-rootfs-*"},"id":1}"#.to_vec(),
+                stderr: vec![],
+            },
+        );
+        match ops
+            .call_value("priv.fsck_snapshot", Value::Null)
+            .unwrap_err()
+        {
+            PrivError::Refused { code, message, .. } => {
+                assert_eq!(code, -32602);
+                assert!(message.contains("fc-rootfs"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn direct_mode_runs_the_helper_dispatch_in_process() {
+        let cfg = banger_proto::install::InstallConfig::for_owner(1, 1, "/h".into());
+        let ops = DirectOps::new(Helper {
+            cfg,
+            host: banger_helper::host::Host::real(),
+        });
+        let v = ops.call_value("helper.version", Value::Null).unwrap();
+        assert_eq!(v["version"], banger_proto::VERSION);
+        let err = ops.call_value("priv.nope", Value::Null).unwrap_err();
+        assert!(matches!(err, PrivError::Refused { code: -32601, .. }));
+    }
+}
