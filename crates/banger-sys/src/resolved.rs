@@ -23,6 +23,14 @@ pub fn resolved_running(run_root: &Path) -> bool {
     run_root.join("systemd/resolve/io.systemd.Resolve").exists()
 }
 
+/// What `banger doctor` prints where systemd-resolved is absent: the one
+/// line that gives the host the same routing through dnsmasq.
+pub fn alternative_hint(resolver_ip: &str, domain: &str) -> String {
+    format!(
+        "systemd-resolved is not running, so *.{domain} does not resolve on the host; with dnsmasq add: server=/{domain}/{resolver_ip}"
+    )
+}
+
 /// The commands that route `~domain` to `resolver` on `link`.
 pub fn sync_cmds(link: &str, resolver: &str, domain: &str) -> [Cmd; 2] {
     [
@@ -78,6 +86,15 @@ mod tests {
                 vec!["resolvectl", "domain", "banger0", "~vm"],
             ]
         );
+    }
+
+    #[test]
+    fn hint_names_domain_and_resolver() {
+        assert_eq!(
+            alternative_hint("172.30.0.1", "vm"),
+            "systemd-resolved is not running, so *.vm does not resolve on the host; with dnsmasq add: server=/vm/172.30.0.1"
+        );
+        assert!(!resolved_running(Path::new("/nonexistent")));
     }
 
     #[test]

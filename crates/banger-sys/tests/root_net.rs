@@ -136,6 +136,14 @@ fn root_bridge_and_tap_lifecycle() {
             "a stranger cannot"
         );
 
+        let mut managed: Vec<String> = net
+            .managed_links()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        managed.sort();
+        assert_eq!(managed, [tap.clone(), br.clone()]);
         net.delete_tap(&tap).unwrap();
         assert_eq!(net.link(&tap).unwrap(), None);
         net.delete_tap(&tap).unwrap();

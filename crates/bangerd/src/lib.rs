@@ -6,6 +6,7 @@ pub mod builds;
 pub mod catalog;
 pub mod daemon;
 pub mod disks;
+pub mod dns;
 pub mod doctor;
 pub mod images;
 pub mod jobs;

@@ -55,6 +55,17 @@ impl Subnet {
         Ipv4Addr::from(u32::from(self.network) + 1)
     }
 
+    /// Whether `net/prefix` shares any address with this subnet.
+    pub fn overlaps(&self, net: Ipv4Addr, prefix: u8) -> bool {
+        let p = self.prefix.min(prefix);
+        let m = if p == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(p))
+        };
+        u32::from(self.network) & m == u32::from(net) & m
+    }
+
     /// Inside the subnet and neither its network nor its broadcast address.
     pub fn is_host(&self, ip: Ipv4Addr) -> bool {
         self.contains(ip) && ip != self.network && ip != self.broadcast()
@@ -235,6 +246,15 @@ mod tests {
         ] {
             assert!(Subnet::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn overlaps() {
+        let n = net();
+        assert!(n.overlaps(Ipv4Addr::new(172, 16, 0, 0), 12));
+        assert!(n.overlaps(Ipv4Addr::new(172, 30, 0, 128), 25));
+        assert!(!n.overlaps(Ipv4Addr::new(172, 30, 1, 0), 24));
+        assert!(n.overlaps(Ipv4Addr::UNSPECIFIED, 0));
     }
 
     #[test]

@@ -33,6 +33,21 @@ pub fn ensure_bridge(h: &Helper, p: m::EnsureBridge) -> Result<m::Empty, RpcErro
     let net = subnet(h)?;
     let name = gate(M, g::iface_name("name", &p.name))?;
     let (addr, prefix) = gate(M, g::bridge_cidr(&p.address, &net))?;
+    // Never shadow a host route: the subnet must not overlap any route
+    // other than the default route and the bridge's own.
+    let routes = h.host.net.routes().map_err(|e| RpcError::failed(&e))?;
+    if let Some(r) = routes
+        .iter()
+        .find(|r| r.prefix > 0 && r.dev != name && net.overlaps(r.dst, r.prefix))
+    {
+        return Err(RpcError::Gate {
+            method: M,
+            refused: Refused::new(format!(
+                "address must not overlap a host route ({}/{} on {})",
+                r.dst, r.prefix, r.dev
+            )),
+        });
+    }
     h.host
         .net
         .ensure_bridge(name, addr, prefix)
@@ -127,7 +142,7 @@ mod tests {
     use crate::error::RpcError;
     use crate::host::Host;
     use banger_proto::install::InstallConfig;
-    use banger_sys::net::{NetRequest, Owner, RecordingNet};
+    use banger_sys::net::{NetRequest, Owner, RecordingNet, Route4};
     use banger_sys::nft::{Nft, TableName};
     use banger_sys::runner::{CmdOutput, RecordingRunner};
     use serde_json::{json, Value};
@@ -218,6 +233,42 @@ mod tests {
     #[test]
     fn bridge_and_tap_gates_refuse() {
         let f = fixture(RecordingNet::new());
+        let routes = vec![
+            Route4 {
+                dst: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+                dev: "eth0".into(),
+            },
+            Route4 {
+                dst: Ipv4Addr::new(172, 30, 0, 0),
+                prefix: 24,
+                dev: "banger0".into(),
+            },
+        ];
+        let ok = fixture(RecordingNet::new().with_routes(routes.clone()));
+        ok.helper
+            .dispatch(
+                "priv.ensure_bridge",
+                json!({"name": "banger0", "address": "172.30.0.1/24"}),
+            )
+            .unwrap();
+        let mut clash = routes;
+        clash.push(Route4 {
+            dst: Ipv4Addr::new(172, 16, 0, 0),
+            prefix: 12,
+            dev: "docker0".into(),
+        });
+        let f2 = fixture(RecordingNet::new().with_routes(clash));
+        let e = refused(
+            &f2,
+            "priv.ensure_bridge",
+            json!({"name": "banger0", "address": "172.30.0.1/24"}),
+        );
+        assert_eq!(
+            e,
+            "ensure_bridge: address must not overlap a host route (172.16.0.0/12 on docker0)"
+        );
+        assert!(f2.net.calls().is_empty());
         let e = refused(
             &f,
             "priv.ensure_bridge",

@@ -138,6 +138,21 @@ impl NetOps for RecordingNet {
     fn routes(&self) -> Result<Vec<Route4>, NetError> {
         Ok(self.routes.lock().unwrap().clone())
     }
+
+    fn managed_links(&self) -> Result<Vec<Link>, NetError> {
+        let names: Vec<String> = self
+            .links
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, (_, m))| *m)
+            .map(|(n, _)| n.clone())
+            .collect();
+        Ok(names
+            .iter()
+            .filter_map(|n| self.link(n).ok().flatten())
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -163,6 +178,13 @@ mod tests {
             .unwrap();
         n.create_tap("banger-1", "banger0", owner).unwrap();
         assert!(n.link("banger-1").unwrap().unwrap().managed());
+        let managed: Vec<String> = n
+            .managed_links()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(managed, ["banger-1", "banger0"]);
         n.delete_tap("banger-1").unwrap();
         assert_eq!(n.link("banger-1").unwrap(), None);
         assert_eq!(n.calls().len(), 5);

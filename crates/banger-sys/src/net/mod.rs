@@ -122,6 +122,8 @@ pub trait NetOps: Send + Sync {
     fn link(&self, name: &str) -> Result<Option<Link>, NetError>;
     /// IPv4 routes of the main table (for the subnet collision check).
     fn routes(&self) -> Result<Vec<Route4>, NetError>;
+    /// Every interface banger created (for reconciling orphaned taps).
+    fn managed_links(&self) -> Result<Vec<Link>, NetError>;
 }
 
 /// The real host (the network namespace of the calling thread).
@@ -251,6 +253,18 @@ fn delete_managed(name: &str, kind: &'static str) -> Result<(), NetError> {
     }
 }
 
+fn all_links(nl: &mut Rtnl) -> Result<Vec<Link>, NetError> {
+    Ok(nl
+        .dump(Rt::GetLink(LinkMessage::default()))
+        .map_err(NetError::ListLinks)?
+        .into_iter()
+        .filter_map(|m| match m {
+            Rt::NewLink(l) => Some(link_from(l)),
+            _ => None,
+        })
+        .collect())
+}
+
 impl NetOps for RealNet {
     fn ensure_bridge(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NetError> {
         let mut nl = open()?;
@@ -295,8 +309,9 @@ impl NetOps for RealNet {
                     TunStep::Open => NetError::OpenTun(self.tun_dev.clone(), e),
                     _ => NetError::TunSetIff(name.to_string(), e),
                 })?;
-                // Mark it banger's first, so a failure below leaves a tap
-                // that banger may clean up.
+                // Until TUNSETPERSIST (last) the tap lives only as long as
+                // `t`: any failure before it leaves nothing behind, and a
+                // persistent tap always carries banger's alias.
                 let l = get_link(&mut nl, name)?
                     .ok_or_else(|| NetError::NoSuchLink(name.to_string()))?;
                 mark_managed(&mut nl, &l)?;
@@ -330,17 +345,16 @@ impl NetOps for RealNet {
         get_link(&mut open()?, name)
     }
 
+    fn managed_links(&self) -> Result<Vec<Link>, NetError> {
+        Ok(all_links(&mut open()?)?
+            .into_iter()
+            .filter(Link::managed)
+            .collect())
+    }
+
     fn routes(&self) -> Result<Vec<Route4>, NetError> {
         let mut nl = open()?;
-        let links: Vec<Link> = nl
-            .dump(Rt::GetLink(LinkMessage::default()))
-            .map_err(NetError::ListLinks)?
-            .into_iter()
-            .filter_map(|m| match m {
-                Rt::NewLink(l) => Some(link_from(l)),
-                _ => None,
-            })
-            .collect();
+        let links = all_links(&mut nl)?;
         let mut q = RouteMessage::default();
         q.header.address_family = AddressFamily::Inet;
         let mut out = Vec::new();
