@@ -2,3 +2,4 @@
 //! in the helper, `priv.create_dm_snapshot`).
 
 pub mod clone;
+pub mod reconcile;
