@@ -171,7 +171,7 @@ mod tests {
         };
         let host = HostDisks::default();
         assert_eq!(
-            plan(&host, &[r.clone()], tmp.path(), &|_| true).broken,
+            plan(&host, std::slice::from_ref(&r), tmp.path(), &|_| true).broken,
             vec!["b".to_string()]
         );
         assert!(plan(&host, &[r], tmp.path(), &|_| false).broken.is_empty());
