@@ -233,8 +233,36 @@ fn builds_from_an_oci_layout_with_whiteouts_owners_and_links() {
     let scratch = tmp.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
     let img = tmp.path().join("root.ext4");
-    let built = build(&HostRunner, &layout, &scratch, &img, Sizing::default()).unwrap();
+    let mut steps = Vec::new();
+    let built = build_with_progress(
+        &HostRunner,
+        &layout,
+        &scratch,
+        &img,
+        Sizing::default(),
+        &mut |s| steps.push(s),
+    )
+    .unwrap();
     assert_eq!(built.layers, 2);
+    assert!(
+        matches!(
+            steps[..],
+            [
+                Step::Layer {
+                    index: 1,
+                    total: 2,
+                    ..
+                },
+                Step::Layer {
+                    index: 2,
+                    total: 2,
+                    ..
+                },
+                Step::Mkfs { .. }
+            ]
+        ),
+        "{steps:?}"
+    );
     assert_eq!(std::fs::metadata(&img).unwrap().len(), built.size_bytes);
     assert_eq!(built.size_bytes, 128 << 20, "small content → minimum size");
     check_image(&img);
