@@ -231,9 +231,33 @@ fn open_layer(p: &Path) -> Result<Box<dyn Read>, OciError> {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| OciError::Decompress(p.into(), e))?;
-        return Ok(Box::new(child.stdout.expect("piped")));
+        return Ok(Box::new(ChildReader(child)));
     }
     Ok(Box::new(BufReader::new(f)))
+}
+
+/// A decompressor's stdout; at EOF the child is reaped and a non-zero exit
+/// becomes a read error (a truncated stream must not look like a short layer).
+struct ChildReader(std::process::Child);
+
+impl Read for ChildReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.stdout.as_mut().map_or(Ok(0), |o| o.read(buf))?;
+        if n == 0 && !buf.is_empty() {
+            let st = self.0.wait()?;
+            if !st.success() {
+                return Err(io::Error::other(format!("decompressor exited with {st}")));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ChildReader {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Build `out` (a new ext4 image) from `source`: an OCI layout dir, a

@@ -72,6 +72,14 @@ fn gz(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+fn zstd(data: &[u8]) -> Vec<u8> {
+    let out = HostRunner
+        .run(&Cmd::new("zstd").args(["-c", "-q"]).stdin(data.to_vec()))
+        .unwrap();
+    assert_eq!(&out.stdout[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+    out.stdout
+}
+
 fn put_blob(layout: &Path, data: &[u8]) -> String {
     let hex = format!("{:x}", Sha256::digest(data));
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
@@ -229,7 +237,7 @@ fn builds_from_an_oci_layout_with_whiteouts_owners_and_links() {
         .tempdir()
         .unwrap();
     let layout = tmp.path().join("layout");
-    oci_layout(&layout, &[gz(&layer1()), layer2()]);
+    oci_layout(&layout, &[gz(&layer1()), zstd(&layer2())]);
     let scratch = tmp.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
     let img = tmp.path().join("root.ext4");
@@ -342,6 +350,25 @@ fn tampered_blobs_and_unsafe_manifests_are_refused() {
     assert!(matches!(layers(&d), Err(OciError::UnsafePath(_))));
     std::fs::write(d.join("manifest.json"), r#"[{"Layers":["/etc/passwd"]}]"#).unwrap();
     assert!(matches!(layers(&d), Err(OciError::UnsafePath(_))));
+}
+
+#[test]
+fn a_truncated_zstd_layer_fails_the_build() {
+    let tmp = tempfile::Builder::new()
+        .prefix("bgtest-")
+        .tempdir()
+        .unwrap();
+    let z = zstd(&layer1());
+    let layout = tmp.path().join("layout");
+    oci_layout(&layout, &[z[..z.len() / 2].to_vec()]);
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let img = tmp.path().join("root.ext4");
+    assert!(matches!(
+        build(&HostRunner, &layout, &scratch, &img, Sizing::default()),
+        Err(OciError::Layer(..))
+    ));
+    assert!(!img.exists());
 }
 
 #[path = "oci_hostile_tests.rs"]
