@@ -371,6 +371,81 @@ fn a_truncated_zstd_layer_fails_the_build() {
     assert!(!img.exists());
 }
 
+/// The child half of `root_build_as_an_unprivileged_user_keeps_ownership`:
+/// does nothing unless that test runs it (as `nobody`) with the env var set.
+#[test]
+fn unprivileged_build_child() {
+    let Some(dir) = std::env::var_os("BANGER_TEST_UNPRIV_BUILD") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    assert!(
+        !rustix::process::geteuid().is_root(),
+        "must run unprivileged"
+    );
+    let scratch = dir.join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    build(
+        &HostRunner,
+        &dir.join("layout"),
+        &scratch,
+        &dir.join("root.ext4"),
+        Sizing::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn root_build_as_an_unprivileged_user_keeps_ownership() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: needs root to switch to nobody");
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("bgtest-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().join("w");
+    std::fs::create_dir(&dir).unwrap();
+    oci_layout(&dir.join("layout"), &[gz(&layer1()), layer2()]);
+    HostRunner
+        .run(
+            &Cmd::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(tmp.path()),
+        )
+        .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let out = HostRunner
+        .output(
+            &Cmd::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--",
+                    "env",
+                ])
+                .arg(format!("BANGER_TEST_UNPRIV_BUILD={}", dir.display()))
+                .arg(exe)
+                .args([
+                    "--exact",
+                    "images::oci::tests::unprivileged_build_child",
+                    "--test-threads=1",
+                ]),
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status == 0 && text.contains("1 passed"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(dir.join("root.ext4")).unwrap().uid(), 65534, "built by nobody");
+    check_image(&dir.join("root.ext4"));
+}
+
 #[path = "oci_hostile_tests.rs"]
 mod hostile;
 
