@@ -200,6 +200,29 @@ fn check_uuid(ops: &dyn DmOps, name: &str, expected: &str) -> Result<(), DmError
     }
 }
 
+/// Every dm device as `(name, uuid)`, read from `<sys_root>/block/dm-*/dm/`
+/// (world-readable: the daemon can list without root).
+pub fn list_sysfs(sys_root: &std::path::Path) -> std::io::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let dir = sys_root.join("block");
+    for e in std::fs::read_dir(&dir)? {
+        let e = e?;
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with("dm-") {
+            continue;
+        }
+        let read = |f: &str| {
+            std::fs::read_to_string(e.path().join("dm").join(f))
+                .map(|s| s.trim_end_matches('\n').to_string())
+        };
+        if let Ok(n) = read("name") {
+            out.push((n, read("uuid").unwrap_or_default()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// One request the fake saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DmRequest {
@@ -403,6 +426,31 @@ mod tests {
             !r.calls().iter().any(|c| c[1] == "remove"),
             "{:?}",
             r.calls()
+        );
+    }
+
+    #[test]
+    fn lists_dm_devices_from_a_sysfs_fixture() {
+        let tmp = tempfile::Builder::new()
+            .prefix("bgtest-")
+            .tempdir()
+            .unwrap();
+        for (dev, name, uuid) in [
+            ("dm-0", "vg0-root", "LVM-abc"),
+            ("dm-3", "fc-rootfs-a", "BANGER-fc-rootfs-a"),
+        ] {
+            let d = tmp.path().join("block").join(dev).join("dm");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("name"), format!("{name}\n")).unwrap();
+            std::fs::write(d.join("uuid"), format!("{uuid}\n")).unwrap();
+        }
+        std::fs::create_dir_all(tmp.path().join("block/loop0")).unwrap();
+        assert_eq!(
+            list_sysfs(tmp.path()).unwrap(),
+            vec![
+                ("fc-rootfs-a".to_string(), "BANGER-fc-rootfs-a".to_string()),
+                ("vg0-root".to_string(), "LVM-abc".to_string())
+            ]
         );
     }
 

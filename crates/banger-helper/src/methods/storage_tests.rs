@@ -528,6 +528,9 @@ fn root_create_and_cleanup_with_real_loops() {
         loops.backing_file(Path::new(&cow_loop)).unwrap(),
         Some(t.state.join("vms/a/bgtest-cow"))
     );
+    let ro = |dev: &str| std::fs::read_to_string(format!("/sys/block/{}/ro", &dev[5..])).unwrap();
+    assert_eq!(ro(&base_loop).trim(), "1", "base loop is read-only");
+    assert_eq!(ro(&cow_loop).trim(), "0");
     if real_dm {
         let dev = h["handles"]["dm_device"].as_str().unwrap();
         call(&t, m::WRITE_EXT4_FILES, json!({"image": dev, "files": [{"path": "/etc/hostname", "content_b64": "eA==", "mode": 420, "uid": 0, "gid": 0}]})).unwrap();

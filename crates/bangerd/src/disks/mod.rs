@@ -2,3 +2,5 @@
 //! in the helper, `priv.create_dm_snapshot`).
 
 pub mod clone;
+pub mod driver;
+pub mod reconcile;

@@ -231,9 +231,33 @@ fn open_layer(p: &Path) -> Result<Box<dyn Read>, OciError> {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| OciError::Decompress(p.into(), e))?;
-        return Ok(Box::new(child.stdout.expect("piped")));
+        return Ok(Box::new(ChildReader(child)));
     }
     Ok(Box::new(BufReader::new(f)))
+}
+
+/// A decompressor's stdout; at EOF the child is reaped and a non-zero exit
+/// becomes a read error (a truncated stream must not look like a short layer).
+struct ChildReader(std::process::Child);
+
+impl Read for ChildReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.stdout.as_mut().map_or(Ok(0), |o| o.read(buf))?;
+        if n == 0 && !buf.is_empty() {
+            let st = self.0.wait()?;
+            if !st.success() {
+                return Err(io::Error::other(format!("decompressor exited with {st}")));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ChildReader {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Build `out` (a new ext4 image) from `source`: an OCI layout dir, a
@@ -245,11 +269,39 @@ pub fn build(
     out: &Path,
     sizing: Sizing,
 ) -> Result<Built, OciError> {
+    build_with_progress(runner, source, scratch, out, sizing, &mut |_| {})
+}
+
+/// A long step of [`build`], for progress bars or plain lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Unpacking the archive.
+    Unpack,
+    /// Applying layer `index` (1-based) of `total`; `bytes` as stored.
+    Layer {
+        index: usize,
+        total: usize,
+        bytes: u64,
+    },
+    /// Making the filesystem of `size_bytes`.
+    Mkfs { size_bytes: u64 },
+}
+
+/// [`build`], reporting each long step.
+pub fn build_with_progress(
+    runner: &dyn Runner,
+    source: &Path,
+    scratch: &Path,
+    out: &Path,
+    sizing: Sizing,
+    progress: &mut dyn FnMut(Step),
+) -> Result<Built, OciError> {
     let src_dir = if source.is_dir() {
         source.to_path_buf()
     } else {
         let d = scratch.join("archive");
         std::fs::create_dir(&d).map_err(|e| OciError::Write(d.clone(), e))?;
+        progress(Step::Unpack);
         unpack_archive(source, &d)?;
         d
     };
@@ -270,7 +322,12 @@ pub fn build(
             },
         );
     }
-    for l in &layer_files {
+    for (i, l) in layer_files.iter().enumerate() {
+        progress(Step::Layer {
+            index: i + 1,
+            total: layer_files.len(),
+            bytes: std::fs::metadata(l).map(|m| m.len()).unwrap_or(0),
+        });
         let r = open_layer(l)?;
         layer::apply(&root, r, &mut db).map_err(|e| OciError::Layer(l.clone(), e))?;
     }
@@ -290,6 +347,7 @@ pub fn build(
     img.set_len(size)
         .map_err(|e| OciError::Write(out.into(), e))?;
     drop(img);
+    progress(Step::Mkfs { size_bytes: size });
     let n_inodes = (inodes * 2 + 4096).to_string();
     let cmd = Cmd::new("fakeroot")
         .arg("-i")

@@ -72,6 +72,14 @@ fn gz(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+fn zstd(data: &[u8]) -> Vec<u8> {
+    let out = HostRunner
+        .run(&Cmd::new("zstd").args(["-c", "-q"]).stdin(data.to_vec()))
+        .unwrap();
+    assert_eq!(&out.stdout[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+    out.stdout
+}
+
 fn put_blob(layout: &Path, data: &[u8]) -> String {
     let hex = format!("{:x}", Sha256::digest(data));
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
@@ -229,12 +237,40 @@ fn builds_from_an_oci_layout_with_whiteouts_owners_and_links() {
         .tempdir()
         .unwrap();
     let layout = tmp.path().join("layout");
-    oci_layout(&layout, &[gz(&layer1()), layer2()]);
+    oci_layout(&layout, &[gz(&layer1()), zstd(&layer2())]);
     let scratch = tmp.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
     let img = tmp.path().join("root.ext4");
-    let built = build(&HostRunner, &layout, &scratch, &img, Sizing::default()).unwrap();
+    let mut steps = Vec::new();
+    let built = build_with_progress(
+        &HostRunner,
+        &layout,
+        &scratch,
+        &img,
+        Sizing::default(),
+        &mut |s| steps.push(s),
+    )
+    .unwrap();
     assert_eq!(built.layers, 2);
+    assert!(
+        matches!(
+            steps[..],
+            [
+                Step::Layer {
+                    index: 1,
+                    total: 2,
+                    ..
+                },
+                Step::Layer {
+                    index: 2,
+                    total: 2,
+                    ..
+                },
+                Step::Mkfs { .. }
+            ]
+        ),
+        "{steps:?}"
+    );
     assert_eq!(std::fs::metadata(&img).unwrap().len(), built.size_bytes);
     assert_eq!(built.size_bytes, 128 << 20, "small content → minimum size");
     check_image(&img);
@@ -314,6 +350,100 @@ fn tampered_blobs_and_unsafe_manifests_are_refused() {
     assert!(matches!(layers(&d), Err(OciError::UnsafePath(_))));
     std::fs::write(d.join("manifest.json"), r#"[{"Layers":["/etc/passwd"]}]"#).unwrap();
     assert!(matches!(layers(&d), Err(OciError::UnsafePath(_))));
+}
+
+#[test]
+fn a_truncated_zstd_layer_fails_the_build() {
+    let tmp = tempfile::Builder::new()
+        .prefix("bgtest-")
+        .tempdir()
+        .unwrap();
+    let z = zstd(&layer1());
+    let layout = tmp.path().join("layout");
+    oci_layout(&layout, &[z[..z.len() / 2].to_vec()]);
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let img = tmp.path().join("root.ext4");
+    assert!(matches!(
+        build(&HostRunner, &layout, &scratch, &img, Sizing::default()),
+        Err(OciError::Layer(..))
+    ));
+    assert!(!img.exists());
+}
+
+/// The child half of `root_build_as_an_unprivileged_user_keeps_ownership`:
+/// does nothing unless that test runs it (as `nobody`) with the env var set.
+#[test]
+fn unprivileged_build_child() {
+    let Some(dir) = std::env::var_os("BANGER_TEST_UNPRIV_BUILD") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    assert!(
+        !rustix::process::geteuid().is_root(),
+        "must run unprivileged"
+    );
+    let scratch = dir.join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    build(
+        &HostRunner,
+        &dir.join("layout"),
+        &scratch,
+        &dir.join("root.ext4"),
+        Sizing::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn root_build_as_an_unprivileged_user_keeps_ownership() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: needs root to switch to nobody");
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("bgtest-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().join("w");
+    std::fs::create_dir(&dir).unwrap();
+    oci_layout(&dir.join("layout"), &[gz(&layer1()), layer2()]);
+    HostRunner
+        .run(
+            &Cmd::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(tmp.path()),
+        )
+        .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let out = HostRunner
+        .output(
+            &Cmd::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--",
+                    "env",
+                ])
+                .arg(format!("BANGER_TEST_UNPRIV_BUILD={}", dir.display()))
+                .arg(exe)
+                .args([
+                    "--exact",
+                    "images::oci::tests::unprivileged_build_child",
+                    "--test-threads=1",
+                ]),
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status == 0 && text.contains("1 passed"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(dir.join("root.ext4")).unwrap().uid(), 65534, "built by nobody");
+    check_image(&dir.join("root.ext4"));
 }
 
 #[path = "oci_hostile_tests.rs"]

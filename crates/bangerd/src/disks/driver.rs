@@ -1,0 +1,89 @@
+//! Which disk driver is in force and why (for `banger doctor`): the
+//! dm-snapshot driver where the kernel has device-mapper, else the copy
+//! fallback (reflink where the StateDir filesystem supports it).
+
+use std::path::Path;
+
+/// The per-VM root disk driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// Loop + COW file + dm `snapshot` target, via the helper. O(1) create.
+    DmSnapshot,
+    /// A clone that never writes the base (`disks::clone`).
+    Copy,
+}
+
+/// The choice and its reason, one line each for `banger doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Choice {
+    pub driver: Driver,
+    pub reason: String,
+    /// For [`Driver::Copy`]: whether StateDir's filesystem shares extents.
+    pub reflink: Option<bool>,
+}
+
+/// Decide from `dev_root` (normally `/dev`) and a probe of `state_dir`.
+pub fn select(dev_root: &Path, state_dir: &Path) -> Choice {
+    let control = dev_root.join("mapper/control");
+    if control.exists() {
+        return Choice {
+            driver: Driver::DmSnapshot,
+            reason: format!("{} exists: the kernel has device-mapper", control.display()),
+            reflink: None,
+        };
+    }
+    let reflink = reflink_supported(state_dir);
+    let how = match reflink {
+        Some(true) => "reflink clones (the StateDir filesystem shares extents)",
+        Some(false) => "sparse copies (the StateDir filesystem has no reflink)",
+        None => "sparse copies (could not probe the StateDir filesystem)",
+    };
+    Choice {
+        driver: Driver::Copy,
+        reason: format!(
+            "no {}: the kernel has no device-mapper; VM disks are {how}",
+            control.display()
+        ),
+        reflink,
+    }
+}
+
+/// Probe `FICLONE` with two small temp files in `dir`.
+pub fn reflink_supported(dir: &Path) -> Option<bool> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".banger-reflink-probe-")
+        .tempdir_in(dir)
+        .ok()?;
+    let a = tmp.path().join("a");
+    std::fs::write(&a, [0u8; 4096]).ok()?;
+    let src = std::fs::File::open(&a).ok()?;
+    let dst = std::fs::File::create(tmp.path().join("b")).ok()?;
+    Some(rustix::fs::ioctl_ficlone(&dst, &src).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dm_when_the_control_node_exists_else_copy_with_a_reason() {
+        let tmp = tempfile::Builder::new()
+            .prefix("bgtest-")
+            .tempdir()
+            .unwrap();
+        let dev = tmp.path().join("dev");
+        std::fs::create_dir_all(dev.join("mapper")).unwrap();
+        let c = select(&dev, tmp.path());
+        assert_eq!(c.driver, Driver::Copy);
+        assert!(c.reason.contains("no device-mapper"), "{}", c.reason);
+        // This machine's /tmp is ext4: no reflink.
+        assert!(c.reflink.is_some());
+        std::fs::write(dev.join("mapper/control"), b"").unwrap();
+        let c = select(&dev, tmp.path());
+        assert_eq!(c.driver, Driver::DmSnapshot);
+        assert!(c.reason.contains("has device-mapper"));
+        // The real host, whatever it has, gives an answer with a reason.
+        assert!(!select(Path::new("/dev"), tmp.path()).reason.is_empty());
+    }
+}
