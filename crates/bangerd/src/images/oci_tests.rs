@@ -442,7 +442,11 @@ fn root_build_as_an_unprivileged_user_keeps_ownership() {
         String::from_utf8_lossy(&out.stderr)
     );
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(std::fs::metadata(dir.join("root.ext4")).unwrap().uid(), 65534, "built by nobody");
+    assert_eq!(
+        std::fs::metadata(dir.join("root.ext4")).unwrap().uid(),
+        65534,
+        "built by nobody"
+    );
     check_image(&dir.join("root.ext4"));
 }
 
