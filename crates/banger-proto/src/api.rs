@@ -131,6 +131,9 @@ pub struct ImageBuild {
     /// Extra space in the ext4 beyond the content, MiB.
     #[serde(default)]
     pub headroom_mib: Option<u64>,
+    /// Debian mirror for `debian` builds (default `http://deb.debian.org/debian`).
+    #[serde(default)]
+    pub mirror: Option<String>,
 }
 
 /// `POST /v1/images/pull` body.

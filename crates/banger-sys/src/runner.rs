@@ -93,10 +93,18 @@ pub trait Runner: Send + Sync {
         if out.success() {
             Ok(out)
         } else {
+            // Some tools (debootstrap) report on stdout: fall back to its tail.
+            let text = if out.stderr.iter().all(u8::is_ascii_whitespace) {
+                let all = String::from_utf8_lossy(&out.stdout);
+                let lines: Vec<&str> = all.trim().lines().collect();
+                lines[lines.len().saturating_sub(3)..].join(" / ")
+            } else {
+                String::from_utf8_lossy(&out.stderr).trim().to_string()
+            };
             Err(RunError::Failed {
                 program: cmd.program.to_string_lossy().into_owned(),
                 status: out.status,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                stderr: text,
             })
         }
     }

@@ -129,6 +129,9 @@ enum ImageCmd {
         /// Free space to add to the ext4 beyond its content, MiB.
         #[arg(long)]
         headroom: Option<u64>,
+        /// Debian mirror for --debian (default http://deb.debian.org/debian).
+        #[arg(long, requires = "debian")]
+        mirror: Option<String>,
     },
     /// Pull an image from an OCI registry.
     Pull {
@@ -414,6 +417,7 @@ async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
             debian,
             kernel,
             headroom,
+            mirror,
         } => (
             "POST",
             "/v1/images/build".to_string(),
@@ -423,6 +427,7 @@ async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
                 "debian": debian,
                 "kernel": kernel.map(abs).transpose()?,
                 "headroom_mib": headroom,
+                "mirror": mirror,
             })),
         ),
         ImageCmd::Pull {

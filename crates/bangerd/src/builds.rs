@@ -3,11 +3,12 @@
 //! Debian kernel on the host with a generated virtio initramfs).
 
 use crate::catalog::{self, CatalogError, Digests, Staging};
+use crate::debian;
 use crate::images::{kernel, oci, registry};
 use crate::jobs::Progress;
 use crate::store::Store;
 use banger_proto::api::{Image, ImageBuild, ImagePull};
-use banger_sys::runner::HostRunner;
+use banger_sys::runner::{HostRunner, Runner};
 use std::path::{Path, PathBuf};
 
 /// Where host kernels and busybox are looked up (injected for tests).
@@ -85,8 +86,28 @@ fn rootfs_from_oci(
     }
     let out = staging.dir.join(catalog::ROOTFS);
     p.log(format!("extracting layers of {}", source.display()));
-    let built = oci::build(&HostRunner, source, scratch.path(), &out, sizing)
-        .map_err(|e| failed("building the rootfs", &e))?;
+    let built = oci::build_with_progress(
+        &HostRunner,
+        source,
+        scratch.path(),
+        &out,
+        sizing,
+        &mut |step| match step {
+            oci::Step::Unpack => p.log("unpacking the archive"),
+            oci::Step::Layer {
+                index,
+                total,
+                bytes,
+            } => {
+                p.step("extract layers", index as u64, Some(total as u64));
+                p.log(format!("layer {index}/{total} ({} KiB)", bytes >> 10));
+            }
+            oci::Step::Mkfs { size_bytes } => {
+                p.log(format!("mkfs.ext4 ({} MiB)", size_bytes >> 20))
+            }
+        },
+    )
+    .map_err(|e| failed("building the rootfs", &e))?;
     p.log(format!(
         "rootfs: {} layers, {} MiB of content in a {} MiB ext4",
         built.layers,
@@ -130,14 +151,18 @@ pub fn build(
     catalog::check_new_name(store, &req.name)?;
     let source = match (&req.from_oci, &req.debian) {
         (Some(s), None) => PathBuf::from(s),
-        (None, Some(_)) => {
-            return Err(CatalogError::Invalid(
-                "building from Debian (debootstrap) is not implemented yet; build an OCI image and use --from".into(),
-            ))
+        (None, Some(suite)) => {
+            let staging = Staging::new(state_dir)?;
+            let mirror = req.mirror.as_deref().unwrap_or(debian::MIRROR);
+            let rootfs = rootfs_from_debian(suite, mirror, &staging, req.headroom_mib, p)?;
+            let kernel = add_kernel(&staging, req.kernel.as_deref(), host, p)?;
+            let digests = Digests { rootfs, kernel };
+            return catalog::commit(store, state_dir, staging, &req.name, "debian", digests);
         }
         _ => {
             return Err(CatalogError::Invalid(
-                "give exactly one of --from (OCI layout or docker-save tarball) and --debian".into(),
+                "give exactly one of --from (OCI layout or docker-save tarball) and --debian"
+                    .into(),
             ))
         }
     };
@@ -214,4 +239,98 @@ pub fn pull(
         "pull",
         Digests { rootfs, kernel },
     )
+}
+
+/// One uncompressed tar as a single-layer OCI layout, so a rootfs tarball
+/// goes through the same safe extraction and ownership-keeping mkfs.
+fn tar_as_layout(tarball: &Path, layout: &Path) -> Result<(), CatalogError> {
+    use sha2::{Digest, Sha256};
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(|e| CatalogError::Write(blobs.clone(), e))?;
+    let put = |bytes: &[u8]| -> Result<(String, usize), CatalogError> {
+        let hex = format!("{:x}", Sha256::digest(bytes));
+        let p = blobs.join(&hex);
+        std::fs::write(&p, bytes).map_err(|e| CatalogError::Write(p, e))?;
+        Ok((format!("sha256:{hex}"), bytes.len()))
+    };
+    // The layer is hashed while it is moved into place (it can be large).
+    let mut hasher = Sha256::new();
+    let mut f = std::fs::File::open(tarball).map_err(|e| CatalogError::Read(tarball.into(), e))?;
+    std::io::copy(&mut f, &mut hasher).map_err(|e| CatalogError::Read(tarball.into(), e))?;
+    let hex = format!("{:x}", hasher.finalize());
+    let size = std::fs::metadata(tarball).map(|m| m.len()).unwrap_or(0);
+    let dst = blobs.join(&hex);
+    std::fs::rename(tarball, &dst).map_err(|e| CatalogError::Write(dst, e))?;
+    let (cd, cs) =
+        put(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#)?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{hex}"), "size": size}],
+    }))
+    .expect("manifest serialises");
+    let (md, ms) = put(&manifest)?;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms}],
+    }))
+    .expect("index serialises");
+    for (name, bytes) in [
+        ("oci-layout", &br#"{"imageLayoutVersion":"1.0.0"}"#[..]),
+        ("index.json", &index[..]),
+    ] {
+        let p = layout.join(name);
+        std::fs::write(&p, bytes).map_err(|e| CatalogError::Write(p, e))?;
+    }
+    Ok(())
+}
+
+/// The Debian rootfs of `staging`: debootstrap + mkfs as root, or
+/// mmdebstrap in a user namespace + the OCI pipeline as the owner.
+fn rootfs_from_debian(
+    suite: &str,
+    mirror: &str,
+    staging: &Staging,
+    headroom_mib: Option<u64>,
+    p: &Progress,
+) -> Result<String, CatalogError> {
+    let deb = |e: debian::DebianError| failed("building the Debian rootfs", &e);
+    debian::check_suite(suite).map_err(deb)?;
+    debian::check_mirror(mirror).map_err(deb)?;
+    let out = staging.dir.join(catalog::ROOTFS);
+    if rustix::process::geteuid().is_root() {
+        let target = staging.dir.join(".debootstrap");
+        p.log(format!(
+            "debootstrap {suite} from {mirror} (about a minute)"
+        ));
+        HostRunner
+            .run(&debian::debootstrap_cmd(suite, &target, mirror))
+            .map_err(|e| deb(debian::DebianError::Tool("debootstrap", e)))?;
+        debian::finish_tree(&target).map_err(deb)?;
+        let content = debian::tree_bytes(&HostRunner, &target).map_err(deb)?;
+        let size = content * 13 / 10 + (headroom_mib.unwrap_or(256) << 20);
+        p.log(format!(
+            "mkfs.ext4: {} MiB for {} MiB of files",
+            size >> 20,
+            content >> 20
+        ));
+        HostRunner
+            .run(&debian::mkfs_cmd(&target, &out, size))
+            .map_err(|e| deb(debian::DebianError::Tool("mkfs.ext4", e)))?;
+        let _ = std::fs::remove_dir_all(&target);
+        return digest_file(&out, p);
+    }
+    let tarball = staging.dir.join(".rootfs.tar");
+    p.log(format!(
+        "mmdebstrap {suite} from {mirror} in a user namespace"
+    ));
+    HostRunner
+        .run(&debian::mmdebstrap_cmd(suite, &tarball, mirror))
+        .map_err(|e| deb(debian::DebianError::Tool("mmdebstrap", e)))?;
+    let layout = staging.dir.join(".layout");
+    tar_as_layout(&tarball, &layout)?;
+    let digest = rootfs_from_oci(&layout, staging, headroom_mib, p)?;
+    let _ = std::fs::remove_dir_all(&layout);
+    Ok(digest)
 }

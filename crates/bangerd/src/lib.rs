@@ -5,6 +5,7 @@ pub mod api;
 pub mod builds;
 pub mod catalog;
 pub mod daemon;
+pub mod debian;
 pub mod disks;
 pub mod dns;
 pub mod doctor;

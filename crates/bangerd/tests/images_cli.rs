@@ -319,3 +319,65 @@ fn compressed_kernel_is_extracted_and_oci_build_makes_an_image() {
         built["rootfs_sha256"].as_str().unwrap()
     );
 }
+
+#[test]
+fn root_debian_build_has_sshd_systemd_and_no_per_vm_identity() {
+    if !banger_testkit::require_root("root_debian_build_has_sshd_systemd_and_no_per_vm_identity") {
+        return;
+    }
+    if std::env::var_os("BANGER_SKIP_NETWORK_TESTS").is_some() {
+        eprintln!("skipped: BANGER_SKIP_NETWORK_TESTS is set (this test downloads from the Debian mirror)");
+        return;
+    }
+    let Some(vmlinuz) = host_vmlinuz() else {
+        eprintln!("skipped: no /boot/vmlinuz-*");
+        return;
+    };
+    let env = start();
+    let img = env.ok_json(&[
+        "image",
+        "build",
+        "deb",
+        "--debian",
+        "bookworm",
+        "--kernel",
+        vmlinuz.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(img["source"], "debian");
+    let rootfs = env
+        .dir
+        .path()
+        .join("state/images")
+        .join(img["id"].as_str().unwrap())
+        .join("rootfs.ext4");
+    let debugfs = |req: &str| {
+        let out = Command::new("debugfs")
+            .args(["-R", req])
+            .arg(&rootfs)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        debugfs("stat /usr/sbin/sshd").contains("Type: regular"),
+        "sshd installed"
+    );
+    assert!(
+        debugfs("stat /sbin/init").contains("Type: symlink"),
+        "systemd as init"
+    );
+    assert!(
+        debugfs("stat /sbin/ifup").contains("Type: regular"),
+        "ifupdown installed"
+    );
+    assert_eq!(debugfs("cat /etc/machine-id"), "", "no shared machine-id");
+    assert!(
+        !debugfs("ls /etc/ssh").contains("ssh_host_"),
+        "no shared host keys"
+    );
+    assert!(
+        debugfs("stat /etc/shadow").contains("User:     0"),
+        "root-owned shadow"
+    );
+}
