@@ -7,7 +7,7 @@ PACKAGES=(
   # host operations banger drives
   iproute2 nftables e2fsprogs util-linux kmod sudo passwd
   # images: kernels, initramfs, rootfs builds, registry tests
-  lz4 zstd xz-utils bzip2 cpio busybox-static fakeroot debootstrap docker-registry
+  lz4 zstd xz-utils bzip2 cpio busybox-static fakeroot debootstrap mmdebstrap uidmap docker-registry
   linux-image-cloud-amd64
   # the QEMU microvm backend (and guest tests without Firecracker)
   qemu-system-x86

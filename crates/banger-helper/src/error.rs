@@ -27,14 +27,7 @@ pub enum RpcError {
 impl RpcError {
     /// Wrap a host error, rendering its whole `source()` chain once.
     pub fn failed(err: &(dyn std::error::Error + 'static)) -> Self {
-        let mut msg = err.to_string();
-        let mut cur = err.source();
-        while let Some(e) = cur {
-            msg.push_str(": ");
-            msg.push_str(&e.to_string());
-            cur = e.source();
-        }
-        RpcError::Failed(msg)
+        RpcError::Failed(banger_sys::service::render_chain(err))
     }
 
     /// The JSON-RPC error object for this failure.

@@ -54,26 +54,6 @@ enum Command {
     Sweep,
 }
 
-fn init_logging() {
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
-    if under_systemd {
-        if let Ok(journald) = tracing_journald::layer() {
-            tracing_subscriber::registry()
-                .with(filter)
-                .with(journald)
-                .init();
-            return;
-        }
-    }
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
-}
-
 fn load_config(cli: &Cli) -> Result<InstallConfig> {
     let text = std::fs::read_to_string(&cli.config)
         .with_context(|| format!("reading {}", cli.config.display()))?;
@@ -98,7 +78,7 @@ fn main() {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    init_logging();
+    banger_sys::service::init_logging();
     let cfg = load_config(&cli)?;
     let helper = Arc::new(Helper {
         cfg,
@@ -166,7 +146,13 @@ fn serve(helper: Arc<Helper>, limits: Limits) -> Result<()> {
             .with_context(|| format!("chmod {}", path.display()))?;
         tracing::info!(socket = %path.display(), owner_uid = cfg.owner_uid, "helper listening");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        server::serve(listener, helper.clone(), limits, shutdown_signal()).await?;
+        server::serve(
+            listener,
+            helper.clone(),
+            limits,
+            banger_sys::service::shutdown_signal(),
+        )
+        .await?;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         let _ = std::fs::remove_file(&path);
         tracing::info!("helper stopped");
@@ -184,15 +170,5 @@ fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
         Ok(_) => bail!("{} exists and is not a socket", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("inspecting {}", path.display())),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
     }
 }

@@ -21,3 +21,4 @@ pub mod peer;
 pub mod pidfd;
 pub mod resolved;
 pub mod runner;
+pub mod service;

@@ -244,3 +244,13 @@ pub fn wait_until(timeout: std::time::Duration, mut check: impl FnMut() -> bool)
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A child process killed and reaped when dropped (services under test).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -2,11 +2,11 @@
 //! them: `banger-helper` as root, `bangerd` as the owner uid (system mode,
 //! same install.toml), and the `banger` CLI as root and as the owner.
 
-use banger_testkit::{open_up, require_root, wait_until, SystemUser};
+use banger_testkit::{open_up, require_root, wait_until, KillOnDrop, SystemUser};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 const CLI: &str = env!("CARGO_BIN_EXE_banger");
@@ -20,15 +20,6 @@ fn sibling(name: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -57,7 +48,7 @@ fn root_banger_version_talks_to_a_running_bangerd_and_helper() {
     std::fs::write(&cfg_path, cfg.render()).unwrap();
     std::fs::set_permissions(&cfg_path, std::fs::Permissions::from_mode(0o644)).unwrap();
 
-    let helper = Killed(
+    let helper = KillOnDrop(
         Command::new(sibling("banger-helper"))
             .arg("--config")
             .arg(&cfg_path)
@@ -68,7 +59,7 @@ fn root_banger_version_talks_to_a_running_bangerd_and_helper() {
     let helper_sock = run.join("helper.sock");
     assert!(wait_until(Duration::from_secs(20), || helper_sock.exists()));
 
-    let daemon = Killed(
+    let daemon = KillOnDrop(
         Command::new(sibling("bangerd"))
             .arg("--config")
             .arg(&cfg_path)

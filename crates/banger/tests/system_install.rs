@@ -3,11 +3,11 @@
 //! owner with the unit's config), `status`, and `uninstall --purge` leaving
 //! nothing of banger on the host.
 
-use banger_testkit::{require_root, wait_until, SystemUser};
+use banger_testkit::{require_root, wait_until, KillOnDrop, SystemUser};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 const CLI: &str = env!("CARGO_BIN_EXE_banger");
@@ -85,15 +85,6 @@ fn helper_call(method: &str, params: &str) -> serde_json::Value {
     serde_json::from_str(&line).unwrap()
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn root_system_install_no_start_status_and_uninstall_purge() {
     if !require_root("root_system_install_no_start_status_and_uninstall_purge") {
@@ -167,7 +158,7 @@ fn root_system_install_no_start_status_and_uninstall_purge() {
     assert_eq!(v["changed"], serde_json::json!([]), "{v}");
 
     // Run the services the way the units would.
-    let helper = Killed(
+    let helper = KillOnDrop(
         Command::new("/usr/local/bin/banger-helper")
             .args(["--config", "/etc/banger/install.toml"])
             .env_clear()
@@ -179,7 +170,7 @@ fn root_system_install_no_start_status_and_uninstall_purge() {
         "/run/banger/helper.sock"
     )
     .exists()));
-    let daemon = Killed(
+    let daemon = KillOnDrop(
         Command::new("/usr/local/bin/bangerd")
             .args(["--config", "/etc/banger/install.toml"])
             .env_clear()

@@ -15,14 +15,4 @@ pub mod listener;
 pub mod privops;
 pub mod store;
 
-/// Render an error and its `source()` chain on one line, each cause once.
-pub fn render_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        msg.push_str(": ");
-        msg.push_str(&e.to_string());
-        cur = e.source();
-    }
-    msg
-}
+pub use banger_sys::service::render_chain;

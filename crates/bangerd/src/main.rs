@@ -41,25 +41,6 @@ struct Cli {
     helper_bin: Option<PathBuf>,
 }
 
-fn init_logging() {
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(journald) = tracing_journald::layer() {
-            tracing_subscriber::registry()
-                .with(filter)
-                .with(journald)
-                .init();
-            return;
-        }
-    }
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
-}
-
 fn main() {
     // First thing: every file this process and its children create is private.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -70,7 +51,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    init_logging();
+    banger_sys::service::init_logging();
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
     let mut env = PathEnv::from_process(uid);
@@ -150,19 +131,9 @@ fn run(cli: Cli) -> Result<()> {
             host_paths: Default::default(),
         });
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        daemon::serve(d, listener, shutdown_signal()).await?;
+        daemon::serve(d, listener, banger_sys::service::shutdown_signal()).await?;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         tracing::info!("bangerd stopped");
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
 }
