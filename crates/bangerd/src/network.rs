@@ -199,7 +199,9 @@ pub fn bind_dns(addr: Ipv4Addr) -> Result<DnsSockets, NetworkError> {
     for _ in 0..8 {
         let want = SocketAddr::V4(SocketAddrV4::new(addr, 0));
         let udp = UdpSocket::bind(want).map_err(|e| NetworkError::BindDns(want, e))?;
-        let at = udp.local_addr().map_err(|e| NetworkError::BindDns(want, e))?;
+        let at = udp
+            .local_addr()
+            .map_err(|e| NetworkError::BindDns(want, e))?;
         match TcpListener::bind(at) {
             Ok(tcp) => {
                 return Ok(DnsSockets {
@@ -383,9 +385,7 @@ pub fn allocate_ip(store: &Store, subnet: &Subnet, vm_id: &str) -> Result<Ipv4Ad
 
 /// Free the VM's address (also done by deleting the VM). Whether it had one.
 pub fn release_ip(store: &Store, vm_id: &str) -> Result<bool, NetworkError> {
-    store.write(|tx| {
-        Ok(tx.execute("DELETE FROM ip_allocations WHERE vm_id = ?1", [vm_id])? > 0)
-    })
+    store.write(|tx| Ok(tx.execute("DELETE FROM ip_allocations WHERE vm_id = ?1", [vm_id])? > 0))
 }
 
 /// A VM's link identity, derived stably from its id.

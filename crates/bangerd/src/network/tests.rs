@@ -123,11 +123,14 @@ fn refused_privileges_are_reported_not_fatal() {
         up.status.problems,
         vec!["priv.ensure_bridge refused (-32000): sudo: a password is required"]
     );
-    assert!(matches!(up.status.resolver, Resolver::Failed(ref e) if e.contains("resolvectl failed")));
+    assert!(
+        matches!(up.status.resolver, Resolver::Failed(ref e) if e.contains("resolvectl failed"))
+    );
     let c = up.status.check();
     assert_eq!(c.status, "warn");
     assert!(
-        c.detail.starts_with("network set-up incomplete: priv.ensure_bridge refused"),
+        c.detail
+            .starts_with("network set-up incomplete: priv.ensure_bridge refused"),
         "{c:?}"
     );
 }
@@ -312,12 +315,18 @@ fn dns_answers_a_vm_name_from_the_state_db() {
         })
         .collect();
     assert_eq!(ips, vec![dev_ip]);
-    assert_eq!(ask("nope.vm.").metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(
+        ask("nope.vm.").metadata.response_code,
+        ResponseCode::NXDomain
+    );
     // Names are read per query: a deleted VM is no longer answered.
     store
         .write(|tx| tx.execute("DELETE FROM vms WHERE id = 'id-dev'", []))
         .unwrap();
-    assert_eq!(ask("dev.vm.").metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(
+        ask("dev.vm.").metadata.response_code,
+        ResponseCode::NXDomain
+    );
     drop(server);
 }
 
