@@ -54,6 +54,7 @@ impl Helper {
             m::CLEAR_NAT => call(self, params, network::clear_nat),
             m::SYNC_RESOLVER_ROUTING => call(self, params, network::sync_resolver_routing),
             m::CLEAR_RESOLVER_ROUTING => call(self, params, network::clear_resolver_routing),
+            m::ENSURE_DNS_REDIRECT => call(self, params, network::ensure_dns_redirect),
             m::CREATE_DM_SNAPSHOT => call(self, params, storage::create_dm_snapshot),
             m::CLEANUP_DM_SNAPSHOT => call(self, params, storage::cleanup_dm_snapshot),
             m::REMOVE_DM_SNAPSHOT => call(self, params, storage::remove_dm_snapshot),

@@ -15,6 +15,7 @@ pub const METHODS: &[&str] = &[
     CLEAR_NAT,
     SYNC_RESOLVER_ROUTING,
     CLEAR_RESOLVER_ROUTING,
+    ENSURE_DNS_REDIRECT,
     CREATE_DM_SNAPSHOT,
     CLEANUP_DM_SNAPSHOT,
     REMOVE_DM_SNAPSHOT,
@@ -36,6 +37,7 @@ pub const ENSURE_NAT: &str = "priv.ensure_nat";
 pub const CLEAR_NAT: &str = "priv.clear_nat";
 pub const SYNC_RESOLVER_ROUTING: &str = "priv.sync_resolver_routing";
 pub const CLEAR_RESOLVER_ROUTING: &str = "priv.clear_resolver_routing";
+pub const ENSURE_DNS_REDIRECT: &str = "priv.ensure_dns_redirect";
 pub const CREATE_DM_SNAPSHOT: &str = "priv.create_dm_snapshot";
 pub const CLEANUP_DM_SNAPSHOT: &str = "priv.cleanup_dm_snapshot";
 pub const REMOVE_DM_SNAPSHOT: &str = "priv.remove_dm_snapshot";
@@ -113,6 +115,16 @@ pub struct SyncResolverRouting {
 #[serde(deny_unknown_fields)]
 pub struct ClearResolverRouting {
     pub bridge: String,
+}
+
+/// `priv.ensure_dns_redirect`: send DNS for the bridge address (port 53)
+/// to the daemon's unprivileged port on that address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnsureDnsRedirect {
+    pub bridge: String,
+    /// The daemon's DNS port on the bridge address (1024-65535).
+    pub port: u16,
 }
 
 /// `priv.create_dm_snapshot`.

@@ -408,6 +408,81 @@ impl Nft {
     }
 }
 
+/// DNS for banger's bridge address: the daemon is not root, so it listens
+/// on an unprivileged `port` of `addr`, and banger's table DNATs
+/// `addr:53` (UDP and TCP) there — from guests (in by `bridge`,
+/// prerouting) and from the host itself (output, e.g. systemd-resolved).
+/// The two chains hold nothing else: ensuring flushes and refills them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsRedirect {
+    pub bridge: String,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub table: TableName,
+}
+
+/// The comment on every DNS redirect rule.
+pub const DNS_COMMENT: &str = "banger-dns";
+
+impl fmt::Display for DnsRedirect {
+    /// One `nft -f` transaction replacing the redirect rules.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (t, a, p, b) = (&self.table, self.addr, self.port, &self.bridge);
+        writeln!(f, "add table {t}")?;
+        writeln!(
+            f,
+            "add chain {t} dns_prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"
+        )?;
+        writeln!(
+            f,
+            "add chain {t} dns_output {{ type nat hook output priority -100; policy accept; }}"
+        )?;
+        writeln!(f, "flush chain {t} dns_prerouting")?;
+        writeln!(f, "flush chain {t} dns_output")?;
+        for proto in ["udp", "tcp"] {
+            writeln!(
+                f,
+                "add rule {t} dns_prerouting iifname \"{b}\" ip daddr {a} {proto} dport 53 dnat ip to {a}:{p} comment \"{DNS_COMMENT}\""
+            )?;
+        }
+        for proto in ["udp", "tcp"] {
+            writeln!(
+                f,
+                "add rule {t} dns_output ip daddr {a} {proto} dport 53 dnat ip to {a}:{p} comment \"{DNS_COMMENT}\""
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Nft {
+    /// Point `addr:53` at the daemon's `port` (see [`DnsRedirect`]),
+    /// replacing any earlier redirect, in one transaction.
+    pub fn ensure_dns_redirect(
+        &self,
+        bridge: &str,
+        addr: Ipv4Addr,
+        port: u16,
+    ) -> Result<(), NftError> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let script = DnsRedirect {
+            bridge: bridge.to_string(),
+            addr,
+            port,
+            table: self.table.clone(),
+        };
+        self.apply_text(script.to_string())
+    }
+
+    fn apply_text(&self, script: String) -> Result<(), NftError> {
+        let cmd = Cmd::new("nft").args(["-f", "-"]).stdin(script);
+        self.runner
+            .run(&cmd)
+            .map(drop)
+            .map_err(|e| NftError::Apply(self.table.as_str().to_string(), e))
+    }
+}
+
 /// Write `1` to `<proc_root>/sys/net/ipv4/ip_forward` (the netns of the
 /// calling thread).
 pub fn enable_ipv4_forwarding(proc_root: &Path) -> Result<(), NftError> {

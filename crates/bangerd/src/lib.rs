@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod images;
 pub mod jobs;
 pub mod listener;
+pub mod network;
 pub mod privops;
 pub mod store;
 

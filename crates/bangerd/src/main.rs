@@ -111,6 +111,7 @@ fn run(cli: Cli) -> Result<()> {
     };
 
     let store = Store::open(&paths.database())?;
+    let _dns = bangerd::network::start(&cfg, privops.as_ref(), &paths.database())?;
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     rt.block_on(async move {
         let socket = paths.daemon_socket();

@@ -38,7 +38,9 @@ fn dev_daemon(dir: &Path) -> Command {
     c.arg("--dev")
         .env("BANGER_STATE_DIR", dir.join("state"))
         .env("BANGER_RUNTIME_DIR", dir.join("run"))
-        .env("BANGER_LOG", "warn");
+        .env("BANGER_LOG", "warn")
+        // Root runs DirectOps: do not create banger0 on the test host.
+        .env("BANGER_NO_NETWORK", "1");
     c
 }
 
@@ -166,6 +168,7 @@ fn root_owner_daemon_admits_root_and_owner_and_refuses_a_third_uid() {
         .arg(&cfg_path)
         .env_clear()
         .env("BANGER_LOG", "warn")
+        .env("BANGER_NO_NETWORK", "1")
         .uid(owner.uid)
         .gid(owner.gid);
     let socket = run.join("bangerd.sock");

@@ -51,6 +51,8 @@ fn start() -> Env {
         .env("BANGER_STATE_DIR", dir.path().join("state"))
         .env("BANGER_RUNTIME_DIR", dir.path().join("run"))
         .env("BANGER_LOG", "warn")
+        // Root runs DirectOps: do not create banger0 on the test host.
+        .env("BANGER_NO_NETWORK", "1")
         .spawn()
         .unwrap();
     let s = socket.clone();

@@ -200,6 +200,28 @@ pub fn resolver_addr(s: &str, subnet: &Subnet) -> Result<SocketAddrV4, Refused> 
     Ok(SocketAddrV4::new(ip, port))
 }
 
+/// The daemon's DNS port on the bridge: unprivileged (1024-65535), so a
+/// redirect can never point guests at a root service such as sshd.
+pub fn dns_port(port: u16) -> Result<u16, Refused> {
+    if port >= 1024 {
+        Ok(port)
+    } else {
+        Err(Refused::new("port must be in 1024-65535"))
+    }
+}
+
+/// The bridge named in a request must be the configured bridge.
+pub fn configured_bridge<'a>(name: &'a str, configured: &str) -> Result<&'a str, Refused> {
+    let name = iface_name("bridge", name)?;
+    if name == configured {
+        Ok(name)
+    } else {
+        Err(Refused::new(format!(
+            "bridge must be the configured bridge {configured}"
+        )))
+    }
+}
+
 /// A DNS domain of one or more labels: each 1–63 chars of `[a-z0-9-]`, not
 /// starting or ending with `-`; 253 chars at most; no trailing dot.
 pub fn dns_domain(s: &str) -> Result<&str, Refused> {

@@ -136,6 +136,22 @@ pub fn clear_resolver_routing(
     Ok(m::Empty {})
 }
 
+/// Send DNS for the bridge address (port 53) to the daemon's unprivileged
+/// port on that address; only in banger's table, only for the configured
+/// bridge and its gateway address.
+pub fn ensure_dns_redirect(h: &Helper, p: m::EnsureDnsRedirect) -> Result<m::Empty, RpcError> {
+    const M: &str = "ensure_dns_redirect";
+    let net = subnet(h)?;
+    let bridge = gate(M, g::configured_bridge(&p.bridge, &h.cfg.bridge))?;
+    let port = gate(M, g::dns_port(p.port))?;
+    managed_link(h, M, bridge)?;
+    h.host
+        .nft
+        .ensure_dns_redirect(bridge, net.gateway(), port)
+        .map_err(|e| RpcError::failed(&e))?;
+    Ok(m::Empty {})
+}
+
 #[cfg(test)]
 mod tests {
     use crate::dispatch::Helper;
@@ -471,5 +487,60 @@ mod tests {
             "clear_resolver_routing: bridge must be an existing interface created by banger"
         );
         assert!(f.runner.calls().is_empty());
+    }
+
+    #[test]
+    fn dns_redirect_is_exact_and_gated() {
+        let f = fixture(
+            RecordingNet::new()
+                .with_link("banger0", "bridge", true)
+                .with_link("eth0", "veth", false),
+        );
+        f.helper
+            .dispatch(
+                "priv.ensure_dns_redirect",
+                json!({"bridge": "banger0", "port": 40053}),
+            )
+            .unwrap();
+        let cmds = f.runner.cmds();
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(cmds[0].argv(), vec!["nft", "-f", "-"]);
+        let script = String::from_utf8(cmds[0].stdin.clone().unwrap()).unwrap();
+        assert!(
+            script.contains(
+                "iifname \"banger0\" ip daddr 172.30.0.1 udp dport 53 dnat ip to 172.30.0.1:40053"
+            ),
+            "{script}"
+        );
+        let redirect = |b: &str, p: u16| {
+            refused(
+                &f,
+                "priv.ensure_dns_redirect",
+                json!({"bridge": b, "port": p}),
+            )
+        };
+        assert_eq!(
+            redirect("banger0", 22),
+            "ensure_dns_redirect: port must be in 1024-65535"
+        );
+        assert_eq!(
+            redirect("eth0", 40053),
+            "ensure_dns_redirect: bridge must be the configured bridge banger0"
+        );
+        assert!(redirect("br 0", 40053)
+            .starts_with("ensure_dns_redirect: bridge must be an interface name"));
+        assert_eq!(f.runner.cmds().len(), 1, "nothing ran after a refusal");
+
+        // The configured bridge, but not one banger created: refused.
+        let g = fixture(RecordingNet::new().with_link("banger0", "bridge", false));
+        assert_eq!(
+            refused(
+                &g,
+                "priv.ensure_dns_redirect",
+                json!({"bridge": "banger0", "port": 40053})
+            ),
+            "ensure_dns_redirect: bridge must be an existing interface created by banger"
+        );
+        assert!(g.runner.calls().is_empty());
     }
 }

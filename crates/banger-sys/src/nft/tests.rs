@@ -219,3 +219,32 @@ fn delete_table_is_one_transaction() {
         Some(&b"add table inet banger\ndelete table inet banger\n"[..])
     );
 }
+
+#[test]
+fn dns_redirect_renders_and_applies_exactly() {
+    let r = Arc::new(RecordingRunner::new());
+    let nft = Nft::new(r.clone(), TableName::new("banger").unwrap(), "/nonexistent");
+    nft.ensure_dns_redirect("banger0", Ipv4Addr::new(172, 30, 0, 1), 40053)
+        .unwrap();
+    let cmds = r.cmds();
+    assert_eq!(cmds.len(), 1);
+    assert_eq!(cmds[0].argv(), vec!["nft", "-f", "-"]);
+    assert_eq!(
+        String::from_utf8(cmds[0].stdin.clone().unwrap()).unwrap(),
+        "add table inet banger\n\
+         add chain inet banger dns_prerouting { type nat hook prerouting priority dstnat; policy accept; }\n\
+         add chain inet banger dns_output { type nat hook output priority -100; policy accept; }\n\
+         flush chain inet banger dns_prerouting\n\
+         flush chain inet banger dns_output\n\
+         add rule inet banger dns_prerouting iifname \"banger0\" ip daddr 172.30.0.1 udp dport 53 dnat ip to 172.30.0.1:40053 comment \"banger-dns\"\n\
+         add rule inet banger dns_prerouting iifname \"banger0\" ip daddr 172.30.0.1 tcp dport 53 dnat ip to 172.30.0.1:40053 comment \"banger-dns\"\n\
+         add rule inet banger dns_output ip daddr 172.30.0.1 udp dport 53 dnat ip to 172.30.0.1:40053 comment \"banger-dns\"\n\
+         add rule inet banger dns_output ip daddr 172.30.0.1 tcp dport 53 dnat ip to 172.30.0.1:40053 comment \"banger-dns\"\n"
+    );
+    // The redirect rules are not VM rules: listing ignores them for VMs.
+    let listed = parse_listing(
+        r#"{"nftables":[{"rule":{"chain":"dns_output","handle":9,"comment":"banger-dns"}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(listed[0].vm, None);
+}
