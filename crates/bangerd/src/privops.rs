@@ -4,8 +4,13 @@
 //! direct in-process calls (development mode when already root).
 
 use banger_helper::dispatch::Helper;
+use banger_helper::error::{gate, RpcError};
+use banger_helper::gates::files::{self as file_gates, Chroot};
+use banger_proto::helper as m;
+use banger_proto::install::InstallConfig;
 use banger_proto::jsonrpc::{Request, Response, MAX_MESSAGE_BYTES};
 use banger_sys::runner::{Cmd, Runner};
+use banger_sys::{fsops, mounts};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -37,6 +42,24 @@ pub enum PrivError {
     },
     #[error("running sudo")]
     Sudo(#[source] banger_sys::runner::RunError),
+    #[error("reading the development install metadata {0}")]
+    ReadConfig(PathBuf, #[source] std::io::Error),
+    #[error("parsing the development install metadata {0}")]
+    ParseConfig(PathBuf, #[source] banger_proto::install::InstallConfigError),
+    #[error("reading the mount table")]
+    MountInfo(#[source] banger_sys::mounts::MountsError),
+}
+
+impl PrivError {
+    /// The refusal the helper itself would answer for `err`.
+    fn from_rpc(method: &str, err: &RpcError) -> Self {
+        let o = err.to_object();
+        PrivError::Refused {
+            method: method.to_string(),
+            code: o.code,
+            message: o.message,
+        }
+    }
 }
 
 /// Every root-only step goes through here.
@@ -121,10 +144,22 @@ impl PrivOps for HelperClient {
 /// Development mode as a normal user: each step is `sudo -n banger-helper
 /// oneshot` (argv, request on stdin). Bypasses the helper's hardening: the
 /// config it trusts is the user's own. Not for shared hosts.
+///
+/// Two steps differ (docs/privileges.md, "Running outside the system
+/// install"), their gates run here, in the daemon, first:
+/// - `priv.ensure_socket_access`: `sudo -n chown -h UID:GID -- PATH` (never
+///   follows a symlink at the leaf), then `chmod 600 -- PATH` without sudo,
+///   as the owner who now owns it; a failed chown stops before the chmod;
+/// - `priv.cleanup_jailer_chroot`: `sudo -n umount --lazy -- MOUNT` for every
+///   mount at or below the chroot, deepest first; then the removal through
+///   the helper's oneshot, which re-reads the mount table, refuses if
+///   anything is still mounted, and removes the tree without following a
+///   symlink or crossing a mount.
 pub struct SudoOps {
     runner: Arc<dyn Runner>,
     helper_bin: PathBuf,
     config: PathBuf,
+    proc_root: PathBuf,
 }
 
 impl SudoOps {
@@ -133,7 +168,15 @@ impl SudoOps {
             runner,
             helper_bin,
             config,
+            proc_root: PathBuf::from("/proc"),
         }
+    }
+
+    /// Read the mount table from `<proc_root>/thread-self/mountinfo`
+    /// (`/proc` by default; a fixture in tests).
+    pub fn with_proc_root(mut self, proc_root: PathBuf) -> Self {
+        self.proc_root = proc_root;
+        self
     }
 
     /// The exact argv one call runs.
@@ -150,6 +193,66 @@ impl SudoOps {
             .arg("oneshot")
             .stdin(line)
     }
+
+    fn oneshot(&self, method: &str, params: Value) -> Result<Value, PrivError> {
+        let out = self
+            .runner
+            .run(&self.command(method, params))
+            .map_err(PrivError::Sudo)?;
+        let resp: Response = serde_json::from_slice(&out.stdout).map_err(PrivError::BadAnswer)?;
+        decode(method, resp)
+    }
+
+    /// The install metadata the oneshot helper reads (the daemon wrote it).
+    fn install(&self) -> Result<InstallConfig, PrivError> {
+        let text = std::fs::read_to_string(&self.config)
+            .map_err(|e| PrivError::ReadConfig(self.config.clone(), e))?;
+        InstallConfig::parse(&text).map_err(|e| PrivError::ParseConfig(self.config.clone(), e))
+    }
+
+    fn params<P: DeserializeOwned>(method: &str, params: Value) -> Result<P, PrivError> {
+        let params = if params.is_null() {
+            Value::Object(Default::default())
+        } else {
+            params
+        };
+        serde_json::from_value(params)
+            .map_err(|e| PrivError::from_rpc(method, &RpcError::Params(e.to_string())))
+    }
+
+    fn ensure_socket_access(&self, params: Value) -> Result<Value, PrivError> {
+        const M: &str = m::ENSURE_SOCKET_ACCESS;
+        let p: m::EnsureSocketAccess = Self::params(M, params)?;
+        let cfg = self.install()?;
+        let path = gate(M, file_gates::socket_path(&cfg.runtime_dir, &p.path))
+            .map_err(|e| PrivError::from_rpc(M, &e))?;
+        for cmd in
+            fsops::sudo_socket_access_cmds(&path, cfg.owner_uid, cfg.owner_gid, fsops::SOCKET_MODE)
+        {
+            self.runner.run(&cmd).map_err(PrivError::Sudo)?;
+        }
+        Ok(Value::Object(Default::default()))
+    }
+
+    fn cleanup_jailer_chroot(&self, params: Value) -> Result<Value, PrivError> {
+        const M: &str = m::CLEANUP_JAILER_CHROOT;
+        let p: m::CleanupJailerChroot = Self::params(M, params)?;
+        let cfg = self.install()?;
+        let chroot = gate(M, file_gates::jailer_chroot(&cfg.jailer_base, &p.path))
+            .map_err(|e| PrivError::from_rpc(M, &e))?;
+        let Chroot::Present(path) = chroot else {
+            return Ok(Value::Object(Default::default()));
+        };
+        let table = mounts::read_mountinfo(&self.proc_root.join("thread-self/mountinfo"))
+            .map_err(PrivError::MountInfo)?;
+        for cmd in mounts::sudo_umount_lazy_cmds(&table, &path) {
+            self.runner.run(&cmd).map_err(PrivError::Sudo)?;
+        }
+        self.oneshot(
+            M,
+            serde_json::to_value(&p).expect("params always serialise"),
+        )
+    }
 }
 
 impl PrivOps for SudoOps {
@@ -158,12 +261,11 @@ impl PrivOps for SudoOps {
     }
 
     fn call_value(&self, method: &str, params: Value) -> Result<Value, PrivError> {
-        let out = self
-            .runner
-            .run(&self.command(method, params))
-            .map_err(PrivError::Sudo)?;
-        let resp: Response = serde_json::from_slice(&out.stdout).map_err(PrivError::BadAnswer)?;
-        decode(method, resp)
+        match method {
+            m::ENSURE_SOCKET_ACCESS => self.ensure_socket_access(params),
+            m::CLEANUP_JAILER_CHROOT => self.cleanup_jailer_chroot(params),
+            _ => self.oneshot(method, params),
+        }
     }
 }
 
@@ -250,6 +352,10 @@ impl PrivOps for RecordingPriv {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "privops_sudo_tests.rs"]
+mod sudo_tests;
 
 #[cfg(test)]
 mod tests {
