@@ -156,7 +156,7 @@ pub(crate) async fn handle(
     line: &[u8],
     uid: u32,
     helper: &Arc<Helper>,
-    sem: &Semaphore,
+    sem: &Arc<Semaphore>,
     limits: &Limits,
 ) -> Response {
     let value: Value = match serde_json::from_slice(line) {
@@ -190,10 +190,19 @@ pub(crate) async fn handle(
     let audit_args = audit_view(&req.params);
     let method = req.method.clone();
     let result = {
-        let _permit = sem.acquire().await.expect("semaphore never closed");
+        // The permit moves into the job: a request that times out keeps its
+        // slot until its work really ends, so the cap bounds threads too.
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         let helper = helper.clone();
         let (method, params) = (req.method, req.params);
-        let job = tokio::task::spawn_blocking(move || helper.dispatch(&method, params));
+        let job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            helper.dispatch(&method, params)
+        });
         match tokio::time::timeout(limits.request_timeout, job).await {
             Ok(Ok(r)) => r.map_err(|e| e.to_object()),
             Ok(Err(join)) => Err(ErrorObject::new(
@@ -246,7 +255,7 @@ pub fn oneshot(helper: Arc<Helper>, input: &[u8]) -> Response {
         .enable_all()
         .build()
         .expect("a current-thread runtime always builds");
-    let sem = Semaphore::new(1);
+    let sem = Arc::new(Semaphore::new(1));
     let line = input.strip_suffix(b"\n").unwrap_or(input);
     rt.block_on(handle(line, 0, &helper, &sem, &Limits::default()))
 }

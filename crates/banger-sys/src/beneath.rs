@@ -38,9 +38,12 @@ pub fn open_file(dir: &Path, rel: &Path, access: Access) -> Result<File, Beneath
         Mode::empty(),
     )
     .map_err(|e| BeneathError::OpenDir(dir.into(), e.into()))?;
+    // O_NONBLOCK: opening a FIFO (or a device) planted where a file is
+    // expected must not park a helper thread; regular-file I/O ignores it.
     let flags = OFlags::CLOEXEC
         | OFlags::NOFOLLOW
         | OFlags::NOCTTY
+        | OFlags::NONBLOCK
         | match access {
             Access::Read => OFlags::RDONLY,
             Access::ReadWrite => OFlags::RDWR,

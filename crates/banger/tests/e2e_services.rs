@@ -65,6 +65,8 @@ fn root_banger_version_talks_to_a_running_bangerd_and_helper() {
             .arg(&cfg_path)
             .env_clear()
             .env("BANGER_LOG", "warn")
+            // This test is about versions; keep the host's network untouched.
+            .env("BANGER_NO_NETWORK", "1")
             .uid(owner.uid)
             .gid(owner.gid)
             .spawn()

@@ -29,7 +29,7 @@ fn managed_link(h: &Helper, method: &'static str, name: &str) -> Result<(), RpcE
 }
 
 pub fn ensure_bridge(h: &Helper, p: m::EnsureBridge) -> Result<m::Empty, RpcError> {
-    const M: &str = "ensure_bridge";
+    const M: &str = m::ENSURE_BRIDGE;
     let net = subnet(h)?;
     let name = gate(M, g::iface_name("name", &p.name))?;
     let (addr, prefix) = gate(M, g::bridge_cidr(&p.address, &net))?;
@@ -56,7 +56,7 @@ pub fn ensure_bridge(h: &Helper, p: m::EnsureBridge) -> Result<m::Empty, RpcErro
 }
 
 pub fn create_tap(h: &Helper, p: m::CreateTap) -> Result<m::Empty, RpcError> {
-    const M: &str = "create_tap";
+    const M: &str = m::CREATE_TAP;
     let name = gate(M, g::tap_name(&p.name))?;
     let bridge = gate(M, g::iface_name("bridge", &p.bridge))?;
     let owner = Owner {
@@ -71,7 +71,7 @@ pub fn create_tap(h: &Helper, p: m::CreateTap) -> Result<m::Empty, RpcError> {
 }
 
 pub fn delete_tap(h: &Helper, p: m::DeleteTap) -> Result<m::Empty, RpcError> {
-    let name = gate("delete_tap", g::tap_name(&p.name))?;
+    let name = gate(m::DELETE_TAP, g::tap_name(&p.name))?;
     h.host
         .net
         .delete_tap(name)
@@ -91,7 +91,7 @@ fn nat_args(h: &Helper, method: &'static str, p: &m::Nat) -> Result<VmNat, RpcEr
 }
 
 pub fn ensure_nat(h: &Helper, p: m::Nat) -> Result<m::Empty, RpcError> {
-    let vm = nat_args(h, "ensure_nat", &p)?;
+    let vm = nat_args(h, m::ENSURE_NAT, &p)?;
     h.host
         .nft
         .ensure_vm(&vm)
@@ -100,7 +100,7 @@ pub fn ensure_nat(h: &Helper, p: m::Nat) -> Result<m::Empty, RpcError> {
 }
 
 pub fn clear_nat(h: &Helper, p: m::Nat) -> Result<m::Empty, RpcError> {
-    let vm = nat_args(h, "clear_nat", &p)?;
+    let vm = nat_args(h, m::CLEAR_NAT, &p)?;
     h.host
         .nft
         .clear_vm(&vm.tap)
@@ -109,7 +109,7 @@ pub fn clear_nat(h: &Helper, p: m::Nat) -> Result<m::Empty, RpcError> {
 }
 
 pub fn sync_resolver_routing(h: &Helper, p: m::SyncResolverRouting) -> Result<m::Empty, RpcError> {
-    const M: &str = "sync_resolver_routing";
+    const M: &str = m::SYNC_RESOLVER_ROUTING;
     let net = subnet(h)?;
     let bridge = gate(M, g::iface_name("bridge", &p.bridge))?;
     let resolver = gate(M, g::resolver_addr(&p.resolver, &net))?;
@@ -129,7 +129,7 @@ pub fn clear_resolver_routing(
     h: &Helper,
     p: m::ClearResolverRouting,
 ) -> Result<m::Empty, RpcError> {
-    const M: &str = "clear_resolver_routing";
+    const M: &str = m::CLEAR_RESOLVER_ROUTING;
     let bridge = gate(M, g::iface_name("bridge", &p.bridge))?;
     managed_link(h, M, bridge)?;
     resolved::clear(h.host.runner.as_ref(), bridge).map_err(|e| RpcError::failed(&e))?;
@@ -140,7 +140,7 @@ pub fn clear_resolver_routing(
 /// port on that address; only in banger's table, only for the configured
 /// bridge and its gateway address.
 pub fn ensure_dns_redirect(h: &Helper, p: m::EnsureDnsRedirect) -> Result<m::Empty, RpcError> {
-    const M: &str = "ensure_dns_redirect";
+    const M: &str = m::ENSURE_DNS_REDIRECT;
     let net = subnet(h)?;
     let bridge = gate(M, g::configured_bridge(&p.bridge, &h.cfg.bridge))?;
     let port = gate(M, g::dns_port(p.port))?;
@@ -282,7 +282,7 @@ mod tests {
         );
         assert_eq!(
             e,
-            "ensure_bridge: address must not overlap a host route (172.16.0.0/12 on docker0)"
+            "priv.ensure_bridge: address must not overlap a host route (172.16.0.0/12 on docker0)"
         );
         assert!(f2.net.calls().is_empty());
         let e = refused(
@@ -291,7 +291,7 @@ mod tests {
             json!({"name": "br/0", "address": "172.30.0.1/24"}),
         );
         assert!(
-            e.starts_with("ensure_bridge: name must be an interface name"),
+            e.starts_with("priv.ensure_bridge: name must be an interface name"),
             "{e}"
         );
         let e = refused(
@@ -299,24 +299,24 @@ mod tests {
             "priv.ensure_bridge",
             json!({"name": "banger0", "address": "10.0.0.1/8"}),
         );
-        assert_eq!(e, "ensure_bridge: address must be a CIDR A.B.C.D/24 with a host address inside 172.30.0.0/24");
+        assert_eq!(e, "priv.ensure_bridge: address must be a CIDR A.B.C.D/24 with a host address inside 172.30.0.0/24");
         let e = refused(
             &f,
             "priv.create_tap",
             json!({"name": "eth0", "bridge": "banger0"}),
         );
-        assert_eq!(e, "create_tap: tap must start with banger-");
+        assert_eq!(e, "priv.create_tap: tap must start with banger-");
         let e = refused(
             &f,
             "priv.create_tap",
             json!({"name": "banger-1", "bridge": "a b"}),
         );
         assert!(
-            e.starts_with("create_tap: bridge must be an interface name"),
+            e.starts_with("priv.create_tap: bridge must be an interface name"),
             "{e}"
         );
         let e = refused(&f, "priv.delete_tap", json!({"name": "lo"}));
-        assert_eq!(e, "delete_tap: tap must start with banger-");
+        assert_eq!(e, "priv.delete_tap: tap must start with banger-");
         assert!(f.net.calls().is_empty(), "nothing reached the host");
         // Unknown fields never reach a gate.
         let e = f
@@ -396,11 +396,11 @@ mod tests {
     fn nat_gates_refuse() {
         let f = fixture(RecordingNet::new());
         for (ip, tap, want) in [
-            ("172.30.0.7; drop", "banger-1", "ensure_nat: guest_ip must be a parsable IPv4 address"),
-            ("8.8.8.8", "banger-1", "ensure_nat: guest_ip must be a host address inside 172.30.0.0/24 other than the gateway 172.30.0.1"),
-            ("172.30.0.1", "banger-1", "ensure_nat: guest_ip must be a host address inside 172.30.0.0/24 other than the gateway 172.30.0.1"),
-            ("172.30.0.7", "eth0", "ensure_nat: tap must start with banger-"),
-            ("172.30.0.7", "banger-\"x", "ensure_nat: tap must be an interface name: 1-15 chars of [A-Za-z0-9_.-], no whitespace, '/', ':' or '..'"),
+            ("172.30.0.7; drop", "banger-1", "priv.ensure_nat: guest_ip must be a parsable IPv4 address"),
+            ("8.8.8.8", "banger-1", "priv.ensure_nat: guest_ip must be a host address inside 172.30.0.0/24 other than the gateway 172.30.0.1"),
+            ("172.30.0.1", "banger-1", "priv.ensure_nat: guest_ip must be a host address inside 172.30.0.0/24 other than the gateway 172.30.0.1"),
+            ("172.30.0.7", "eth0", "priv.ensure_nat: tap must start with banger-"),
+            ("172.30.0.7", "banger-\"x", "priv.ensure_nat: tap must be an interface name: 1-15 chars of [A-Za-z0-9_.-], no whitespace, '/', ':' or '..'"),
         ] {
             assert_eq!(refused(&f, "priv.ensure_nat", json!({"guest_ip": ip, "tap": tap})), want);
         }
@@ -409,7 +409,10 @@ mod tests {
             "priv.clear_nat",
             json!({"guest_ip": "x", "tap": "banger-1"}),
         );
-        assert_eq!(e, "clear_nat: guest_ip must be a parsable IPv4 address");
+        assert_eq!(
+            e,
+            "priv.clear_nat: guest_ip must be a parsable IPv4 address"
+        );
         assert!(f.runner.calls().is_empty());
     }
 
@@ -458,25 +461,25 @@ mod tests {
             )
         };
         assert!(sync("br 0", "172.30.0.1", "vm")
-            .starts_with("sync_resolver_routing: bridge must be an interface name"));
+            .starts_with("priv.sync_resolver_routing: bridge must be an interface name"));
         assert!(sync("br:0", "172.30.0.1", "vm")
-            .starts_with("sync_resolver_routing: bridge must be an interface name"));
+            .starts_with("priv.sync_resolver_routing: bridge must be an interface name"));
         assert!(sync("1234567890123456", "172.30.0.1", "vm")
-            .starts_with("sync_resolver_routing: bridge must be"));
+            .starts_with("priv.sync_resolver_routing: bridge must be"));
         assert!(sync("banger0", "1.1.1.1", "vm").starts_with(
-            "sync_resolver_routing: resolver must be an IPv4 address inside 172.30.0.0/24"
+            "priv.sync_resolver_routing: resolver must be an IPv4 address inside 172.30.0.0/24"
         ));
         assert!(sync("banger0", "172.30.0.1:0", "vm")
-            .starts_with("sync_resolver_routing: resolver must be"));
+            .starts_with("priv.sync_resolver_routing: resolver must be"));
         assert!(sync("banger0", "172.30.0.1", "~.")
-            .starts_with("sync_resolver_routing: domain must be DNS labels"));
+            .starts_with("priv.sync_resolver_routing: domain must be DNS labels"));
         assert_eq!(
             sync("eth0", "172.30.0.1", "vm"),
-            "sync_resolver_routing: bridge must be an existing interface created by banger"
+            "priv.sync_resolver_routing: bridge must be an existing interface created by banger"
         );
         assert_eq!(
             refused(&f, "priv.clear_resolver_routing", json!({"bridge": "eth0"})),
-            "clear_resolver_routing: bridge must be an existing interface created by banger"
+            "priv.clear_resolver_routing: bridge must be an existing interface created by banger"
         );
         assert_eq!(
             refused(
@@ -484,7 +487,7 @@ mod tests {
                 "priv.clear_resolver_routing",
                 json!({"bridge": "missing0"})
             ),
-            "clear_resolver_routing: bridge must be an existing interface created by banger"
+            "priv.clear_resolver_routing: bridge must be an existing interface created by banger"
         );
         assert!(f.runner.calls().is_empty());
     }
@@ -521,14 +524,14 @@ mod tests {
         };
         assert_eq!(
             redirect("banger0", 22),
-            "ensure_dns_redirect: port must be in 1024-65535"
+            "priv.ensure_dns_redirect: port must be in 1024-65535"
         );
         assert_eq!(
             redirect("eth0", 40053),
-            "ensure_dns_redirect: bridge must be the configured bridge banger0"
+            "priv.ensure_dns_redirect: bridge must be the configured bridge banger0"
         );
         assert!(redirect("br 0", 40053)
-            .starts_with("ensure_dns_redirect: bridge must be an interface name"));
+            .starts_with("priv.ensure_dns_redirect: bridge must be an interface name"));
         assert_eq!(f.runner.cmds().len(), 1, "nothing ran after a refusal");
 
         // The configured bridge, but not one banger created: refused.
@@ -539,7 +542,7 @@ mod tests {
                 "priv.ensure_dns_redirect",
                 json!({"bridge": "banger0", "port": 40053})
             ),
-            "ensure_dns_redirect: bridge must be an existing interface created by banger"
+            "priv.ensure_dns_redirect: bridge must be an existing interface created by banger"
         );
         assert!(g.runner.calls().is_empty());
     }

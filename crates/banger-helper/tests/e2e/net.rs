@@ -70,6 +70,23 @@ pub fn network(c: &Ctx) {
     );
     c.cover(m::ENSURE_NAT);
 
+    let v = call(
+        m::ENSURE_DNS_REDIRECT,
+        json!({"bridge": c.bridge, "port": 5353}),
+    );
+    result(m::ENSURE_DNS_REDIRECT, &v);
+    let rules = in_netns(helper, &["nft", "list", "table", "inet", "banger"]).unwrap();
+    assert!(
+        rules.contains("dns_prerouting") && rules.contains("5353"),
+        "{rules}"
+    );
+    let v = call(
+        m::ENSURE_DNS_REDIRECT,
+        json!({"bridge": c.bridge, "port": 53}),
+    );
+    assert_refused(m::ENSURE_DNS_REDIRECT, &v, "port must be");
+    c.cover(m::ENSURE_DNS_REDIRECT);
+
     let v = call(m::CLEAR_NAT, json!({"guest_ip": "10.213.0.2", "tap": tap}));
     result(m::CLEAR_NAT, &v);
     let rules = in_netns(helper, &["nft", "list", "table", "inet", "banger"]).unwrap();

@@ -23,13 +23,17 @@ pub struct Choice {
     pub reflink: Option<bool>,
 }
 
-/// Decide from `dev_root` (normally `/dev`) and a probe of `state_dir`.
-pub fn select(dev_root: &Path, state_dir: &Path) -> Choice {
-    let control = dev_root.join("mapper/control");
-    if control.exists() {
+/// Decide from `proc_root` (normally `/proc`: `misc` lists the
+/// device-mapper driver) and a probe of `state_dir`.
+pub fn select(proc_root: &Path, state_dir: &Path) -> Choice {
+    let misc = proc_root.join("misc");
+    if banger_sys::dm::kernel_has_dm(proc_root) {
         return Choice {
             driver: Driver::DmSnapshot,
-            reason: format!("{} exists: the kernel has device-mapper", control.display()),
+            reason: format!(
+                "{} lists device-mapper: the kernel has device-mapper",
+                misc.display()
+            ),
             reflink: None,
         };
     }
@@ -41,10 +45,7 @@ pub fn select(dev_root: &Path, state_dir: &Path) -> Choice {
     };
     Choice {
         driver: Driver::Copy,
-        reason: format!(
-            "no {}: the kernel has no device-mapper; VM disks are {how}",
-            control.display()
-        ),
+        reason: format!("no device-mapper in {}: VM disks are {how}", misc.display()),
         reflink,
     }
 }
@@ -67,23 +68,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dm_when_the_control_node_exists_else_copy_with_a_reason() {
+    fn dm_when_the_kernel_lists_it_else_copy_with_a_reason() {
         let tmp = tempfile::Builder::new()
             .prefix("bgtest-")
             .tempdir()
             .unwrap();
-        let dev = tmp.path().join("dev");
-        std::fs::create_dir_all(dev.join("mapper")).unwrap();
-        let c = select(&dev, tmp.path());
+        let proc = tmp.path().join("proc");
+        std::fs::create_dir_all(&proc).unwrap();
+        std::fs::write(proc.join("misc"), "200 tun\n 62 ptp0\n").unwrap();
+        let c = select(&proc, tmp.path());
         assert_eq!(c.driver, Driver::Copy);
         assert!(c.reason.contains("no device-mapper"), "{}", c.reason);
         // This machine's /tmp is ext4: no reflink.
         assert!(c.reflink.is_some());
-        std::fs::write(dev.join("mapper/control"), b"").unwrap();
-        let c = select(&dev, tmp.path());
+        std::fs::write(proc.join("misc"), "200 tun\n236 device-mapper\n").unwrap();
+        let c = select(&proc, tmp.path());
         assert_eq!(c.driver, Driver::DmSnapshot);
         assert!(c.reason.contains("has device-mapper"));
         // The real host, whatever it has, gives an answer with a reason.
-        assert!(!select(Path::new("/dev"), tmp.path()).reason.is_empty());
+        assert!(!select(Path::new("/proc"), tmp.path()).reason.is_empty());
     }
 }
