@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod listener;
 pub mod privops;
 pub mod store;
+pub mod vmdisk;
 
 /// Render an error and its `source()` chain on one line, each cause once.
 pub fn render_chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -149,6 +149,7 @@ fn run(cli: Cli) -> Result<()> {
             privops,
             host_paths: Default::default(),
         });
+        bangerd::vmdisk::reconcile::at_start(&d);
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         daemon::serve(d, listener, shutdown_signal()).await?;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
