@@ -178,12 +178,11 @@ pub fn parse_public_key(line: &str) -> Result<(&str, &str), GuestError> {
     let (Some(kind), Some(b64)) = (it.next(), it.next()) else {
         return Err(GuestError::PublicKey);
     };
-    let kind_ok = (kind.starts_with("ssh-")
-        || kind.starts_with("ecdsa-")
-        || kind.starts_with("sk-"))
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'@'));
+    let kind_ok =
+        (kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'@'));
     let b64_ok = b64.len() >= 16
         && b64
             .bytes()
@@ -228,8 +227,7 @@ pub fn known_hosts_replace(existing: &str, names: &[String], add: Option<&str>) 
     let mut out = String::new();
     for line in existing.lines() {
         let hosts = line.split_ascii_whitespace().next().unwrap_or("");
-        let ours =
-            !line.starts_with('#') && hosts.split(',').any(|h| names.iter().any(|n| n == h));
+        let ours = !line.starts_with('#') && hosts.split(',').any(|h| names.iter().any(|n| n == h));
         if !ours && !line.is_empty() {
             out.push_str(line);
             out.push('\n');
@@ -320,13 +318,16 @@ mod tests {
         assert_ne!(machine_id([1; 16]), machine_id([2; 16]));
     }
 
-    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr0c4kq0Yq3Yl0p8m7sC1Yt9cBZ4Q7b1f5dN0x8yVwF";
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr0c4kq0Yq3Yl0p8m7sC1Yt9cBZ4Q7b1f5dN0x8yVwF";
 
     #[test]
     fn known_hosts_lines_pin_names_to_the_key() {
-        let line =
-            known_hosts_line(&["dev.vm".into(), "172.30.0.5".into()], &format!("{KEY} root@h\n"))
-                .unwrap();
+        let line = known_hosts_line(
+            &["dev.vm".into(), "172.30.0.5".into()],
+            &format!("{KEY} root@h\n"),
+        )
+        .unwrap();
         assert_eq!(line, format!("dev.vm,172.30.0.5 {KEY}\n"));
         assert!(known_hosts_line(&["a b".into()], KEY).is_err());
         assert!(known_hosts_line(&["dev.vm".into()], "ssh-ed25519\n").is_err());

@@ -65,7 +65,11 @@ pub fn backend(f: &Facts) -> Check {
 pub fn disk_driver(f: &Facts) -> Check {
     use crate::disks::driver::{select, Driver};
     let state = at(f.root, "/var/lib/banger");
-    let probe = if state.is_dir() { state } else { f.root.to_path_buf() };
+    let probe = if state.is_dir() {
+        state
+    } else {
+        f.root.to_path_buf()
+    };
     let c = select(&at(f.root, "/dev"), &probe);
     match c.driver {
         Driver::DmSnapshot => check(

@@ -110,7 +110,9 @@ pub fn read_in_home(home: &Path, path: &Path, max: u64) -> Result<(Vec<u8>, u32)
     }
     let f = beneath::open_file(&home_c, rel, Access::Read)
         .map_err(|e| CustomError::Open(path.into(), e))?;
-    let meta = f.metadata().map_err(|e| CustomError::Read(path.into(), e))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| CustomError::Read(path.into(), e))?;
     if meta.len() > max {
         return Err(CustomError::TooLarge(path.into(), max));
     }
@@ -222,7 +224,11 @@ pub fn customise(
     let mut files = vec![
         file("/etc/hostname", id.hostname_file(), 0o644),
         file("/etc/hosts", id.hosts(), 0o644),
-        file("/etc/systemd/network/10-banger.network", id.networkd(), 0o644),
+        file(
+            "/etc/systemd/network/10-banger.network",
+            id.networkd(),
+            0o644,
+        ),
         file("/etc/network/interfaces", id.interfaces(), 0o644),
         file("/etc/resolv.conf", id.resolv_conf(), 0o644),
         file("/etc/machine-id", guest::machine_id(mid), 0o444),

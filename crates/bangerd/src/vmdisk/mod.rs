@@ -74,10 +74,10 @@ pub struct DiskHandles {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dm: Option<m::DmHandles>,
     /// The COW file (dm driver) or the disk copy (copy driver).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub file: String,
     /// The image rootfs the snapshot reads (dm driver).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub base: String,
     /// Names pinned for this VM in `<state>/known_hosts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -252,7 +252,8 @@ pub fn create_with(
         }
         Driver::Copy => {
             let file = dir.join(COPY_FILE);
-            let how = clone::clone_file(&base, &file, &mut |_, _| {}).map_err(VmDiskError::Clone)?;
+            let how =
+                clone::clone_file(&base, &file, &mut |_, _| {}).map_err(VmDiskError::Clone)?;
             tracing::info!(vm = vm_id, method = ?how, "VM disk cloned");
             (
                 DiskHandles {
@@ -270,7 +271,9 @@ pub fn create_with(
             let _: Result<m::Empty, _> = call(
                 d,
                 m::CLEANUP_DM_SNAPSHOT,
-                &m::CleanupDmSnapshot { handles: dm.clone() },
+                &m::CleanupDmSnapshot {
+                    handles: dm.clone(),
+                },
             );
         }
         return Err(e);
@@ -331,7 +334,11 @@ pub fn deactivate(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
     check_vm_id(vm_id)?;
     let (drv, mut h) = load(d, vm_id)?;
     if let Some(dm) = h.dm.take() {
-        call::<_, m::Empty>(d, m::CLEANUP_DM_SNAPSHOT, &m::CleanupDmSnapshot { handles: dm })?;
+        call::<_, m::Empty>(
+            d,
+            m::CLEANUP_DM_SNAPSHOT,
+            &m::CleanupDmSnapshot { handles: dm },
+        )?;
         save(d, vm_id, &drv, &h)?;
     }
     Ok(())
@@ -363,7 +370,11 @@ pub fn destroy(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
     check_vm_id(vm_id)?;
     let (drv, mut h) = load(d, vm_id)?;
     if let Some(dm) = h.dm.clone() {
-        call::<_, m::Empty>(d, m::CLEANUP_DM_SNAPSHOT, &m::CleanupDmSnapshot { handles: dm })?;
+        call::<_, m::Empty>(
+            d,
+            m::CLEANUP_DM_SNAPSHOT,
+            &m::CleanupDmSnapshot { handles: dm },
+        )?;
         h.dm = None;
         save(d, vm_id, &drv, &h)?;
     }
@@ -381,6 +392,6 @@ pub fn destroy(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod root_tests;
+#[cfg(test)]
+mod tests;

@@ -19,7 +19,8 @@ pub struct Report {
     /// Orphaned VM directories removed.
     pub removed_dirs: Vec<PathBuf>,
     /// VM ids whose recorded dm snapshot is gone (stopped VM, host
-    /// rebooted): handles cleared so the next start re-creates it.
+    /// rebooted, or broken): stale handles cleared, so a start re-creates
+    /// the snapshot and nothing ever acts on a reused loop number.
     pub deactivated: Vec<String>,
     /// VM ids newly marked broken.
     pub broken: Vec<String>,
@@ -145,9 +146,9 @@ pub fn run(d: &Daemon, sys_root: &Path) -> Result<Report, VmDiskError> {
         }
     }
     for r in &recorded {
-        let gone = !r.handles.dm_name.is_empty()
-            && !host.dm.iter().any(|(n, _)| *n == r.handles.dm_name);
-        if gone && !p.broken.contains(&r.vm_id) {
+        let gone =
+            !r.handles.dm_name.is_empty() && !host.dm.iter().any(|(n, _)| *n == r.handles.dm_name);
+        if gone {
             let (drv, mut h) = super::load(d, &r.vm_id)?;
             h.dm = None;
             super::save(d, &r.vm_id, &drv, &h)?;

@@ -113,10 +113,13 @@ fn root_ten_vm_disks_customised_for_real_and_the_base_is_unchanged() {
     }
     let kh = std::fs::read_to_string(state.join("known_hosts")).unwrap();
     assert_eq!(kh.lines().count(), 10);
-    for i in 0..10 {
+    for (i, host_key) in host_keys.iter().enumerate() {
         let id = format!("vm{i}");
         let disk = state.join(format!("vms/{id}/rootfs.ext4"));
-        assert_eq!(debugfs_cat(&disk, "/etc/hostname"), format!("{id}\n").as_bytes());
+        assert_eq!(
+            debugfs_cat(&disk, "/etc/hostname"),
+            format!("{id}\n").as_bytes()
+        );
         assert!(String::from_utf8(debugfs_cat(&disk, "/etc/hosts"))
             .unwrap()
             .contains(&format!("172.30.0.{}\t{id}.vm {id}", 10 + i)));
@@ -129,12 +132,14 @@ fn root_ten_vm_disks_customised_for_real_and_the_base_is_unchanged() {
             debugfs_cat(&disk, &format!("/root/notes-{i}.txt")),
             b"synced\n"
         );
-        assert!(String::from_utf8(debugfs_cat(&disk, "/root/.ssh/authorized_keys"))
-            .unwrap()
-            .starts_with("ssh-ed25519 AAAAC3"));
-        let pubkey = String::from_utf8(debugfs_cat(&disk, "/etc/ssh/ssh_host_ed25519_key.pub"))
-            .unwrap();
-        assert_eq!(pubkey.trim_end(), host_keys[i]);
+        assert!(
+            String::from_utf8(debugfs_cat(&disk, "/root/.ssh/authorized_keys"))
+                .unwrap()
+                .starts_with("ssh-ed25519 AAAAC3")
+        );
+        let pubkey =
+            String::from_utf8(debugfs_cat(&disk, "/etc/ssh/ssh_host_ed25519_key.pub")).unwrap();
+        assert_eq!(pubkey.trim_end(), host_key);
         let (kind, b64) = banger_core::guest::parse_public_key(&pubkey).unwrap();
         let line = format!("{id}.vm,172.30.0.{} {kind} {b64}", 10 + i);
         assert!(kh.lines().any(|l| l == line), "{line} not in {kh}");
@@ -152,7 +157,12 @@ fn root_ten_vm_disks_customised_for_real_and_the_base_is_unchanged() {
         assert!(String::from_utf8_lossy(&st.stdout).contains("Mode:  0600"));
     }
     let mids: std::collections::BTreeSet<Vec<u8>> = (0..10)
-        .map(|i| debugfs_cat(&state.join(format!("vms/vm{i}/rootfs.ext4")), "/etc/machine-id"))
+        .map(|i| {
+            debugfs_cat(
+                &state.join(format!("vms/vm{i}/rootfs.ext4")),
+                "/etc/machine-id",
+            )
+        })
         .collect();
     assert_eq!(mids.len(), 10, "every machine-id is fresh");
     assert_eq!(
@@ -165,7 +175,10 @@ fn root_ten_vm_disks_customised_for_real_and_the_base_is_unchanged() {
         destroy(&d, &format!("vm{i}")).unwrap();
         assert!(!state.join(format!("vms/vm{i}")).exists());
     }
-    assert_eq!(std::fs::read_to_string(state.join("known_hosts")).unwrap(), "");
+    assert_eq!(
+        std::fs::read_to_string(state.join("known_hosts")).unwrap(),
+        ""
+    );
     drop(tmp);
 }
 

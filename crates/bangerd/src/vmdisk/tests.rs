@@ -1,6 +1,6 @@
 //! VM disks against the helper's recording double: the exact requests.
 
-use super::custom::{self, Customisation, CustomError, FileSync};
+use super::custom::{self, CustomError, Customisation, FileSync};
 use super::*;
 use crate::privops::RecordingPriv;
 use banger_core::guest::{GuestIdentity, GuestNet};
@@ -244,7 +244,10 @@ fn stop_start_recreates_the_snapshot_over_the_kept_cow_and_fsck_is_dm_only() {
 
     add_vm(&f.d, "cp1", "created");
     create_with(&f.d, "cp1", &f.image, Driver::Copy).unwrap();
-    assert!(matches!(fsck(&f.d, "cp1"), Err(VmDiskError::FsckNeedsDm(_))));
+    assert!(matches!(
+        fsck(&f.d, "cp1"),
+        Err(VmDiskError::FsckNeedsDm(_))
+    ));
     assert_eq!(row(&f.d, "cp1").1, "copy");
     assert_eq!(
         std::fs::read(f.state().join("vms/cp1/rootfs.ext4")).unwrap(),
@@ -253,7 +256,8 @@ fn stop_start_recreates_the_snapshot_over_the_kept_cow_and_fsck_is_dm_only() {
     assert_eq!(rec.calls().len(), 4, "the copy driver needs no helper");
 }
 
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr0c4kq0Yq3Yl0p8m7sC1Yt9cBZ4Q7b1f5dN0x8yVwF";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr0c4kq0Yq3Yl0p8m7sC1Yt9cBZ4Q7b1f5dN0x8yVwF";
 
 pub(super) fn identity(name: &str, ip: &str) -> GuestIdentity {
     GuestIdentity {
@@ -292,7 +296,11 @@ fn customise_writes_the_guest_files_and_pins_the_host_key() {
     let rec = Arc::new(RecordingPriv::new());
     let f = fixture(rec.clone(), None);
     let home = f.home();
-    std::fs::write(home.join(".ssh/id_ed25519.pub"), format!("{KEY} me@laptop\n")).unwrap();
+    std::fs::write(
+        home.join(".ssh/id_ed25519.pub"),
+        format!("{KEY} me@laptop\n"),
+    )
+    .unwrap();
     std::fs::write(home.join("gitconfig"), "[user]\n\tname = me\n").unwrap();
     add_vm(&f.d, "dev", "created");
     rec.answer(m::CREATE_DM_SNAPSHOT, Ok(dm_handles("dev")));
@@ -314,19 +322,33 @@ fn customise_writes_the_guest_files_and_pins_the_host_key() {
     let files = written(&calls[1].1);
     let get = |p: &str| files.iter().find(|f| f.0 == p).unwrap().clone();
     assert_eq!(get("/etc/hostname").1, b"dev\n");
-    assert_eq!(get("/root/.ssh/authorized_keys"), ("/root/.ssh/authorized_keys".into(), format!("{KEY}\n").into_bytes(), 0o600));
+    assert_eq!(
+        get("/root/.ssh/authorized_keys"),
+        (
+            "/root/.ssh/authorized_keys".into(),
+            format!("{KEY}\n").into_bytes(),
+            0o600
+        )
+    );
     assert_eq!(get("/root/.gitconfig").1, b"[user]\n\tname = me\n");
-    assert!(String::from_utf8(get("/etc/systemd/network/10-banger.network").1)
-        .unwrap()
-        .contains("Address=172.30.0.5/24"));
+    assert!(
+        String::from_utf8(get("/etc/systemd/network/10-banger.network").1)
+            .unwrap()
+            .contains("Address=172.30.0.5/24")
+    );
     assert!(String::from_utf8(get("/etc/network/interfaces").1)
         .unwrap()
         .contains("address 172.30.0.5/24"));
-    assert_eq!(get("/etc/resolv.conf").1, b"# Written by banger before first boot.\nnameserver 172.30.0.1\nsearch vm\n");
+    assert_eq!(
+        get("/etc/resolv.conf").1,
+        b"# Written by banger before first boot.\nnameserver 172.30.0.1\nsearch vm\n"
+    );
     assert_eq!(get("/etc/machine-id").1.len(), 33);
     let (_, private, mode) = get("/etc/ssh/ssh_host_ed25519_key");
     assert_eq!(mode, 0o600);
-    assert!(String::from_utf8(private).unwrap().contains("OPENSSH PRIVATE KEY"));
+    assert!(String::from_utf8(private)
+        .unwrap()
+        .contains("OPENSSH PRIVATE KEY"));
     let public = String::from_utf8(get("/etc/ssh/ssh_host_ed25519_key.pub").1).unwrap();
     assert!(public.starts_with("ssh-ed25519 "));
     let (kind, b64) = banger_core::guest::parse_public_key(&public).unwrap();
@@ -336,7 +358,10 @@ fn customise_writes_the_guest_files_and_pins_the_host_key() {
     assert_eq!(out.known_hosts_line, kh);
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
-        std::fs::metadata(f.state().join("known_hosts")).unwrap().mode() & 0o777,
+        std::fs::metadata(f.state().join("known_hosts"))
+            .unwrap()
+            .mode()
+            & 0o777,
         0o600
     );
     // Customising again replaces the pin (a new host key), not appends.
@@ -347,7 +372,10 @@ fn customise_writes_the_guest_files_and_pins_the_host_key() {
     assert!(kh.contains(again.host_key.split(' ').nth(1).unwrap()));
     // Destroy drops the pin.
     destroy(&f.d, "dev").unwrap();
-    assert_eq!(std::fs::read_to_string(f.state().join("known_hosts")).unwrap(), "");
+    assert_eq!(
+        std::fs::read_to_string(f.state().join("known_hosts")).unwrap(),
+        ""
+    );
 }
 
 #[test]
@@ -456,7 +484,18 @@ fn host_key_generation_runs_ssh_keygen_by_argv() {
     let argv = &runner.calls()[0];
     assert_eq!(
         argv[..10],
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@dev.vm", "-f", &argv[9]]
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "root@dev.vm",
+            "-f",
+            &argv[9]
+        ]
     );
     assert!(argv[9].contains("banger-hostkey-") && argv[9].ends_with("/key"));
     // The temp dir is gone afterwards.
@@ -478,7 +517,12 @@ fn reconcile_cleans_orphans_and_marks_vanished_disks_broken() {
     std::fs::create_dir_all(sys.join("block")).unwrap();
     // keep: a copy VM with its disk; gone: its disk vanished;
     // run: running dm VM whose snapshot vanished; stop: stopped dm VM, same.
-    for (id, st) in [("keep", "stopped"), ("gone", "stopped"), ("run", "running"), ("stop", "stopped")] {
+    for (id, st) in [
+        ("keep", "stopped"),
+        ("gone", "stopped"),
+        ("run", "running"),
+        ("stop", "stopped"),
+    ] {
         add_vm(&f.d, id, st);
     }
     create_with(&f.d, "keep", &f.image, Driver::Copy).unwrap();
@@ -500,7 +544,7 @@ fn reconcile_cleans_orphans_and_marks_vanished_disks_broken() {
     assert_eq!(r.cleaned, vec!["fc-rootfs-zz".to_string()]);
     assert_eq!(r.removed_dirs, vec![f.state().join("vms/bgtest-orphan")]);
     assert_eq!(r.broken, vec!["gone".to_string(), "run".to_string()]);
-    assert_eq!(r.deactivated, vec!["stop".to_string()]);
+    assert_eq!(r.deactivated, vec!["run".to_string(), "stop".to_string()]);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let calls = &rec.calls()[before..];
     assert_eq!(calls.len(), 1);
@@ -520,10 +564,9 @@ fn reconcile_cleans_orphans_and_marks_vanished_disks_broken() {
     // Rows are never deleted; a second pass has nothing new to do.
     let r = reconcile::run(&f.d, &sys).unwrap();
     assert!(r.broken.is_empty() && r.removed_dirs.is_empty() && r.deactivated.is_empty());
-    let n: i64 = f
-        .d
-        .store
-        .read(|c| c.query_row("SELECT count(*) FROM vms", [], |r| r.get(0)))
-        .unwrap();
+    let n: i64 =
+        f.d.store
+            .read(|c| c.query_row("SELECT count(*) FROM vms", [], |r| r.get(0)))
+            .unwrap();
     assert_eq!(n, 4);
 }
