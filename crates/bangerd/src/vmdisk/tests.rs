@@ -570,3 +570,45 @@ fn reconcile_cleans_orphans_and_marks_vanished_disks_broken() {
             .unwrap();
     assert_eq!(n, 4);
 }
+
+#[test]
+fn large_file_sync_is_split_across_write_calls_and_oversize_refused() {
+    let rec = Arc::new(RecordingPriv::new());
+    let f = fixture(rec.clone(), None);
+    let home = f.home();
+    std::fs::write(home.join(".ssh/id.pub"), format!("{KEY}\n")).unwrap();
+    std::fs::write(home.join("a"), vec![1u8; 300 << 10]).unwrap();
+    std::fs::write(home.join("b"), vec![2u8; 300 << 10]).unwrap();
+    std::fs::write(home.join("big"), vec![3u8; (512 << 10) + 1]).unwrap();
+    add_vm(&f.d, "lg", "created");
+    create_with(&f.d, "lg", &f.image, Driver::Copy).unwrap();
+    let sync = |srcs: &[&str]| Customisation {
+        identity: identity("lg", "172.30.0.8"),
+        ssh_public_key: Some(".ssh/id.pub".into()),
+        file_sync: srcs
+            .iter()
+            .map(|s| FileSync {
+                source: s.into(),
+                dest: format!("/srv/{s}"),
+                mode: Some(0o600),
+            })
+            .collect(),
+    };
+    let out = custom::customise(&f.d, "lg", &sync(&["a", "b"]), &HostRunner).unwrap();
+    assert_eq!(out.files.len(), 11);
+    let calls = rec.calls();
+    assert_eq!(calls.len(), 2, "two calls: each under the message limit");
+    let first = written(&calls[0].1);
+    let second = written(&calls[1].1);
+    assert_eq!(first.last().unwrap().0, "/srv/a");
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0], ("/srv/b".into(), vec![2u8; 300 << 10], 0o600));
+    for c in &calls {
+        assert!(serde_json::to_vec(&c.1).unwrap().len() < banger_proto::jsonrpc::MAX_MESSAGE_BYTES);
+    }
+    assert!(matches!(
+        custom::customise(&f.d, "lg", &sync(&["big"]), &HostRunner),
+        Err(VmDiskError::Custom(CustomError::TooLarge(..)))
+    ));
+    assert_eq!(rec.calls().len(), 2);
+}
