@@ -94,10 +94,14 @@ fn root_ten_vm_disks_customised_for_real_and_the_base_is_unchanged() {
     .unwrap();
     std::fs::write(home.join("notes.txt"), "synced\n").unwrap();
     let mut host_keys = Vec::new();
+    let t0 = std::time::Instant::now();
+    let mut t_create = std::time::Duration::ZERO;
     for i in 0..10 {
         let id = format!("vm{i}");
         add_vm(&d, &id, "created");
+        let t = std::time::Instant::now();
         let info = create_with(&d, &id, &image, Driver::Copy).unwrap();
+        t_create += t.elapsed();
         assert_eq!(info.device, state.join(format!("vms/{id}/rootfs.ext4")));
         let c = Customisation {
             identity: identity(&id, &format!("172.30.0.{}", 10 + i)),
@@ -111,6 +115,11 @@ fn root_ten_vm_disks_customised_for_real_and_the_base_is_unchanged() {
         let out = custom::customise(&d, &id, &c, &HostRunner).unwrap();
         host_keys.push(out.host_key);
     }
+    eprintln!(
+        "10 VM disks (32 MiB ext4, copy driver): create {:?} total, create+customise {:?} total",
+        t_create,
+        t0.elapsed()
+    );
     let kh = std::fs::read_to_string(state.join("known_hosts")).unwrap();
     assert_eq!(kh.lines().count(), 10);
     for (i, host_key) in host_keys.iter().enumerate() {
