@@ -392,6 +392,8 @@ pub fn destroy(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
 }
 
 #[cfg(test)]
+mod helper_tests;
+#[cfg(test)]
 mod reconcile_tests;
 #[cfg(test)]
 mod root_tests;
