@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # host operations banger drives
   iproute2 nftables e2fsprogs util-linux kmod sudo passwd
+  # VM SSH host keys (ssh-keygen)
+  openssh-client
   # images: kernels, initramfs, rootfs builds, registry tests
   lz4 zstd xz-utils bzip2 cpio busybox-static fakeroot debootstrap mmdebstrap uidmap docker-registry
   linux-image-cloud-amd64

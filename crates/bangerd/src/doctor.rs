@@ -59,20 +59,32 @@ pub fn backend(f: &Facts) -> Check {
     }
 }
 
-/// Which VM-disk driver to use, and why.
+/// Which VM-disk driver to use, and why ([`crate::disks::driver::select`]:
+/// `<root>/dev/mapper/control`, else the copy fallback with a reflink probe
+/// of the StateDir — `<root>/var/lib/banger` when it exists, else `root`).
 pub fn disk_driver(f: &Facts) -> Check {
-    if at(f.root, "/dev/mapper/control").exists() {
-        check(
+    use crate::disks::driver::{select, Driver};
+    let state = at(f.root, "/var/lib/banger");
+    let probe = if state.is_dir() {
+        state
+    } else {
+        f.root.to_path_buf()
+    };
+    let c = select(&at(f.root, "/dev"), &probe);
+    match c.driver {
+        Driver::DmSnapshot => check(
             "disk driver",
             "ok",
-            "dm-snapshot (device-mapper present): O(1) copy-on-write VM disks",
-        )
-    } else {
-        check(
+            format!("dm-snapshot: O(1) copy-on-write VM disks ({})", c.reason),
+        ),
+        Driver::Copy => check(
             "disk driver",
             "warn",
-            "copy fallback (no /dev/mapper/control): each VM disk is a reflink-or-sparse copy of its image",
-        )
+            format!(
+                "copy fallback: each VM disk is a copy of its image that never writes it ({})",
+                c.reason
+            ),
+        ),
     }
 }
 

@@ -15,5 +15,6 @@ pub mod listener;
 pub mod network;
 pub mod privops;
 pub mod store;
+pub mod vmdisk;
 
 pub use banger_sys::service::render_chain;

@@ -131,6 +131,7 @@ fn run(cli: Cli) -> Result<()> {
             privops,
             host_paths: Default::default(),
         });
+        bangerd::vmdisk::reconcile::at_start(&d);
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         daemon::serve(d, listener, banger_sys::service::shutdown_signal()).await?;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
