@@ -157,6 +157,7 @@ async fn doctor(State(d): State<AppState>) -> ApiResult<Doctor> {
         firecracker_bin: &d.cfg.firecracker_bin,
         privileges: d.privops.kind(),
         domain: &d.cfg.domain,
+        state_dir: &d.paths.state_dir,
     };
     Ok(Json(Doctor {
         checks: crate::doctor::run(&facts),

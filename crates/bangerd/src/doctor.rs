@@ -13,6 +13,8 @@ pub struct Facts<'a> {
     /// `helper`, `sudo` or `direct`.
     pub privileges: &'a str,
     pub domain: &'a str,
+    /// The StateDir in force (probed for reflink support).
+    pub state_dir: &'a Path,
 }
 
 fn at(root: &Path, p: &str) -> PathBuf {
@@ -60,17 +62,11 @@ pub fn backend(f: &Facts) -> Check {
 }
 
 /// Which VM-disk driver to use, and why ([`crate::disks::driver::select`]:
-/// `<root>/dev/mapper/control`, else the copy fallback with a reflink probe
-/// of the StateDir — `<root>/var/lib/banger` when it exists, else `root`).
+/// device-mapper listed in `<root>/proc/misc`, else the copy fallback with a
+/// reflink probe of the StateDir).
 pub fn disk_driver(f: &Facts) -> Check {
     use crate::disks::driver::{select, Driver};
-    let state = at(f.root, "/var/lib/banger");
-    let probe = if state.is_dir() {
-        state
-    } else {
-        f.root.to_path_buf()
-    };
-    let c = select(&at(f.root, "/dev"), &probe);
+    let c = select(&at(f.root, "/proc"), f.state_dir);
     match c.driver {
         Driver::DmSnapshot => check(
             "disk driver",
@@ -146,6 +142,7 @@ mod tests {
             firecracker_bin: fc,
             privileges: "helper",
             domain: "vm",
+            state_dir: root,
         }
     }
 
@@ -175,11 +172,12 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         for p in [
             "/dev/kvm",
-            "/dev/mapper/control",
+            "/proc/misc",
             "/run/systemd/resolve/io.systemd.Resolve",
         ] {
             touch(root.path(), p);
         }
+        std::fs::write(at(root.path(), "/proc/misc"), "236 device-mapper\n").unwrap();
         let fc = root.path().join("fc");
         std::fs::write(&fc, "").unwrap();
         let c = run(&facts(root.path(), &fc));

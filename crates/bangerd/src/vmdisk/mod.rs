@@ -180,9 +180,9 @@ pub fn save(d: &Daemon, vm_id: &str, drv: &str, h: &DiskHandles) -> Result<(), V
 }
 
 /// Create the VM's disk with the driver this host supports
-/// ([`driver::select`] on `/dev`).
+/// ([`driver::select`] on `/proc`).
 pub fn create(d: &Daemon, vm_id: &str, image: &Stored) -> Result<DiskInfo, VmDiskError> {
-    let choice = driver::select(Path::new("/dev"), &d.paths.state_dir);
+    let choice = driver::select(Path::new("/proc"), &d.paths.state_dir);
     create_with(d, vm_id, image, choice.driver)
 }
 
