@@ -50,7 +50,7 @@ pub enum VmDiskError {
     #[error("clone the image into the VM disk")]
     Clone(#[source] CloneError),
     #[error("{0}")]
-    Priv(&'static str, #[source] PrivError),
+    Priv(&'static str, #[source] Box<PrivError>),
     #[error("disk handles of VM {0} do not parse")]
     Handles(String, #[source] serde_json::Error),
     #[error(transparent)]
@@ -146,7 +146,8 @@ fn call<P: Serialize, R: serde::de::DeserializeOwned>(
     method: &'static str,
     p: &P,
 ) -> Result<R, VmDiskError> {
-    <dyn PrivOps>::call(d.privops.as_ref(), method, p).map_err(|e| VmDiskError::Priv(method, e))
+    <dyn PrivOps>::call(d.privops.as_ref(), method, p)
+        .map_err(|e| VmDiskError::Priv(method, Box::new(e)))
 }
 
 /// The row's `(disk_driver, handles)`.
