@@ -139,19 +139,35 @@ fn real_kernel_vmlinux_and_initramfs() {
     }
 }
 
+/// The host TSC in kHz for `tsc_early_khz` (TCG boots hang at random
+/// without it): the kernel's "tsc: Detected" line, else /proc/cpuinfo.
 fn tsc_khz() -> Option<String> {
-    let out = HostRunner.run(&Cmd::new("dmesg")).ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
+    let dmesg = HostRunner
+        .run(&Cmd::new("dmesg"))
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let from_dmesg = dmesg
         .lines()
-        .find(|l| l.contains("tsc: Detected") && l.contains("MHz"))?;
-    let mhz: f64 = line
-        .split("Detected ")
-        .nth(1)?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()?;
+        .find(|l| l.contains("tsc: Detected") && l.contains("MHz"))
+        .and_then(|l| {
+            l.split("Detected ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        });
+    let mhz = from_dmesg.or_else(|| {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with("cpu MHz"))?
+            .split(':')
+            .nth(1)?
+            .trim()
+            .parse::<f64>()
+            .ok()
+    })?;
     Some(format!("{}", (mhz * 1000.0) as u64))
 }
 
