@@ -165,7 +165,8 @@ async fn doctor(State(d): State<AppState>) -> ApiResult<Doctor> {
 }
 
 async fn list_images(State(d): State<AppState>) -> ApiResult<Vec<Image>> {
-    d.images().map(Json).map_err(ApiFailure::internal)
+    let all = catalog::list(&d.store)?;
+    Ok(Json(all.into_iter().map(|s| s.image).collect()))
 }
 
 async fn inspect_image(State(d): State<AppState>, Path(name): Path<String>) -> ApiResult<Image> {

@@ -323,34 +323,45 @@ pub fn import(
     Ok(img)
 }
 
+/// Columns [`stored_from_row`] reads, in order.
+const COLUMNS: &str =
+    "id, name, size_bytes, rootfs_sha256, kernel_sha256, source, created_at, rootfs, initrd";
+
+fn stored_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    let rootfs: String = r.get(7)?;
+    let initrd: Option<String> = r.get(8)?;
+    Ok(Stored {
+        image: Image {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            size_bytes: r.get::<_, i64>(2)? as u64,
+            rootfs_sha256: r.get(3)?,
+            kernel_sha256: r.get(4)?,
+            source: r.get(5)?,
+            created_at: r.get(6)?,
+        },
+        dir: Path::new(&rootfs)
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_path_buf(),
+        has_initrd: initrd.is_some(),
+    })
+}
+
 /// The image called `name` (or with that id).
 pub fn find(store: &Store, name: &str) -> Result<Option<Stored>, CatalogError> {
-    let row = store.read(|c| {
-        c.query_row(
-            "SELECT id, name, size_bytes, rootfs_sha256, kernel_sha256, source, created_at, rootfs, initrd
-             FROM images WHERE name=?1 OR id=?1",
-            [name],
-            |r| {
-                let rootfs: String = r.get(7)?;
-                let initrd: Option<String> = r.get(8)?;
-                Ok(Stored {
-                    image: Image {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        size_bytes: r.get::<_, i64>(2)? as u64,
-                        rootfs_sha256: r.get(3)?,
-                        kernel_sha256: r.get(4)?,
-                        source: r.get(5)?,
-                        created_at: r.get(6)?,
-                    },
-                    dir: Path::new(&rootfs).parent().unwrap_or(Path::new("/")).to_path_buf(),
-                    has_initrd: initrd.is_some(),
-                })
-            },
-        )
-        .optional()
-    })?;
-    Ok(row)
+    let sql = format!("SELECT {COLUMNS} FROM images WHERE name=?1 OR id=?1");
+    Ok(store.read(|c| c.query_row(&sql, [name], stored_from_row).optional())?)
+}
+
+/// Every image, by name.
+pub fn list(store: &Store) -> Result<Vec<Stored>, CatalogError> {
+    let sql = format!("SELECT {COLUMNS} FROM images ORDER BY name");
+    Ok(store.read(|c| {
+        c.prepare(&sql)?
+            .query_map([], stored_from_row)?
+            .collect::<Result<Vec<_>, _>>()
+    })?)
 }
 
 /// `banger image rm`: refused while a VM uses the image.

@@ -6,7 +6,7 @@ use crate::listener::AuthorizedListener;
 use crate::privops::PrivOps;
 use crate::store::{Store, StoreError};
 use banger_core::paths::{Mode, Paths};
-use banger_proto::api::{Image, Vm};
+use banger_proto::api::Vm;
 use banger_proto::install::InstallConfig;
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -47,28 +47,6 @@ pub enum DaemonError {
 }
 
 impl Daemon {
-    /// Every image in the store.
-    pub fn images(&self) -> Result<Vec<Image>, StoreError> {
-        self.store.read(|c| {
-            let mut st = c.prepare(
-                "SELECT id, name, size_bytes, rootfs_sha256, kernel_sha256, source, created_at
-                 FROM images ORDER BY name",
-            )?;
-            let rows = st.query_map([], |r| {
-                Ok(Image {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    size_bytes: r.get::<_, i64>(2)? as u64,
-                    rootfs_sha256: r.get(3)?,
-                    kernel_sha256: r.get(4)?,
-                    source: r.get(5)?,
-                    created_at: r.get(6)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-    }
-
     /// Every VM in the store.
     pub fn vms(&self) -> Result<Vec<Vm>, StoreError> {
         self.store.read(|c| {
