@@ -241,9 +241,10 @@ pub fn pull(
     )
 }
 
-/// One uncompressed tar as a single-layer OCI layout, so a rootfs tarball
-/// goes through the same safe extraction and ownership-keeping mkfs.
-fn tar_as_layout(tarball: &Path, layout: &Path) -> Result<(), CatalogError> {
+/// An uncompressed rootfs tar (plus `extra`, a small layer applied on top)
+/// as an OCI layout, so it goes through the same safe extraction and
+/// ownership-keeping mkfs as any image.
+fn tar_as_layout(tarball: &Path, extra: &[u8], layout: &Path) -> Result<(), CatalogError> {
     use sha2::{Digest, Sha256};
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| CatalogError::Write(blobs.clone(), e))?;
@@ -261,13 +262,17 @@ fn tar_as_layout(tarball: &Path, layout: &Path) -> Result<(), CatalogError> {
     let size = std::fs::metadata(tarball).map(|m| m.len()).unwrap_or(0);
     let dst = blobs.join(&hex);
     std::fs::rename(tarball, &dst).map_err(|e| CatalogError::Write(dst, e))?;
+    let (xd, xs) = put(extra)?;
     let (cd, cs) =
         put(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#)?;
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{hex}"), "size": size}],
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{hex}"), "size": size},
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": xd, "size": xs},
+        ],
     }))
     .expect("manifest serialises");
     let (md, ms) = put(&manifest)?;
@@ -329,7 +334,7 @@ fn rootfs_from_debian(
         .run(&debian::mmdebstrap_cmd(suite, &tarball, mirror))
         .map_err(|e| deb(debian::DebianError::Tool("mmdebstrap", e)))?;
     let layout = staging.dir.join(".layout");
-    tar_as_layout(&tarball, &layout)?;
+    tar_as_layout(&tarball, &debian::finish_layer(), &layout)?;
     let digest = rootfs_from_oci(&layout, staging, headroom_mib, p)?;
     let _ = std::fs::remove_dir_all(&layout);
     Ok(digest)

@@ -77,14 +77,42 @@ pub fn mmdebstrap_cmd(suite: &str, tarball: &Path, mirror: &str) -> Cmd {
 pub fn finish_tree(root: &Path) -> Result<(), DebianError> {
     let id = root.join("etc/machine-id");
     std::fs::write(&id, "").map_err(|e| DebianError::Write(id, e))?;
-    if let Ok(rd) = std::fs::read_dir(root.join("etc/ssh")) {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with("ssh_host_") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
+    for k in HOST_KEYS {
+        let _ = std::fs::remove_file(root.join("etc/ssh").join(k));
     }
     Ok(())
+}
+
+/// SSH host keys Debian's openssh-server generates at install.
+const HOST_KEYS: &[&str] = &[
+    "ssh_host_rsa_key",
+    "ssh_host_rsa_key.pub",
+    "ssh_host_ecdsa_key",
+    "ssh_host_ecdsa_key.pub",
+    "ssh_host_ed25519_key",
+    "ssh_host_ed25519_key.pub",
+];
+
+/// What [`finish_tree`] does, as an OCI layer for the rootless path: OCI
+/// whiteouts for the SSH host keys and an empty `/etc/machine-id`.
+pub fn finish_layer() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, mode: u32| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(0);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, std::io::empty())
+            .expect("appending to an in-memory tar cannot fail");
+    };
+    for k in HOST_KEYS {
+        add(&format!("etc/ssh/.wh.{k}"), 0o644);
+    }
+    add("etc/machine-id", 0o444);
+    b.into_inner()
+        .expect("finishing an in-memory tar cannot fail")
 }
 
 /// Bytes used by a tree (`du -sb`), for sizing the ext4.
@@ -144,6 +172,20 @@ mod tests {
         let c = mmdebstrap_cmd("trixie", Path::new("/s/r.tar"), MIRROR);
         assert_eq!(c.argv()[1], "--mode=unshare");
         assert_eq!(c.argv()[4], "--");
+    }
+
+    #[test]
+    fn finish_layer_whiteouts_every_host_key() {
+        let bytes = finish_layer();
+        let mut a = tar::Archive::new(&bytes[..]);
+        let names: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert!(names.contains(&"etc/ssh/.wh.ssh_host_ed25519_key".to_string()));
+        assert!(names.contains(&"etc/machine-id".to_string()));
+        assert_eq!(names.len(), HOST_KEYS.len() + 1);
     }
 
     #[test]

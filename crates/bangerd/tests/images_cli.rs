@@ -383,3 +383,110 @@ fn root_debian_build_has_sshd_systemd_and_no_per_vm_identity() {
         "root-owned shadow"
     );
 }
+
+#[test]
+fn root_debian_build_as_the_owner_uses_a_user_namespace() {
+    use std::os::unix::process::CommandExt;
+    if !banger_testkit::require_root("root_debian_build_as_the_owner_uses_a_user_namespace") {
+        return;
+    }
+    if std::env::var_os("BANGER_SKIP_NETWORK_TESTS").is_some() {
+        eprintln!("skipped: BANGER_SKIP_NETWORK_TESTS is set (this test downloads from the Debian mirror)");
+        return;
+    }
+    let Some(vmlinuz) = host_vmlinuz() else {
+        eprintln!("skipped: no /boot/vmlinuz-*");
+        return;
+    };
+    let owner = banger_testkit::SystemUser::create("mmdeb");
+    // The owner path needs subordinate ids, as `banger system install` sets up.
+    let st = Command::new("usermod")
+        .args([
+            "--add-subuids",
+            "300000-365535",
+            "--add-subgids",
+            "300000-365535",
+        ])
+        .arg(&owner.name)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dir = tempfile::Builder::new()
+        .prefix("bgtest-mm-")
+        .tempdir()
+        .unwrap();
+    banger_testkit::open_up(dir.path());
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let kernel = home.join("vmlinuz");
+    std::fs::copy(&vmlinuz, &kernel).unwrap();
+    for p in [&home, &kernel] {
+        std::os::unix::fs::chown(p, Some(owner.uid), Some(owner.gid)).unwrap();
+    }
+    let socket = home.join("run/bangerd.sock");
+    let mut daemon = banger_testkit::KillOnDrop(
+        Command::new(DAEMON)
+            .arg("--dev")
+            .env_clear()
+            .env("HOME", &home)
+            .env("BANGER_STATE_DIR", home.join("state"))
+            .env("BANGER_RUNTIME_DIR", home.join("run"))
+            .env("BANGER_NO_NETWORK", "1")
+            .env("BANGER_LOG", "warn")
+            .uid(owner.uid)
+            .gid(owner.gid)
+            .spawn()
+            .unwrap(),
+    );
+    let s = socket.clone();
+    assert!(wait_until(Duration::from_secs(20), || s.exists()));
+    let out = Command::new(cli())
+        .arg("--socket")
+        .arg(&socket)
+        .args(["image", "build", "deb", "--debian", "bookworm", "--kernel"])
+        .arg(&kernel)
+        .arg("--json")
+        .uid(owner.uid)
+        .gid(owner.gid)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rootfs = home
+        .join("state/images")
+        .join(img["id"].as_str().unwrap())
+        .join("rootfs.ext4");
+    let debugfs = |req: &str| {
+        let out = Command::new("debugfs")
+            .args(["-R", req])
+            .arg(&rootfs)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(debugfs("stat /usr/sbin/sshd").contains("Type: regular"));
+    // Built without root, yet ownership inside the image is root's and
+    // setuid bits survive.
+    assert!(debugfs("stat /etc/shadow").contains("User:     0"));
+    let su = debugfs("stat /usr/bin/su");
+    assert!(
+        su.contains("Mode:  04755") || su.contains("Mode:  4755"),
+        "{su}"
+    );
+    // No identity shared between VMs: host keys whited out, machine-id empty.
+    assert!(
+        !debugfs("ls /etc/ssh").contains("ssh_host_"),
+        "host keys left"
+    );
+    assert_eq!(debugfs("cat /etc/machine-id"), "");
+    let _ = daemon.0.kill();
+    let _ = Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(dir.path())
+        .status();
+}
