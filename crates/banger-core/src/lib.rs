@@ -5,4 +5,5 @@ pub mod guest;
 pub mod names;
 pub mod net;
 pub mod paths;
+pub mod subids;
 pub mod units;

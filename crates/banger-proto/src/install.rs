@@ -30,6 +30,11 @@ pub struct InstallConfig {
     pub subnet: String,
     #[serde(default = "defaults::domain")]
     pub domain: String,
+    /// The subordinate uid/gid range (`START-END`) `banger system install`
+    /// gave the owner for rootless image builds, so uninstall removes
+    /// exactly that; absent when the owner already had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_subids: Option<String>,
 }
 
 mod defaults {
@@ -84,6 +89,7 @@ impl InstallConfig {
             bridge: defaults::bridge(),
             subnet: defaults::subnet(),
             domain: defaults::domain(),
+            owner_subids: None,
         }
     }
 

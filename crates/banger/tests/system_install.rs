@@ -55,6 +55,12 @@ fn host_snapshot() -> Vec<String> {
             .collect::<Vec<_>>()
             .join("\n")
     ));
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        s.push(format!(
+            "{f}: {}",
+            std::fs::read_to_string(f).unwrap_or_default()
+        ));
+    }
     for p in [
         "/etc/banger",
         "/etc/systemd/system/bangerd.service",
@@ -126,6 +132,15 @@ fn root_system_install_no_start_status_and_uninstall_purge() {
     // The files laid down.
     let cfg = std::fs::read_to_string("/etc/banger/install.toml").unwrap();
     assert!(cfg.contains(&format!("owner_uid = {}", owner.uid)), "{cfg}");
+    // The owner got subordinate ids for rootless image builds.
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
+    assert!(
+        subuid
+            .lines()
+            .any(|l| l.starts_with(&format!("{}:", owner.name))),
+        "{subuid}"
+    );
+    assert!(cfg.contains("owner_subids = "), "{cfg}");
     let meta = std::fs::metadata("/etc/banger/install.toml").unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o644));
     let unit = std::fs::read_to_string("/etc/systemd/system/bangerd.service").unwrap();

@@ -4,6 +4,7 @@ use super::layout::{self, BINARIES, BIN_DIR, CONFIG, TMPFILES};
 use anyhow::{bail, Context, Result};
 use banger_core::units::{self, Binaries};
 use banger_proto::install::InstallConfig;
+use banger_sys::runner::{Cmd, HostRunner, Runner};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,30 @@ fn install_binaries(changed: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// Give the owner a subordinate uid/gid range (rootless image builds run in
+/// a user namespace) unless it has one; returns the range it added.
+fn ensure_subids(owner: &nix::unistd::User) -> Result<Option<String>> {
+    use banger_core::subids;
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let subgid = std::fs::read_to_string("/etc/subgid").unwrap_or_default();
+    let uid = owner.uid.as_raw();
+    if subids::has_range(&subuid, &owner.name, uid) && subids::has_range(&subgid, &owner.name, uid)
+    {
+        return Ok(None);
+    }
+    let (start, end) = subids::free_range(&[&subuid, &subgid])
+        .context("no free subordinate id range left for the owner")?;
+    let range = format!("{start}-{end}");
+    HostRunner
+        .run(
+            &Cmd::new("usermod")
+                .args(["--add-subuids", &range, "--add-subgids", &range, "--"])
+                .arg(&owner.name),
+        )
+        .context("giving the owner subordinate ids (usermod)")?;
+    Ok(Some(range))
+}
+
 pub fn install(opts: Opts, json_out: bool) -> Result<()> {
     super::require_root("install")?;
     if !opts.no_start && !super::systemd_is_pid1() {
@@ -87,6 +112,13 @@ pub fn install(opts: Opts, json_out: bool) -> Result<()> {
     }
 
     let mut changed = Vec::new();
+    if let Some(range) = ensure_subids(&owner)? {
+        changed.push(format!(
+            "/etc/subuid, /etc/subgid: {range} for {}",
+            owner.name
+        ));
+        cfg.owner_subids = Some(range);
+    }
     install_binaries(&mut changed)?;
     if layout::write_file(Path::new(CONFIG), cfg.render().as_bytes(), 0o644)? {
         changed.push(CONFIG.into());

@@ -53,6 +53,26 @@ pub fn uninstall(purge: bool, json_out: bool) -> Result<()> {
         if purge && std::fs::remove_dir_all(&cfg.state_dir).is_ok() {
             removed.push(cfg.state_dir.display().to_string());
         }
+        if let Some(range) = &cfg.owner_subids {
+            let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(cfg.owner_uid))
+                .ok()
+                .flatten();
+            if let Some(owner) = owner {
+                let out = HostRunner.output(
+                    &Cmd::new("usermod")
+                        .args(["--del-subuids", range, "--del-subgids", range, "--"])
+                        .arg(&owner.name),
+                )?;
+                if out.success() {
+                    removed.push(format!("subordinate ids {range} of {}", owner.name));
+                } else {
+                    warnings.push(format!(
+                        "usermod --del-subuids {range}: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+        }
         if std::fs::remove_dir(&cfg.jailer_base).is_ok() {
             removed.push(cfg.jailer_base.display().to_string());
         }
