@@ -144,9 +144,19 @@ pub fn spawn_via_fd(
             Err(execveat_empty_path(&args))
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| ExecError::Spawn(program.clone(), e))?;
+    // ETXTBSY: a binary written moments ago can still be open for writing
+    // in a child some other thread forked and has not yet exec'd; that
+    // clears on its own, so retry briefly instead of failing the launch.
+    let mut busy_retries = 0;
+    let child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && busy_retries < 50 => {
+                busy_retries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r.map_err(|e| ExecError::Spawn(program.clone(), e))?,
+        }
+    };
     let pid = child.id() as i32;
     // The child is ours and unreaped: its pid cannot be reused yet.
     let pidfd = pidfd::open(pid).map_err(ExecError::Pidfd)?;
