@@ -1,7 +1,8 @@
 //! `image pull`: fetch an image from an OCI/Docker registry (distribution
 //! API v2) into an OCI image layout directory, digests verified, which
-//! `oci::build` then turns into an ext4 rootfs. Plain HTTP only for now
-//! (loopback / insecure registries).
+//! `oci::build` then turns into an ext4 rootfs. HTTPS with the host's CA
+//! store (plain HTTP only for loopback registries), anonymous bearer tokens
+//! from the registry's `WWW-Authenticate` challenge (Docker Hub, GHCR…).
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -26,8 +27,12 @@ pub const MANIFEST_MAX: usize = 4 << 20;
 pub enum RegistryError {
     #[error("bad image reference {0:?}")]
     BadReference(String),
-    #[error("registry {0} needs HTTPS, which this build does not speak yet")]
-    TlsUnsupported(String),
+    #[error("refusing a redirect from HTTPS to plain HTTP: {0}")]
+    InsecureRedirect(String),
+    #[error("loading the host's CA certificates (install ca-certificates)")]
+    Roots(#[source] std::io::Error),
+    #[error("{0} asked for authentication this client does not speak: {1}")]
+    Auth(String, String),
     #[error("GET {0}")]
     Http(String, #[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("GET {0}: HTTP {1}")]
@@ -144,9 +149,63 @@ pub struct Pulled {
     pub bytes: u64,
 }
 
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
 struct Http {
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
+    /// `https://host[:port]`, or `http://` for loopback registries.
     base: String,
+    /// The bearer token for `base`, from the first 401 challenge.
+    token: std::sync::Mutex<Option<String>>,
+}
+
+/// A `WWW-Authenticate: Bearer realm=…,service=…,scope=…` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub realm: String,
+    pub service: Option<String>,
+    pub scope: Option<String>,
+}
+
+/// Parse a Bearer challenge (quoted values may contain commas).
+pub fn parse_challenge(h: &str) -> Option<Challenge> {
+    let rest = h.trim().strip_prefix("Bearer ")?;
+    let mut fields = std::collections::HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let value: String = if chars.peek() == Some(&'"') {
+            chars.next();
+            let v = chars.by_ref().take_while(|c| *c != '"').collect();
+            v
+        } else {
+            chars.by_ref().take_while(|c| *c != ',').collect()
+        };
+        fields.insert(key.trim().to_ascii_lowercase(), value);
+    }
+    Some(Challenge {
+        realm: fields.remove("realm")?,
+        service: fields.remove("service"),
+        scope: fields.remove("scope"),
+    })
+}
+
+/// `application/x-www-form-urlencoded`-style escaping for query values.
+fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 impl Http {
@@ -156,11 +215,19 @@ impl Http {
         accept: Option<&str>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, RegistryError> {
         let mut url = format!("{}{path}", self.base);
-        // Follow a few redirects (blob storage may live elsewhere).
-        for _ in 0..5 {
+        let mut challenged = false;
+        // Follow a few redirects (blob storage may live elsewhere) and one
+        // authentication challenge.
+        for _ in 0..6 {
             let mut req = hyper::Request::get(&url);
             if let Some(a) = accept {
                 req = req.header(hyper::header::ACCEPT, a);
+            }
+            // The token goes to the registry only, never to a redirect target.
+            if url.starts_with(&self.base) {
+                if let Some(t) = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                    req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+                }
             }
             let req = req
                 .body(Empty::new())
@@ -183,9 +250,25 @@ impl Http {
                 } else {
                     loc
                 };
-                if !url.starts_with("http://") {
-                    return Err(RegistryError::TlsUnsupported(url));
+                if !url.starts_with("https://")
+                    && !(url.starts_with("http://") && self.base.starts_with("http://"))
+                {
+                    return Err(RegistryError::InsecureRedirect(url));
                 }
+                continue;
+            }
+            if st == hyper::StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                let h = resp
+                    .headers()
+                    .get(hyper::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let c = parse_challenge(&h)
+                    .ok_or_else(|| RegistryError::Auth(self.base.clone(), h.clone()))?;
+                let token = self.fetch_token(&c).await?;
+                *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
                 continue;
             }
             if !st.is_success() {
@@ -194,6 +277,49 @@ impl Http {
             return Ok(resp);
         }
         Err(RegistryError::Status(url, 310))
+    }
+
+    /// Anonymous token from the challenge's realm (HTTPS, or plain HTTP
+    /// only when the registry itself is a loopback one).
+    async fn fetch_token(&self, c: &Challenge) -> Result<String, RegistryError> {
+        let secure = c.realm.starts_with("https://");
+        let loopback_plain = c.realm.starts_with("http://") && self.base.starts_with("http://");
+        if !secure && !loopback_plain {
+            return Err(RegistryError::Auth(self.base.clone(), c.realm.clone()));
+        }
+        let mut url = c.realm.clone();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        for (k, v) in [("service", &c.service), ("scope", &c.scope)] {
+            if let Some(v) = v {
+                url.push(sep);
+                url.push_str(&format!("{k}={}", query_escape(v)));
+                sep = '&';
+            }
+        }
+        let req = hyper::Request::get(&url)
+            .body(Empty::new())
+            .map_err(|e| RegistryError::Http(url.clone(), e.into()))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| RegistryError::Http(url.clone(), e.into()))?;
+        if !resp.status().is_success() {
+            return Err(RegistryError::Status(url, resp.status().as_u16()));
+        }
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| RegistryError::Http(url.clone(), e.into()))?
+            .to_bytes();
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Json(url.clone(), e))?;
+        v["token"]
+            .as_str()
+            .or_else(|| v["access_token"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| RegistryError::Auth(self.base.clone(), "no token in the answer".into()))
     }
 
     async fn bytes(&self, path: &str, accept: Option<&str>) -> Result<Vec<u8>, RegistryError> {
@@ -268,12 +394,18 @@ pub async fn pull(
     layout: &Path,
     progress: &mut dyn FnMut(&str, u64),
 ) -> Result<Pulled, RegistryError> {
-    if !r.is_loopback() {
-        return Err(RegistryError::TlsUnsupported(r.registry.clone()));
-    }
+    // TLS with the host's CA store; plain HTTP only for loopback registries.
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(RegistryError::Roots)?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let scheme = if r.is_loopback() { "http" } else { "https" };
     let http = Http {
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        base: format!("http://{}", r.registry),
+        client: Client::builder(TokioExecutor::new()).build(connector),
+        base: format!("{scheme}://{}", r.registry),
+        token: std::sync::Mutex::new(None),
     };
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| RegistryError::Write(blobs.clone(), e))?;

@@ -224,9 +224,119 @@ async fn pull_from_a_real_registry_then_build() {
         pull(&missing, &tmp.path().join("m"), &mut |_, _| {}).await,
         Err(RegistryError::Status(_, 404))
     ));
-    let remote: Reference = "debian:bookworm".parse().unwrap();
-    assert!(matches!(
-        pull(&remote, &tmp.path().join("r"), &mut |_, _| {}).await,
-        Err(RegistryError::TlsUnsupported(_))
-    ));
+}
+
+#[test]
+fn bearer_challenges_parse() {
+    let c = parse_challenge(
+        r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/debian:pull""#,
+    )
+    .unwrap();
+    assert_eq!(c.realm, "https://auth.docker.io/token");
+    assert_eq!(c.service.as_deref(), Some("registry.docker.io"));
+    assert_eq!(c.scope.as_deref(), Some("repository:library/debian:pull"));
+    // Commas inside quotes, unquoted values, no scope.
+    let c = parse_challenge(r#"Bearer realm="https://x/t?a=1,b=2", service=svc"#).unwrap();
+    assert_eq!(c.realm, "https://x/t?a=1,b=2");
+    assert_eq!(c.service.as_deref(), Some("svc"));
+    assert_eq!(c.scope, None);
+    assert!(parse_challenge(r#"Basic realm="x""#).is_none());
+    assert!(
+        parse_challenge("Bearer service=\"s\"").is_none(),
+        "no realm"
+    );
+    assert_eq!(query_escape("repository:a/b:pull"), "repository:a/b:pull");
+    assert_eq!(query_escape("a b&c"), "a%20b%26c");
+}
+
+/// A registry front that demands an anonymous bearer token, as Docker Hub
+/// does: 401 + challenge without `Authorization: Bearer t0k`, a token
+/// endpoint, and everything else proxied to the real registry behind it.
+async fn bearer_front(upstream: String) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::extract::{Query, Request};
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let realm = format!("http://{addr}/token");
+    let token = axum::routing::get(
+        |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+            assert_eq!(
+                q.get("service").map(String::as_str),
+                Some("bgtest-registry")
+            );
+            assert_eq!(
+                q.get("scope").map(String::as_str),
+                Some("repository:bgtest/tiny:pull")
+            );
+            axum::Json(serde_json::json!({"token": "t0k"}))
+        },
+    );
+    let proxy = move |req: Request| {
+        let upstream = upstream.clone();
+        let realm = realm.clone();
+        async move {
+            let authed = req
+                .headers()
+                .get("authorization")
+                .is_some_and(|v| v == "Bearer t0k");
+            if !authed {
+                let challenge = format!(
+                    r#"Bearer realm="{realm}",service="bgtest-registry",scope="repository:bgtest/tiny:pull""#
+                );
+                return (
+                    hyper::StatusCode::UNAUTHORIZED,
+                    [(hyper::header::WWW_AUTHENTICATE, challenge)],
+                )
+                    .into_response();
+            }
+            let client: Client<_, Empty<Bytes>> =
+                Client::builder(TokioExecutor::new()).build_http();
+            let mut up = hyper::Request::get(format!("http://{upstream}{}", req.uri()));
+            if let Some(a) = req.headers().get("accept") {
+                up = up.header("accept", a);
+            }
+            let resp = client
+                .request(up.body(Empty::new()).unwrap())
+                .await
+                .unwrap();
+            let (parts, body) = resp.into_parts();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            (parts.status, parts.headers, bytes).into_response()
+        }
+    };
+    let app = axum::Router::new().route("/token", token).fallback(proxy);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_through_a_bearer_token_challenge() {
+    let Some(reg) = start_registry().await else {
+        println!("skipped: docker-registry not installed");
+        return;
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("bgtest-")
+        .tempdir()
+        .unwrap();
+    let src = tmp.path().join("src");
+    let layer = super::super::oci::tests::tar_bytes(&[super::super::oci::tests::E::File(
+        "etc/motd",
+        b"behind a token\n",
+        0o644,
+        0,
+        0,
+    )]);
+    super::super::oci::tests::oci_layout(&src, &[layer]);
+    let md = push(&reg.addr, &src, "bgtest/tiny", "v1").await;
+    let (front, task) = bearer_front(reg.addr.clone()).await;
+    let r: Reference = format!("{front}/bgtest/tiny:v1").parse().unwrap();
+    let pulled = pull(&r, &tmp.path().join("pulled"), &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(pulled.manifest_digest, md);
+    assert_eq!(pulled.layers, 1);
+    task.abort();
 }
