@@ -250,9 +250,8 @@ impl Http {
                 } else {
                     loc
                 };
-                if !url.starts_with("https://")
-                    && !(url.starts_with("http://") && self.base.starts_with("http://"))
-                {
+                let plain_ok = url.starts_with("http://") && self.base.starts_with("http://");
+                if !(url.starts_with("https://") || plain_ok) {
                     return Err(RegistryError::InsecureRedirect(url));
                 }
                 continue;
