@@ -1,7 +1,7 @@
 //! ext4 images in user space: `debugfs` (argv only) to read and write guest
 //! files, `e2fsck -fy`. A guest-written image is never mounted in the host.
 
-use crate::runner::{Cmd, RunError, Runner};
+use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -100,6 +100,14 @@ fn benign(line: &str) -> bool {
         || line.starts_with("rm: File not found by ext2_lookup")
 }
 
+/// The first line debugfs wrote to stderr beyond its version banner.
+fn reported(stderr: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .find(|l| !l.is_empty() && !l.starts_with("debugfs "))
+        .map(str::to_string)
+}
+
 impl Ext4Tools {
     pub fn new(runner: Arc<dyn Runner>) -> Self {
         Ext4Tools {
@@ -108,23 +116,24 @@ impl Ext4Tools {
         }
     }
 
-    /// The content of `guest` in `image` (at most `max` bytes).
-    pub fn read_file(&self, image: &Path, guest: &str, max: usize) -> Result<Vec<u8>, Ext4Error> {
+    /// Run one read-only request (`debugfs -R "VERB GUEST" IMAGE`); the
+    /// guest path passed the strict charset, so it cannot add a command.
+    fn request(&self, image: &Path, verb: &str, guest: &str) -> Result<CmdOutput, Ext4Error> {
         check_guest_path(guest)?;
         let cmd = Cmd::new("debugfs")
             .arg("-R")
-            .arg(format!("cat {guest}"))
+            .arg(format!("{verb} {guest}"))
             .arg(image);
-        let out = self
-            .runner
+        self.runner
             .run(&cmd)
-            .map_err(|e| Ext4Error::Debugfs(image.into(), e))?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if let Some(bad) = stderr
-            .lines()
-            .find(|l| !l.is_empty() && !l.starts_with("debugfs "))
-        {
-            return Err(Ext4Error::DebugfsReported(image.into(), bad.to_string()));
+            .map_err(|e| Ext4Error::Debugfs(image.into(), e))
+    }
+
+    /// The content of `guest` in `image` (at most `max` bytes).
+    pub fn read_file(&self, image: &Path, guest: &str, max: usize) -> Result<Vec<u8>, Ext4Error> {
+        let out = self.request(image, "cat", guest)?;
+        if let Some(bad) = reported(&out.stderr) {
+            return Err(Ext4Error::DebugfsReported(image.into(), bad));
         }
         if out.stdout.len() > max {
             return Err(Ext4Error::TooLarge(guest.into(), max));
@@ -134,24 +143,12 @@ impl Ext4Tools {
 
     /// What `guest` is in `image`.
     pub fn probe(&self, image: &Path, guest: &str) -> Result<Entry, Ext4Error> {
-        check_guest_path(guest)?;
-        let cmd = Cmd::new("debugfs")
-            .arg("-R")
-            .arg(format!("stat {guest}"))
-            .arg(image);
-        let out = self
-            .runner
-            .run(&cmd)
-            .map_err(|e| Ext4Error::Debugfs(image.into(), e))?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if stderr.contains("File not found by ext2_lookup") {
+        let out = self.request(image, "stat", guest)?;
+        if String::from_utf8_lossy(&out.stderr).contains("File not found by ext2_lookup") {
             return Ok(Entry::Missing);
         }
-        if let Some(bad) = stderr
-            .lines()
-            .find(|l| !l.is_empty() && !l.starts_with("debugfs "))
-        {
-            return Err(Ext4Error::DebugfsReported(image.into(), bad.to_string()));
+        if let Some(bad) = reported(&out.stderr) {
+            return Err(Ext4Error::DebugfsReported(image.into(), bad));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
         let first = stdout.lines().next().unwrap_or("");

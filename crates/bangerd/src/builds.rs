@@ -115,29 +115,7 @@ fn rootfs_from_oci(
         built.size_bytes >> 20
     ));
     drop(scratch);
-    digest_file(&out, p)
-}
-
-fn digest_file(path: &Path, p: &Progress) -> Result<String, CatalogError> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| CatalogError::Read(path.into(), e))?;
-    let total = f.metadata().map(|m| m.len()).ok();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| CatalogError::Read(path.into(), e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        done += n as u64;
-        p.step("digest rootfs", done, total);
-    }
-    Ok(format!("{:x}", h.finalize()))
+    catalog::digest_file(&out, "digest rootfs", p)
 }
 
 /// `banger image build`.
@@ -244,7 +222,12 @@ pub fn pull(
 /// An uncompressed rootfs tar (plus `extra`, a small layer applied on top)
 /// as an OCI layout, so it goes through the same safe extraction and
 /// ownership-keeping mkfs as any image.
-fn tar_as_layout(tarball: &Path, extra: &[u8], layout: &Path) -> Result<(), CatalogError> {
+fn tar_as_layout(
+    tarball: &Path,
+    extra: &[u8],
+    layout: &Path,
+    p: &Progress,
+) -> Result<(), CatalogError> {
     use sha2::{Digest, Sha256};
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| CatalogError::Write(blobs.clone(), e))?;
@@ -254,11 +237,8 @@ fn tar_as_layout(tarball: &Path, extra: &[u8], layout: &Path) -> Result<(), Cata
         std::fs::write(&p, bytes).map_err(|e| CatalogError::Write(p, e))?;
         Ok((format!("sha256:{hex}"), bytes.len()))
     };
-    // The layer is hashed while it is moved into place (it can be large).
-    let mut hasher = Sha256::new();
-    let mut f = std::fs::File::open(tarball).map_err(|e| CatalogError::Read(tarball.into(), e))?;
-    std::io::copy(&mut f, &mut hasher).map_err(|e| CatalogError::Read(tarball.into(), e))?;
-    let hex = format!("{:x}", hasher.finalize());
+    // The layer (it can be large) is hashed, then moved into place.
+    let hex = catalog::digest_file(tarball, "digest rootfs tarball", p)?;
     let size = std::fs::metadata(tarball).map(|m| m.len()).unwrap_or(0);
     let dst = blobs.join(&hex);
     std::fs::rename(tarball, &dst).map_err(|e| CatalogError::Write(dst, e))?;
@@ -324,7 +304,7 @@ fn rootfs_from_debian(
             .run(&debian::mkfs_cmd(&target, &out, size))
             .map_err(|e| deb(debian::DebianError::Tool("mkfs.ext4", e)))?;
         let _ = std::fs::remove_dir_all(&target);
-        return digest_file(&out, p);
+        return catalog::digest_file(&out, "digest rootfs", p);
     }
     let tarball = staging.dir.join(".rootfs.tar");
     p.log(format!(
@@ -334,7 +314,7 @@ fn rootfs_from_debian(
         .run(&debian::mmdebstrap_cmd(suite, &tarball, mirror))
         .map_err(|e| deb(debian::DebianError::Tool("mmdebstrap", e)))?;
     let layout = staging.dir.join(".layout");
-    tar_as_layout(&tarball, &debian::finish_layer(), &layout)?;
+    tar_as_layout(&tarball, &debian::finish_layer(), &layout, p)?;
     let digest = rootfs_from_oci(&layout, staging, headroom_mib, p)?;
     let _ = std::fs::remove_dir_all(&layout);
     Ok(digest)

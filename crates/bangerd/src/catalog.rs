@@ -145,6 +145,27 @@ pub fn copy_hashed(
     Ok(format!("{:x}", hasher.finalize()))
 }
 
+/// The SHA-256 (hex) of a file, reporting progress as `step`.
+pub fn digest_file(path: &Path, step: &str, p: &Progress) -> Result<String, CatalogError> {
+    let mut f = std::fs::File::open(path).map_err(|e| CatalogError::Read(path.into(), e))?;
+    let total = f.metadata().map(|m| m.len()).ok();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| CatalogError::Read(path.into(), e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        done += n as u64;
+        p.step(step, done, total);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
 /// Write `bytes` to `dst` and return their digest.
 fn write_hashed(dst: &Path, bytes: &[u8]) -> Result<String, CatalogError> {
     std::fs::write(dst, bytes).map_err(|e| CatalogError::Write(dst.into(), e))?;
