@@ -26,19 +26,6 @@ impl Swept {
     }
 }
 
-/// Names of the network interfaces under `<sys_root>/class/net`.
-fn interfaces(sys_root: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(sys_root.join("class/net"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// dm devices as (name, uuid) from `<sys_root>/block/dm-*/dm/{name,uuid}`.
 fn dm_devices(sys_root: &Path) -> Vec<(String, String)> {
     let read = |p: std::path::PathBuf| {
@@ -67,31 +54,35 @@ pub fn sweep(h: &Helper, sys_root: &Path, run_root: &Path) -> Swept {
     let host = &h.host;
     let cfg = &h.cfg;
 
-    if banger_sys::resolved::resolved_running(run_root)
-        && interfaces(sys_root).contains(&cfg.bridge)
-    {
+    // Only links carrying banger's managed alias, listed in one dump.
+    let managed = match host.net.managed_links() {
+        Ok(links) => links,
+        Err(e) => {
+            out.errors.push(format!(
+                "listing links: {}",
+                crate::error::RpcError::failed(&e)
+            ));
+            Vec::new()
+        }
+    };
+    let bridge_is_ours = managed.iter().any(|l| l.name == cfg.bridge);
+    if bridge_is_ours && banger_sys::resolved::resolved_running(run_root) {
         out.note(
             format!("resolver routing on {}", cfg.bridge),
             banger_sys::resolved::clear(host.runner.as_ref(), &cfg.bridge),
         );
     }
-    for name in interfaces(sys_root) {
-        if !name.starts_with(TAP_PREFIX) {
-            continue;
-        }
-        if let Ok(Some(link)) = host.net.link(&name) {
-            if link.managed() {
-                out.note(format!("tap {name}"), host.net.delete_tap(&name));
-            }
-        }
+    for link in managed.iter().filter(|l| l.name.starts_with(TAP_PREFIX)) {
+        out.note(
+            format!("tap {}", link.name),
+            host.net.delete_tap(&link.name),
+        );
     }
-    if let Ok(Some(link)) = host.net.link(&cfg.bridge) {
-        if link.managed() {
-            out.note(
-                format!("bridge {}", cfg.bridge),
-                host.net.delete_bridge(&cfg.bridge),
-            );
-        }
+    if bridge_is_ours {
+        out.note(
+            format!("bridge {}", cfg.bridge),
+            host.net.delete_bridge(&cfg.bridge),
+        );
     }
     let table = format!("nft table inet {}", host.nft.table());
     // Listing fails when the table does not exist: nothing to remove.
@@ -134,16 +125,6 @@ mod tests {
     fn sweeps_only_what_banger_made() {
         let root = tempfile::tempdir().unwrap();
         let sys = root.path().join("sys");
-        for l in [
-            "lo",
-            "eth0",
-            "banger0",
-            "banger-1a2b3c4d",
-            "banger-foreign",
-            "docker0",
-        ] {
-            std::fs::create_dir_all(sys.join("class/net").join(l)).unwrap();
-        }
         for (dev, name, uuid) in [
             ("dm-0", "fc-rootfs-abc", "BANGER-fc-rootfs-abc"),
             ("dm-1", "vg0-root", "LVM-xyz"),
