@@ -242,6 +242,17 @@ fn children(dir: &impl AsFd) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
+/// Create `name` in `dir`: new (never an existing entry), not through a
+/// symlink, private until the image is made.
+fn create_new(dir: &impl AsFd, name: &str) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+}
+
 /// Apply one uncompressed layer tar stream onto the directory `root`.
 pub fn apply(root: &Path, layer: impl Read, db: &mut FakeDb) -> Result<(), LayerError> {
     let rootfd = rustix::fs::open(
@@ -311,17 +322,7 @@ pub fn apply(root: &Path, layer: impl Read, db: &mut FakeDb) -> Result<(), Layer
                 0o040000
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let fd = rustix::fs::openat(
-                    &dir,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| ap(e.into()))?;
+                let fd = create_new(&dir, name).map_err(|e| ap(e.into()))?;
                 let mut f = File::from(fd);
                 io::copy(&mut entry, &mut f).map_err(ap)?;
                 f.flush().map_err(ap)?;
@@ -354,17 +355,7 @@ pub fn apply(root: &Path, layer: impl Read, db: &mut FakeDb) -> Result<(), Layer
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 // A placeholder file; fakeroot presents it as the device.
-                rustix::fs::openat(
-                    &dir,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| ap(e.into()))?;
+                create_new(&dir, name).map_err(|e| ap(e.into()))?;
                 match kind {
                     tar::EntryType::Char => 0o020000,
                     tar::EntryType::Block => 0o060000,
