@@ -14,23 +14,14 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 /// Reports progress of one operation; rate-limited to ~10 events a second
 /// per step (the last event of a step always goes out).
 pub struct Progress {
-    tx: Option<UnboundedSender<Event>>,
+    tx: UnboundedSender<Event>,
     last: Mutex<(String, Instant)>,
 }
 
 impl Progress {
-    /// A sink that drops everything (for callers without a client).
-    pub fn silent() -> Self {
-        Progress {
-            tx: None,
-            last: Mutex::new((String::new(), Instant::now())),
-        }
-    }
-
+    /// A client that went away just stops receiving; the work goes on.
     fn send(&self, e: Event) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(e);
-        }
+        let _ = self.tx.send(e);
     }
 
     /// `done` of `total` units of `step`.
@@ -67,7 +58,7 @@ where
     let done_tx = tx.clone();
     tokio::task::spawn_blocking(move || {
         let progress = Progress {
-            tx: Some(tx),
+            tx,
             last: Mutex::new((String::new(), Instant::now())),
         };
         let end = match work(&progress) {
