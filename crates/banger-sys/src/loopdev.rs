@@ -15,6 +15,8 @@ const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_NAME_SIZE: usize = 64;
+/// How long `detach` waits for other openers to let go of the device.
+const DETACH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `struct loop_info64` from `<linux/loop.h>`.
 #[repr(C)]
@@ -208,6 +210,22 @@ impl LoopOps for KernelLoops {
     fn detach(&self, device: &Path) -> Result<(), LoopError> {
         let dev = open_dev(device)?;
         ioctl(dev.as_raw_fd(), LOOP_CLR_FD, 0).map_err(|e| LoopError::Detach(device.into(), e))?;
+        drop(dev);
+        // While anyone else holds the device open (udev probing it, or a
+        // child forked by another thread between fork and exec), the kernel
+        // only marks it autoclear and detaches on the last close. Wait for
+        // that, so a caller that gets Ok finds the device free.
+        let deadline = std::time::Instant::now() + DETACH_WAIT;
+        while self.backing_file(device)?.is_some() {
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    device = %device.display(),
+                    "loop device still open elsewhere; the kernel detaches it on its last close"
+                );
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         Ok(())
     }
 
@@ -445,9 +463,54 @@ mod tests {
         // Still attached after the helper's fd is closed (autoclear off).
         assert_eq!(loops.backing_file(&dev).unwrap(), Some(base.clone()));
         drop(guard);
-        std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(loops.backing_file(&dev).unwrap(), None);
         assert_eq!(std::fs::read(&base).unwrap(), vec![7u8; 1 << 20]);
+    }
+
+    #[test]
+    fn root_detach_waits_for_other_openers() {
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: needs root for loop devices");
+            return;
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("bgtest-")
+            .tempdir()
+            .unwrap();
+        let base = tmp.path().join("bgtest-held.img");
+        std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
+        let loops = std::sync::Arc::new(KernelLoops::new("/sys"));
+        let dev = loops
+            .attach(&File::open(&base).unwrap(), &base, true)
+            .unwrap();
+        let guard = DetachGuard(&*loops, dev.clone());
+        // Another opener, as udev or a forked child would be.
+        let held = File::open(&dev).unwrap();
+        let (l2, d2) = (loops.clone(), dev.clone());
+        let detacher = std::thread::spawn(move || l2.detach(&d2));
+        let name = dev.file_name().unwrap().to_str().unwrap().to_string();
+        let autoclear = || {
+            std::fs::read_to_string(format!("/sys/block/{name}/loop/autoclear"))
+                .map(|s| s.trim() == "1")
+                .unwrap_or(false)
+        };
+        let start = std::time::Instant::now();
+        while !autoclear() {
+            assert!(start.elapsed() < DETACH_WAIT, "LOOP_CLR_FD never ran");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // CLR_FD has run, but the device is still held: detach must not have
+        // returned yet. Give a wrong implementation time to return.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            !detacher.is_finished(),
+            "detach returned while still attached"
+        );
+        assert_eq!(loops.backing_file(&dev).unwrap(), Some(base.clone()));
+        drop(held);
+        detacher.join().unwrap().unwrap();
+        assert_eq!(loops.backing_file(&dev).unwrap(), None);
+        std::mem::forget(guard);
     }
 
     #[test]
