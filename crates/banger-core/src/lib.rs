@@ -7,3 +7,4 @@ pub mod net;
 pub mod paths;
 pub mod subids;
 pub mod units;
+pub mod vm;

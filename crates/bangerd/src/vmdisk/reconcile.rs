@@ -6,6 +6,7 @@ use super::{vms_dir, DiskHandles, VmDiskError};
 use crate::daemon::Daemon;
 use crate::disks::reconcile::{self as plan, HostDisks, Recorded};
 use crate::privops::PrivOps;
+use banger_core::vm::VmState;
 use banger_proto::helper as m;
 use banger_sys::loopdev::{KernelLoops, LoopOps};
 use std::collections::BTreeSet;
@@ -158,8 +159,8 @@ pub fn run(d: &Daemon, sys_root: &Path) -> Result<Report, VmDiskError> {
     for id in p.broken {
         let n = d.store.write(|tx| {
             tx.execute(
-                "UPDATE vms SET state='broken' WHERE id=?1 AND state != 'broken'",
-                [&id],
+                "UPDATE vms SET state=?2 WHERE id=?1 AND state != ?2",
+                [id.as_str(), VmState::Broken.as_str()],
             )
         })?;
         if n > 0 {
