@@ -12,17 +12,6 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-fn suffix() -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{:06x}",
-        (n ^ std::process::id().rotate_left(12)) & 0xff_ffff
-    )
-}
-
 fn ip(args: &[&str]) {
     HostRunner
         .run(&Cmd::new("ip").args(args.iter().copied()))
@@ -96,7 +85,7 @@ fn root_bridge_and_tap_lifecycle() {
         return;
     }
     in_new_netns(|| {
-        let s = suffix();
+        let s = banger_testkit::unique_suffix();
         let (br, tap) = (format!("bgtest-br{s}"), format!("banger-t{s}"));
         let _g = (LinkGuard(tap.clone()), LinkGuard(br.clone()));
         let net = RealNet::default();
@@ -160,7 +149,7 @@ fn root_foreign_interfaces_are_never_adopted() {
         return;
     }
     in_new_netns(|| {
-        let s = suffix();
+        let s = banger_testkit::unique_suffix();
         let (foreign_br, foreign_tap, br, tap) =
             (format!("bgtest-fb{s}"), format!("banger-tf{}", &s[..5]), format!("bgtest-br{s}"), format!("banger-t{s}"));
         let _g = (LinkGuard(foreign_br.clone()), LinkGuard(foreign_tap.clone()), LinkGuard(br.clone()), LinkGuard(tap.clone()));
@@ -214,7 +203,7 @@ fn root_nft_rules_touch_only_bangers_table() {
         return;
     }
     in_new_netns(|| {
-        let s = suffix();
+        let s = banger_testkit::unique_suffix();
         let table = format!("bgtest_{s}");
         // Someone else's table, which must come through untouched.
         HostRunner

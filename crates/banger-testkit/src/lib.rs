@@ -254,3 +254,16 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A short hex suffix that differs between runs and processes, for names of
+/// test objects that share a kernel-wide namespace (links, netns, tables).
+pub fn unique_suffix() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:06x}",
+        (n ^ std::process::id().rotate_left(12)) & 0xff_ffff
+    )
+}

@@ -11,6 +11,8 @@
 //! The upstream DNS is a fake on this machine's loopback. No packet leaves
 //! these namespaces and loopback. Everything is removed on drop.
 
+mod common;
+
 use banger_core::net::{allocate, mac_for, Subnet};
 use banger_helper::dispatch::Helper;
 use banger_helper::host::Host;
@@ -19,9 +21,10 @@ use banger_sys::netns::NamedNetns;
 use banger_sys::nft::{Nft, TableName};
 use banger_sys::runner::HostRunner;
 use bangerd::dns::{serve, DnsConfig, Records};
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use common::dns::resolve_udp;
+use hickory_proto::op::{Message, MessageType, OpCode};
 use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{RData, Record};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -34,45 +37,6 @@ impl Records for Vms {
     fn lookup(&self, name: &str) -> Option<Ipv4Addr> {
         self.0.get(name).copied()
     }
-}
-
-fn suffix() -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{:06x}",
-        (n ^ std::process::id().rotate_left(12)) & 0xff_ffff
-    )
-}
-
-fn query_bytes(name: &str) -> Vec<u8> {
-    let mut m = Message::new(0x7777, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    m.to_vec().unwrap()
-}
-
-/// Ask `server` over UDP from the calling thread's namespace.
-fn resolve(server: SocketAddr, name: &str) -> Result<Vec<Ipv4Addr>, String> {
-    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.send_to(&query_bytes(name), server)
-        .map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 1500];
-    let (n, _) = s.recv_from(&mut buf).map_err(|e| format!("{name}: {e}"))?;
-    let m = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
-    if m.metadata.response_code != ResponseCode::NoError {
-        return Err(format!("{name}: {:?}", m.metadata.response_code));
-    }
-    Ok(m.answers
-        .iter()
-        .filter_map(|r| match r.data {
-            RData::A(A(ip)) => Some(ip),
-            _ => None,
-        })
-        .collect())
 }
 
 /// GET / from `addr` with a short deadline; the body.
@@ -118,7 +82,7 @@ fn root_guest_resolves_and_reaches_the_outside_through_nat() {
         println!("skipped: needs root for network namespaces");
         return;
     }
-    let s = suffix();
+    let s = banger_testkit::unique_suffix();
     let h = NamedNetns::add(&format!("bgtest-{s}-h")).unwrap();
     let g = NamedNetns::add(&format!("bgtest-{s}-g")).unwrap();
     let o = NamedNetns::add(&format!("bgtest-{s}-o")).unwrap();
@@ -296,8 +260,8 @@ fn root_guest_resolves_and_reaches_the_outside_through_nat() {
     let (other, up, body) = g
         .run(move || {
             (
-                resolve(dns_addr, "other.vm."),
-                resolve(dns_addr, "upstream.example."),
+                resolve_udp(dns_addr, "other.vm."),
+                resolve_udp(dns_addr, "upstream.example."),
                 http_get(web_addr),
             )
         })

@@ -6,6 +6,8 @@
 //! which the helper's redirect carries to the daemon's unprivileged port.
 //! Everything lives in the namespaces and goes with them on drop.
 
+mod common;
+
 use banger_core::net::Subnet;
 use banger_helper::dispatch::Helper;
 use banger_helper::host::Host;
@@ -18,69 +20,10 @@ use bangerd::dns::DnsConfig;
 use bangerd::network::{self, DnsServer, NetPlan, Resolver, StoreRecords};
 use bangerd::privops::{DirectOps, PrivOps};
 use bangerd::store::Store;
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{Name, RData, RecordType};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use common::dns::{resolve_tcp, resolve_udp};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-fn suffix() -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{:06x}",
-        (n ^ std::process::id().rotate_left(12)) & 0xff_ffff
-    )
-}
-
-fn query(name: &str) -> Vec<u8> {
-    let mut m = Message::new(0x6161, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    m.to_vec().unwrap()
-}
-
-fn a_records(bytes: &[u8]) -> Result<Vec<Ipv4Addr>, String> {
-    let m = Message::from_vec(bytes).map_err(|e| e.to_string())?;
-    if m.metadata.response_code != ResponseCode::NoError {
-        return Err(format!("{:?}", m.metadata.response_code));
-    }
-    Ok(m.answers
-        .iter()
-        .filter_map(|r| match r.data {
-            RData::A(A(ip)) => Some(ip),
-            _ => None,
-        })
-        .collect())
-}
-
-fn resolve_udp(server: SocketAddr, name: &str) -> Result<Vec<Ipv4Addr>, String> {
-    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.send_to(&query(name), server).map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 1500];
-    let (n, _) = s.recv_from(&mut buf).map_err(|e| format!("{name}: {e}"))?;
-    a_records(&buf[..n])
-}
-
-fn resolve_tcp(server: SocketAddr, name: &str) -> Result<Vec<Ipv4Addr>, String> {
-    let mut s =
-        TcpStream::connect_timeout(&server, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let q = query(name);
-    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&q);
-    s.write_all(&framed).map_err(|e| e.to_string())?;
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len).map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    a_records(&buf)
-}
+use std::time::Instant;
 
 fn nft_ruleset(ns: &NamedNetns) -> String {
     let out = HostRunner
@@ -95,7 +38,7 @@ fn root_daemon_start_up_serves_vm_names_to_a_guest_on_port_53() {
         println!("skipped: needs root for network namespaces, bridges and nftables");
         return;
     }
-    let s = suffix();
+    let s = banger_testkit::unique_suffix();
     let h = NamedNetns::add(&format!("bgtest-{s}-dh")).unwrap();
     let g = NamedNetns::add(&format!("bgtest-{s}-dg")).unwrap();
     let bridge = format!("bgtest-br{s}");

@@ -1,0 +1,3 @@
+//! Shared pieces of the bangerd integration tests.
+
+pub mod dns;
