@@ -158,6 +158,7 @@ async fn doctor(State(d): State<AppState>) -> ApiResult<Doctor> {
         privileges: d.privops.kind(),
         domain: &d.cfg.domain,
         state_dir: &d.paths.state_dir,
+        bridge: &d.cfg.bridge,
     };
     Ok(Json(Doctor {
         checks: crate::doctor::run(&facts),

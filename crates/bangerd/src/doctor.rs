@@ -15,6 +15,8 @@ pub struct Facts<'a> {
     pub domain: &'a str,
     /// The StateDir in force (probed for reflink support).
     pub state_dir: &'a Path,
+    /// banger's bridge (named in the firewall hint).
+    pub bridge: &'a str,
 }
 
 fn at(root: &Path, p: &str) -> PathBuf {
@@ -108,6 +110,37 @@ pub fn resolver(f: &Facts) -> Check {
     }
 }
 
+/// Whether guests' packets can be forwarded to the outside: IPv4
+/// forwarding on, and no Docker firewall in the way (Docker sets the
+/// iptables FORWARD policy to DROP, which banger's accept rules in its own
+/// table cannot override; the daemon cannot list other tables as non-root,
+/// so Docker's presence is the evidence).
+pub fn forwarding(f: &Facts) -> Check {
+    let path = at(f.root, "/proc/sys/net/ipv4/ip_forward");
+    let mut warn = Vec::new();
+    match std::fs::read_to_string(&path) {
+        Ok(v) if v.trim() == "1" => {}
+        Ok(_) => warn.push(
+            "IPv4 forwarding is off, so VMs cannot reach the outside (the daemon turns it on at start-up; `banger system restart` does it again)"
+                .to_string(),
+        ),
+        Err(e) => warn.push(format!("cannot read {}: {e}", path.display())),
+    }
+    let docker =
+        at(f.root, "/sys/class/net/docker0").exists() || at(f.root, "/run/docker.sock").exists();
+    if docker {
+        warn.push(format!(
+            "Docker is present: if its FORWARD policy is DROP, let banger's bridge through with `iptables -I DOCKER-USER -i {b} -j ACCEPT` and `iptables -I DOCKER-USER -o {b} -j ACCEPT`",
+            b = f.bridge
+        ));
+    }
+    if warn.is_empty() {
+        check("forwarding", "ok", "IPv4 forwarding is on")
+    } else {
+        check("forwarding", "warn", warn.join("; "))
+    }
+}
+
 /// How privileged steps are done.
 pub fn privileges(f: &Facts) -> Check {
     match f.privileges {
@@ -129,7 +162,13 @@ pub fn privileges(f: &Facts) -> Check {
 
 /// Every check, in display order.
 pub fn run(f: &Facts) -> Vec<Check> {
-    vec![backend(f), disk_driver(f), resolver(f), privileges(f)]
+    vec![
+        backend(f),
+        disk_driver(f),
+        resolver(f),
+        forwarding(f),
+        privileges(f),
+    ]
 }
 
 #[cfg(test)]
@@ -143,6 +182,7 @@ mod tests {
             privileges: "helper",
             domain: "vm",
             state_dir: root,
+            bridge: "banger0",
         }
     }
 
@@ -173,16 +213,45 @@ mod tests {
         for p in [
             "/dev/kvm",
             "/proc/misc",
+            "/proc/sys/net/ipv4/ip_forward",
             "/run/systemd/resolve/io.systemd.Resolve",
         ] {
             touch(root.path(), p);
         }
         std::fs::write(at(root.path(), "/proc/misc"), "236 device-mapper\n").unwrap();
+        std::fs::write(at(root.path(), "/proc/sys/net/ipv4/ip_forward"), "1\n").unwrap();
         let fc = root.path().join("fc");
         std::fs::write(&fc, "").unwrap();
         let c = run(&facts(root.path(), &fc));
         assert!(c.iter().all(|c| c.status == "ok"), "{c:?}");
         assert!(c[0].detail.starts_with("firecracker"));
         assert!(c[1].detail.starts_with("dm-snapshot"));
+    }
+
+    #[test]
+    fn forwarding_off_and_docker_are_reported_with_the_fix() {
+        let root = tempfile::tempdir().unwrap();
+        let fc = root.path().join("fc");
+        let f = facts(root.path(), &fc);
+        // Unreadable: said, not assumed.
+        let c = forwarding(&f);
+        assert_eq!(c.status, "warn");
+        assert!(c.detail.contains("cannot read"), "{c:?}");
+        touch(root.path(), "/proc/sys/net/ipv4/ip_forward");
+        std::fs::write(at(root.path(), "/proc/sys/net/ipv4/ip_forward"), "0\n").unwrap();
+        let c = forwarding(&f);
+        assert_eq!(c.status, "warn");
+        assert!(c.detail.starts_with("IPv4 forwarding is off"), "{c:?}");
+        std::fs::write(at(root.path(), "/proc/sys/net/ipv4/ip_forward"), "1\n").unwrap();
+        assert_eq!(forwarding(&f).status, "ok");
+        std::fs::create_dir_all(at(root.path(), "/sys/class/net/docker0")).unwrap();
+        let c = forwarding(&f);
+        assert_eq!(c.status, "warn");
+        assert!(
+            c.detail
+                .contains("iptables -I DOCKER-USER -i banger0 -j ACCEPT"),
+            "{c:?}"
+        );
+        assert!(!c.detail.contains("forwarding is off"));
     }
 }
