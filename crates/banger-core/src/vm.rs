@@ -304,43 +304,30 @@ mod tests {
 
     #[test]
     fn reconcile_rolls_back_unfinished_work() {
-        let f = |alive, disk| Found {
-            process_alive: alive,
-            disk_present: disk,
-        };
-        assert_eq!(
-            reconcile(S::Running, f(true, true)),
-            (S::Running, Repair::Nothing)
-        );
-        assert_eq!(
-            reconcile(S::Running, f(false, true)),
-            (S::Stopped, Repair::Nothing)
-        );
-        assert_eq!(
-            reconcile(S::Starting, f(true, true)),
-            (S::Stopped, Repair::KillProcess)
-        );
-        assert_eq!(
-            reconcile(S::Stopping, f(true, true)),
-            (S::Stopped, Repair::KillProcess)
-        );
-        assert_eq!(
-            reconcile(S::Running, f(true, false)),
-            (S::Broken, Repair::KillProcess)
-        );
-        assert_eq!(
-            reconcile(S::Stopped, f(false, false)),
-            (S::Broken, Repair::Nothing)
-        );
-        assert_eq!(
-            reconcile(S::Deleting, f(false, false)),
-            (S::Deleting, Repair::FinishDelete)
-        );
-        // A stray process of a stopped VM is killed; its state stays.
-        assert_eq!(
-            reconcile(S::Stopped, f(true, true)),
-            (S::Stopped, Repair::KillProcess)
-        );
+        use Repair::{FinishDelete, KillProcess, Nothing};
+        // (recorded, process alive, disk present) -> (state, repair)
+        let table = [
+            (S::Running, true, true, S::Running, Nothing),
+            (S::Running, false, true, S::Stopped, Nothing),
+            (S::Starting, true, true, S::Stopped, KillProcess),
+            (S::Stopping, true, true, S::Stopped, KillProcess),
+            (S::Running, true, false, S::Broken, KillProcess),
+            (S::Stopped, false, false, S::Broken, Nothing),
+            (S::Deleting, false, false, S::Deleting, FinishDelete),
+            // A stray process of a stopped VM is killed; its state stays.
+            (S::Stopped, true, true, S::Stopped, KillProcess),
+        ];
+        for (recorded, alive, disk, state, repair) in table {
+            let found = Found {
+                process_alive: alive,
+                disk_present: disk,
+            };
+            assert_eq!(
+                reconcile(recorded, found),
+                (state, repair),
+                "{recorded} {found:?}"
+            );
+        }
     }
 
     #[test]

@@ -428,16 +428,23 @@ mod tests {
         assert_eq!(k.backing_file(Path::new("/dev/loop3")).unwrap(), None);
     }
 
-    #[test]
-    fn root_attach_read_only_and_detach_for_real() {
+    /// A `bgtest-` scratch dir when running as root; else a skip note.
+    fn root_tmp() -> Option<tempfile::TempDir> {
         if !rustix::process::geteuid().is_root() {
             println!("skipped: needs root for loop devices");
-            return;
+            return None;
         }
-        let tmp = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        Some(
+            tempfile::Builder::new()
+                .prefix("bgtest-")
+                .tempdir()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn root_attach_read_only_and_detach_for_real() {
+        let Some(tmp) = root_tmp() else { return };
         let base = tmp.path().join("bgtest-base.img");
         std::fs::write(&base, vec![7u8; 1 << 20]).unwrap();
         let loops = KernelLoops::new("/sys");
@@ -469,14 +476,7 @@ mod tests {
 
     #[test]
     fn root_detach_waits_for_other_openers() {
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: needs root for loop devices");
-            return;
-        }
-        let tmp = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        let Some(tmp) = root_tmp() else { return };
         let base = tmp.path().join("bgtest-held.img");
         std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
         let loops = std::sync::Arc::new(KernelLoops::new("/sys"));
@@ -515,14 +515,7 @@ mod tests {
 
     #[test]
     fn root_attach_read_write_carries_data() {
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: needs root for loop devices");
-            return;
-        }
-        let tmp = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        let Some(tmp) = root_tmp() else { return };
         let cow = tmp.path().join("bgtest-cow.img");
         File::create(&cow).unwrap().set_len(1 << 20).unwrap();
         let loops = KernelLoops::new("/sys");
