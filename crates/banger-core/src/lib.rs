@@ -2,6 +2,7 @@
 //! unit-testable anywhere (paths, allocation, state machine, renderings).
 
 pub mod guest;
+pub mod machine;
 pub mod names;
 pub mod net;
 pub mod paths;

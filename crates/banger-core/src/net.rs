@@ -97,6 +97,20 @@ impl fmt::Display for Subnet {
     }
 }
 
+/// Serialised as its text, `A.B.C.D/N`, validated on the way in.
+impl serde::Serialize for Subnet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Subnet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The lowest free guest address in `subnet`: never the network address,
 /// the gateway (`.1`, the bridge) or the broadcast address, and never one
 /// in `taken`. `None` when the subnet is full.

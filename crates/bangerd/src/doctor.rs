@@ -31,28 +31,24 @@ fn check(name: &str, status: &str, detail: impl Into<String>) -> Check {
     }
 }
 
-/// Which VMM backend to use on this host, and why.
+/// Which VMM backend to use on this host, and why
+/// ([`banger_core::machine::choose_backend`]).
 pub fn backend(f: &Facts) -> Check {
-    let kvm = at(f.root, "/dev/kvm").exists();
-    let pvm = at(f.root, "/sys/module/kvm_pvm").exists();
-    let fc = f.firecracker_bin.is_file();
-    match (kvm, pvm, fc) {
-        (true, false, true) => check(
+    use banger_core::machine::{choose_backend, Backend, HostFacts};
+    let facts = HostFacts {
+        kvm: at(f.root, "/dev/kvm").exists(),
+        nested_pvm: at(f.root, "/sys/module/kvm_pvm").exists(),
+        firecracker: f.firecracker_bin.is_file(),
+    };
+    let (backend, why) = choose_backend(facts);
+    match backend {
+        Backend::Firecracker => check(
             "backend",
             "ok",
             format!("firecracker ({} with /dev/kvm)", f.firecracker_bin.display()),
         ),
-        (true, true, _) => check(
-            "backend",
-            "warn",
-            "qemu-microvm with TCG: /dev/kvm is a nested PVM hypervisor (kvm_pvm loaded) that cannot run a stock guest kernel",
-        ),
-        (false, _, _) => check(
-            "backend",
-            "warn",
-            "qemu-microvm with TCG: /dev/kvm is absent",
-        ),
-        (true, false, false) => check(
+        Backend::QemuTcg => check("backend", "warn", format!("qemu-microvm with TCG: {why}")),
+        Backend::QemuKvm => check(
             "backend",
             "warn",
             format!(

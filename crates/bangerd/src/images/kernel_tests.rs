@@ -1,4 +1,5 @@
 use super::*;
+use banger_core::machine::{qemu_argv, Backend, MachineSpec, QemuIo};
 use banger_sys::runner::HostRunner;
 
 fn fake_elf() -> Vec<u8> {
@@ -140,35 +141,14 @@ fn real_kernel_vmlinux_and_initramfs() {
 }
 
 /// The host TSC in kHz for `tsc_early_khz` (TCG boots hang at random
-/// without it): the kernel's "tsc: Detected" line, else /proc/cpuinfo.
-fn tsc_khz() -> Option<String> {
+/// without it).
+fn host_tsc_khz() -> Option<u64> {
     let dmesg = HostRunner
         .run(&Cmd::new("dmesg"))
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    let from_dmesg = dmesg
-        .lines()
-        .find(|l| l.contains("tsc: Detected") && l.contains("MHz"))
-        .and_then(|l| {
-            l.split("Detected ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse::<f64>()
-                .ok()
-        });
-    let mhz = from_dmesg.or_else(|| {
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()?
-            .lines()
-            .find(|l| l.starts_with("cpu MHz"))?
-            .split(':')
-            .nth(1)?
-            .trim()
-            .parse::<f64>()
-            .ok()
-    })?;
-    Some(format!("{}", (mhz * 1000.0) as u64))
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    banger_core::machine::tsc_khz(&dmesg, &cpuinfo)
 }
 
 /// Boots the real kernel + generated initramfs under QEMU microvm (TCG):
@@ -230,39 +210,25 @@ fn qemu_boots_the_extracted_kernel_through_the_initramfs() {
                 .arg("32M"),
         )
         .unwrap();
-    let mut append = "console=ttyS0 root=/dev/vda rw panic=-1 quiet".to_string();
-    if let Some(khz) = tsc_khz() {
-        append.push_str(&format!(" tsc_early_khz={khz}"));
-    }
+    // The argv the daemon's QEMU backend renders, serial on stdio.
+    let spec = MachineSpec {
+        vcpus: 1,
+        memory_mib: 256,
+        kernel: t.join("vmlinux"),
+        initrd: Some(t.join("initrd")),
+        rootfs: t.join("root.ext4"),
+        net: None,
+        tsc_khz: host_tsc_khz(),
+    };
+    let io = QemuIo {
+        serial_log: None,
+        qmp_socket: None,
+    };
     let out = HostRunner
         .output(
             &Cmd::new("timeout")
-                .args([
-                    "180",
-                    "qemu-system-x86_64",
-                    "-M",
-                    "microvm",
-                    "-accel",
-                    "tcg,tb-size=64",
-                    "-m",
-                    "256",
-                    "-nodefaults",
-                    "-no-user-config",
-                    "-nographic",
-                    "-serial",
-                    "stdio",
-                    "-no-reboot",
-                    "-kernel",
-                ])
-                .arg(t.join("vmlinux"))
-                .arg("-initrd")
-                .arg(t.join("initrd"))
-                .args(["-append", &append, "-drive"])
-                .arg(format!(
-                    "id=root,file={},format=raw,if=none",
-                    t.join("root.ext4").display()
-                ))
-                .args(["-device", "virtio-blk-device,drive=root"]),
+                .args(["180", "qemu-system-x86_64"])
+                .args(qemu_argv(&spec, Backend::QemuTcg, &io)),
         )
         .unwrap();
     let console = String::from_utf8_lossy(&out.stdout);
