@@ -15,7 +15,7 @@ pub mod listener;
 pub mod network;
 pub mod privops;
 pub mod store;
-pub mod vmm;
 pub mod vmdisk;
+pub mod vmm;
 
 pub use banger_sys::service::render_chain;

@@ -35,7 +35,10 @@ impl Double {
     }
 
     fn start() -> Double {
-        let dir = tempfile::Builder::new().prefix("bgtest-fcc-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("bgtest-fcc-")
+            .tempdir()
+            .unwrap();
         let sock = dir.path().join("bgtest-fc.sock");
         let listener = tokio::net::UnixListener::bind(&sock).unwrap();
         let recorder = Recorder::default();
@@ -129,12 +132,24 @@ async fn boot_sequence_sends_exactly_these_requests() {
         .recorder
         .requests()
         .iter()
-        .map(|r| (r.method.clone(), r.path.clone(), r.json().unwrap_or(Value::Null)))
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.path.clone(),
+                r.json().unwrap_or(Value::Null),
+            )
+        })
         .collect();
     let put = |path: &str, body: Value| ("PUT".to_string(), path.to_string(), body);
     let want = vec![
-        put("/logger", json!({"log_path": p.logger.as_ref().unwrap().log_path, "level": "Info"})),
-        put("/machine-config", json!({"vcpu_count": 2, "mem_size_mib": 512})),
+        put(
+            "/logger",
+            json!({"log_path": p.logger.as_ref().unwrap().log_path, "level": "Info"}),
+        ),
+        put(
+            "/machine-config",
+            json!({"vcpu_count": 2, "mem_size_mib": 512}),
+        ),
         put(
             "/boot-source",
             json!({"kernel_image_path": p.boot_source.kernel_image_path,
@@ -149,17 +164,29 @@ async fn boot_sequence_sends_exactly_these_requests() {
             "/network-interfaces/eth0",
             json!({"iface_id": "eth0", "host_dev_name": TAP, "guest_mac": "06:00:ac:10:00:02"}),
         ),
-        put("/vsock", json!({"guest_cid": 3, "uds_path": p.vsock.as_ref().unwrap().uds_path})),
+        put(
+            "/vsock",
+            json!({"guest_cid": 3, "uds_path": p.vsock.as_ref().unwrap().uds_path}),
+        ),
         put("/actions", json!({"action_type": "InstanceStart"})),
     ];
     assert_eq!(got, want);
 
     let info = c.describe_instance().await.unwrap();
-    assert_eq!((info.id.as_str(), info.state), ("anonymous-instance", InstanceState::Running));
+    assert_eq!(
+        (info.id.as_str(), info.state),
+        ("anonymous-instance", InstanceState::Running)
+    );
     c.pause().await.unwrap();
-    assert_eq!(c.describe_instance().await.unwrap().state, InstanceState::Paused);
+    assert_eq!(
+        c.describe_instance().await.unwrap().state,
+        InstanceState::Paused
+    );
     c.resume().await.unwrap();
-    assert_eq!(c.describe_instance().await.unwrap().state, InstanceState::Running);
+    assert_eq!(
+        c.describe_instance().await.unwrap().state,
+        InstanceState::Running
+    );
     assert_eq!(c.version().await.unwrap().firecracker_version, "1.16.1");
     c.send_ctrl_alt_del().await.unwrap();
     let tail: Vec<(String, String)> = d.recorder.requests()[7..]
@@ -169,8 +196,15 @@ async fn boot_sequence_sends_exactly_these_requests() {
     let s = |m: &str, p: &str| (m.to_string(), p.to_string());
     assert_eq!(
         tail,
-        [s("GET", "/"), s("PATCH", "/vm"), s("GET", "/"), s("PATCH", "/vm"), s("GET", "/"),
-         s("GET", "/version"), s("PUT", "/actions")]
+        [
+            s("GET", "/"),
+            s("PATCH", "/vm"),
+            s("GET", "/"),
+            s("PATCH", "/vm"),
+            s("GET", "/"),
+            s("GET", "/version"),
+            s("PUT", "/actions")
+        ]
     );
 }
 
@@ -181,18 +215,30 @@ async fn fault_message_surfaces_in_the_error() {
     let mut p = plan(&d);
     p.drives[0].path_on_host = Some("/nonexistent-bgtest.ext4".into());
     let err = c.configure_and_start(&p).await.unwrap_err();
-    let want = "Drive config error: Unable to create the virtio block device: Virtio backend error: \
+    let want =
+        "Drive config error: Unable to create the virtio block device: Virtio backend error: \
                 Error manipulating the backing file: No such file or directory (os error 2) \
                 /nonexistent-bgtest.ext4";
     assert_eq!(err.fault_message(), Some(want));
     match &err {
-        FirecrackerError::PutDrive { socket, endpoint, source: CallError::Fault { status, .. } } => {
-            assert_eq!((socket, endpoint.as_str(), *status), (&d.sock, "/drives/rootfs", 400));
+        FirecrackerError::PutDrive {
+            socket,
+            endpoint,
+            source: CallError::Fault { status, .. },
+        } => {
+            assert_eq!(
+                (socket, endpoint.as_str(), *status),
+                (&d.sock, "/drives/rootfs", 400)
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
     // The operation names itself; the cause carries Firecracker's text.
-    assert!(err.to_string().starts_with("attaching a drive (PUT /drives/rootfs on "), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("attaching a drive (PUT /drives/rootfs on "),
+        "{err}"
+    );
     assert!(!err.to_string().contains("os error"), "{err}");
     assert!(err.source().unwrap().to_string().ends_with(want));
     // The sequence stopped at the refusal: no InstanceStart was sent.
@@ -208,7 +254,10 @@ async fn fault_message_surfaces_in_the_error() {
 
 #[tokio::test]
 async fn transport_errors_keep_their_cause() {
-    let dir = tempfile::Builder::new().prefix("bgtest-fcc-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("bgtest-fcc-")
+        .tempdir()
+        .unwrap();
     let sock = dir.path().join("bgtest-absent.sock");
     let err = FirecrackerClient::new(&sock).version().await.unwrap_err();
     assert!(matches!(
@@ -222,7 +271,10 @@ async fn transport_errors_keep_their_cause() {
 
 #[tokio::test]
 async fn wait_for_api_returns_once_a_late_socket_answers() {
-    let dir = tempfile::Builder::new().prefix("bgtest-fcc-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("bgtest-fcc-")
+        .tempdir()
+        .unwrap();
     let sock = dir.path().join("bgtest-late.sock");
     let sys = Double::sys(dir.path());
     let late = sock.clone();
@@ -251,10 +303,15 @@ async fn wait_for_api_returns_once_a_late_socket_answers() {
 
 #[tokio::test]
 async fn wait_for_api_times_out_with_a_labelled_error() {
-    let dir = tempfile::Builder::new().prefix("bgtest-fcc-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("bgtest-fcc-")
+        .tempdir()
+        .unwrap();
     let sock = dir.path().join("bgtest-never.sock");
     let t0 = Instant::now();
-    let err = wait_for_api(&sock, Duration::from_millis(150)).await.unwrap_err();
+    let err = wait_for_api(&sock, Duration::from_millis(150))
+        .await
+        .unwrap_err();
     let waited = t0.elapsed();
     match &err {
         FirecrackerError::ApiDeadlineExceeded { socket, polls, .. } => {
@@ -263,9 +320,18 @@ async fn wait_for_api_times_out_with_a_labelled_error() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(err.to_string().contains("deadline of 150ms exceeded"), "{err}");
-    assert!(waited >= Duration::from_millis(150) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(
+        err.to_string().contains("deadline of 150ms exceeded"),
+        "{err}"
+    );
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
     // A zero deadline still probes once.
     let err = wait_for_api(&sock, Duration::ZERO).await.unwrap_err();
-    assert!(matches!(err, FirecrackerError::ApiDeadlineExceeded { polls: 1, .. }), "{err:?}");
+    assert!(
+        matches!(err, FirecrackerError::ApiDeadlineExceeded { polls: 1, .. }),
+        "{err:?}"
+    );
 }

@@ -144,7 +144,10 @@ mod tests {
     #[test]
     fn config_file_and_unknown_flags_are_refused() {
         let e = parse(argv(&["--config-file", "x.json"])).unwrap_err();
-        assert!(e.to_string().contains("--config-file is not supported"), "{e}");
+        assert!(
+            e.to_string().contains("--config-file is not supported"),
+            "{e}"
+        );
         assert!(parse(argv(&["--bogus"])).is_err());
         assert!(parse(argv(&["--api-sock"])).is_err());
     }

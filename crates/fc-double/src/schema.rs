@@ -164,7 +164,13 @@ const HINTS: &[Hint] = &[
     Hint {
         def: "Logger",
         rust_name: "LoggerConfig",
-        order: &["log_path", "level", "show_level", "show_log_origin", "module"],
+        order: &[
+            "log_path",
+            "level",
+            "show_level",
+            "show_log_origin",
+            "module",
+        ],
         ints: &[],
         not_null: &[],
         mac: &[],
@@ -273,8 +279,9 @@ impl Contract {
                 let mut body = None;
                 for p in op["parameters"].as_sequence().into_iter().flatten() {
                     if p["in"].as_str() == Some("body") {
-                        let def = ref_name(&p["schema"])
-                            .ok_or_else(|| bad(format!("{method} {template}: body without $ref")))?;
+                        let def = ref_name(&p["schema"]).ok_or_else(|| {
+                            bad(format!("{method} {template}: body without $ref"))
+                        })?;
                         body = Some(shape_of_ref(def, raw_defs)?);
                     }
                 }
@@ -330,10 +337,12 @@ fn segments(template: &str) -> Vec<Seg> {
     template
         .trim_start_matches('/')
         .split('/')
-        .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(p) => Seg::Param(p.to_string()),
-            None => Seg::Lit(s.to_string()),
-        })
+        .map(
+            |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(p) => Seg::Param(p.to_string()),
+                None => Seg::Lit(s.to_string()),
+            },
+        )
         .collect()
 }
 
@@ -349,7 +358,8 @@ fn shape_of_ref(name: &str, raw: &serde_yaml::Mapping) -> Result<Shape, Contract
     if def["type"].as_str() == Some("string") {
         return Ok(enum_shape(def, false).unwrap_or(Shape::Str));
     }
-    if def["properties"].as_mapping().is_none() && def["additionalProperties"].as_bool() == Some(true)
+    if def["properties"].as_mapping().is_none()
+        && def["additionalProperties"].as_bool() == Some(true)
     {
         return Ok(Shape::Any);
     }
@@ -406,7 +416,12 @@ fn object_def(
         });
     }
     if let Some(h) = hint.filter(|h| !h.order.is_empty()) {
-        fields.sort_by_key(|f| h.order.iter().position(|o| *o == f.name).unwrap_or(usize::MAX));
+        fields.sort_by_key(|f| {
+            h.order
+                .iter()
+                .position(|o| *o == f.name)
+                .unwrap_or(usize::MAX)
+        });
     }
     Ok(Some(Def {
         rust_name: hint.map_or(name, |h| h.rust_name).to_string(),
@@ -438,13 +453,7 @@ fn prop_shape(
                 (None, _) => "u64",
             })
         }
-        Some("array") => Shape::Array(Box::new(prop_shape(
-            def,
-            field,
-            &prop["items"],
-            raw,
-            None,
-        )?)),
+        Some("array") => Shape::Array(Box::new(prop_shape(def, field, &prop["items"], raw, None)?)),
         Some("object") => Shape::Any,
         other => return Err(bad(format!("{def}.{field}: unsupported type {other:?}"))),
     })
@@ -458,7 +467,11 @@ mod tests {
     fn vendored_contract_parses_with_every_path() {
         let c = Contract::vendored().unwrap();
         assert_eq!(c.version, "1.16.1");
-        assert_eq!(c.ops.len(), 38, "one Operation per (path, method) in the yaml");
+        assert_eq!(
+            c.ops.len(),
+            38,
+            "one Operation per (path, method) in the yaml"
+        );
         let (op, id) = c.route("PUT", "/drives/rootfs").unwrap();
         assert_eq!(op.template, "/drives/{drive_id}");
         assert_eq!(id.as_deref(), Some("rootfs"));

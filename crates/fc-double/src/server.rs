@@ -77,7 +77,12 @@ fn answer(shared: &Shared, method: &str, path: &str, body: &[u8]) -> Reply {
 
 fn into_response(reply: Reply) -> Response {
     let json_body = |status: StatusCode, v: Value| {
-        (status, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            v.to_string(),
+        )
+            .into_response()
     };
     match reply {
         Reply::NoContent => StatusCode::NO_CONTENT.into_response(),

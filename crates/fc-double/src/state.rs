@@ -269,7 +269,11 @@ impl Vmm {
                 if !self.started() {
                     return fault(NOT_BEFORE_START);
                 }
-                let device = t.trim_end_matches("/{id}").split('/').take(2).collect::<Vec<_>>();
+                let device = t
+                    .trim_end_matches("/{id}")
+                    .split('/')
+                    .take(2)
+                    .collect::<Vec<_>>();
                 let base = format!("/{}", device.get(1).copied().unwrap_or_default());
                 if self.stored.keys().any(|k| k.starts_with(&base)) {
                     Reply::NoContent
@@ -433,7 +437,9 @@ impl Vmm {
             }
         }
         if tap.is_empty() || tap.len() > IFNAME_MAX {
-            return fault(format!("{PREFIX}Open tap device failed: Invalid interface name"));
+            return fault(format!(
+                "{PREFIX}Open tap device failed: Invalid interface name"
+            ));
         }
         if !self.sys_root.join("class/net").join(tap).exists() {
             return fault(format!(

@@ -251,9 +251,8 @@ impl Reader<'_> {
                     }
                 }
                 0..=0x1f => {
-                    return Err(
-                        self.err("control character (\\u0000-\\u001F) found while parsing a string")
-                    )
+                    return Err(self
+                        .err("control character (\\u0000-\\u001F) found while parsing a string"))
                 }
                 _ => out.push(c),
             }
@@ -361,10 +360,12 @@ impl Reader<'_> {
         let v: i128 = match n {
             Num::U(v) => v.into(),
             Num::I(v) => v.into(),
-            Num::F(_) => return Err(self.fix(custom(format!(
-                "invalid type: {}, expected {ty}",
-                n.unexpected()
-            )))),
+            Num::F(_) => {
+                return Err(self.fix(custom(format!(
+                    "invalid type: {}, expected {ty}",
+                    n.unexpected()
+                ))))
+            }
         };
         if v < min || v > max {
             return Err(self.fix(custom(format!(
@@ -637,11 +638,19 @@ mod tests {
     #[test]
     fn positions_match_serde_json() {
         assert_eq!(
-            check("MachineConfiguration", "{\"vcpu_count\": 300, \"mem_size_mib\": 1}").unwrap_err(),
+            check(
+                "MachineConfiguration",
+                "{\"vcpu_count\": 300, \"mem_size_mib\": 1}"
+            )
+            .unwrap_err(),
             "invalid value: integer `300`, expected u8 at line 1 column 18"
         );
         assert_eq!(
-            check("MachineConfiguration", "{\"vcpu_count\": 1.5, \"mem_size_mib\": 1}").unwrap_err(),
+            check(
+                "MachineConfiguration",
+                "{\"vcpu_count\": 1.5, \"mem_size_mib\": 1}"
+            )
+            .unwrap_err(),
             "invalid type: floating point `1.5`, expected u8 at line 1 column 18"
         );
         assert_eq!(
@@ -672,7 +681,11 @@ mod tests {
 
     #[test]
     fn null_only_where_the_rust_field_is_an_option() {
-        assert!(check("BootSource", r#"{"kernel_image_path": "k", "boot_args": null}"#).is_ok());
+        assert!(check(
+            "BootSource",
+            r#"{"kernel_image_path": "k", "boot_args": null}"#
+        )
+        .is_ok());
         assert_eq!(
             check(
                 "MachineConfiguration",

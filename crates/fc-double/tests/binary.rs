@@ -30,7 +30,10 @@ impl Proc {
             if let Some(status) = self.0.try_wait().unwrap() {
                 return status;
             }
-            assert!(t0.elapsed() < limit, "fc-double still running after {limit:?}");
+            assert!(
+                t0.elapsed() < limit,
+                "fc-double still running after {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -95,14 +98,23 @@ fn plan(dir: &Path) -> BootPlan {
 
 #[tokio::test]
 async fn guest_poweroff_after_ctrl_alt_del_exits_zero_and_removes_the_socket() {
-    let dir = tempfile::Builder::new().prefix("bgtest-fcbin-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("bgtest-fcbin-")
+        .tempdir()
+        .unwrap();
     let sock = dir.path().join("bgtest-fc.sock");
     let mut proc = spawn(dir.path(), &sock);
     let info = wait_for_api(&sock, Duration::from_secs(20)).await.unwrap();
-    assert_eq!((info.id.as_str(), info.state), ("bgtest-vm", InstanceState::NotStarted));
+    assert_eq!(
+        (info.id.as_str(), info.state),
+        ("bgtest-vm", InstanceState::NotStarted)
+    );
     let c = FirecrackerClient::new(&sock);
     c.configure_and_start(&plan(dir.path())).await.unwrap();
-    assert_eq!(c.describe_instance().await.unwrap().state, InstanceState::Running);
+    assert_eq!(
+        c.describe_instance().await.unwrap().state,
+        InstanceState::Running
+    );
     c.send_ctrl_alt_del().await.unwrap();
     let status = proc.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
@@ -111,7 +123,10 @@ async fn guest_poweroff_after_ctrl_alt_del_exits_zero_and_removes_the_socket() {
 
 #[tokio::test]
 async fn sigterm_exits_zero_and_removes_the_socket() {
-    let dir = tempfile::Builder::new().prefix("bgtest-fcbin-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("bgtest-fcbin-")
+        .tempdir()
+        .unwrap();
     let sock = dir.path().join("bgtest-fc.sock");
     let mut proc = spawn(dir.path(), &sock);
     wait_for_api(&sock, Duration::from_secs(20)).await.unwrap();
@@ -125,10 +140,18 @@ async fn sigterm_exits_zero_and_removes_the_socket() {
 #[test]
 fn config_file_is_refused_with_a_clear_error() {
     let out = Command::new(BIN)
-        .args(["--api-sock", "/nonexistent/bgtest.sock", "--config-file", "vm.json"])
+        .args([
+            "--api-sock",
+            "/nonexistent/bgtest.sock",
+            "--config-file",
+            "vm.json",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--config-file is not supported by fc-double"), "{err}");
+    assert!(
+        err.contains("--config-file is not supported by fc-double"),
+        "{err}"
+    );
 }

@@ -44,7 +44,9 @@ fn every_definition_enforces_each_required_field() {
             let mut body = full.clone();
             body.as_object_mut().unwrap().remove(&f.name);
             let text = body.to_string();
-            let err = validate(&c, &shape, text.as_bytes()).unwrap_err().to_string();
+            let err = validate(&c, &shape, text.as_bytes())
+                .unwrap_err()
+                .to_string();
             // The missing field is reported once the closing brace is consumed.
             assert_eq!(
                 err,
@@ -63,12 +65,19 @@ fn every_definition_refuses_unknown_fields() {
     for name in c.defs.keys() {
         let shape = Shape::Struct(name.clone());
         let mut body = sample(&c, &shape);
-        body.as_object_mut().unwrap().insert("bogus".into(), json!(1));
+        body.as_object_mut()
+            .unwrap()
+            .insert("bogus".into(), json!(1));
         let text = body.to_string();
-        let err = validate(&c, &shape, text.as_bytes()).unwrap_err().to_string();
+        let err = validate(&c, &shape, text.as_bytes())
+            .unwrap_err()
+            .to_string();
         let col = text.find("\"bogus\"").unwrap() + "\"bogus\"".len();
         assert!(err.starts_with("unknown field `bogus`, "), "{name}: {err}");
-        assert!(err.ends_with(&format!(" at line 1 column {col}")), "{name}: {err}");
+        assert!(
+            err.ends_with(&format!(" at line 1 column {col}")),
+            "{name}: {err}"
+        );
     }
 }
 
@@ -77,7 +86,11 @@ async fn required_fields_on_paths_banger_does_not_drive() {
     let d = Running::start(None).await;
     for (path, body, missing) in [
         ("/balloon", r#"{"amount_mib": 64}"#, "deflate_on_oom"),
-        ("/snapshot/create", r#"{"snapshot_path": "/s"}"#, "mem_file_path"),
+        (
+            "/snapshot/create",
+            r#"{"snapshot_path": "/s"}"#,
+            "mem_file_path",
+        ),
         ("/mmds/config", r#"{"version": "V2"}"#, "network_interfaces"),
         ("/metrics", r#"{}"#, "metrics_path"),
     ] {
@@ -85,7 +98,10 @@ async fn required_fields_on_paths_banger_does_not_drive() {
         assert_eq!(status, 400, "{path}");
         assert_eq!(
             fault(&got),
-            format!("{DESER}: missing field `{missing}` at line 1 column {}.", body.len()),
+            format!(
+                "{DESER}: missing field `{missing}` at line 1 column {}.",
+                body.len()
+            ),
             "{path}"
         );
     }
@@ -122,17 +138,30 @@ async fn enums_are_enforced() {
 async fn paths_and_methods_outside_the_yaml() {
     let d = Running::start(None).await;
     for (method, path, body, want) in [
-        ("GET", "/balloon/nonexistent", None, "GET balloon/nonexistent"),
+        (
+            "GET",
+            "/balloon/nonexistent",
+            None,
+            "GET balloon/nonexistent",
+        ),
         ("PUT", "/snapshot", Some("{}"), "PUT snapshot"),
         ("DELETE", "/drives/rootfs", None, "DELETE drives/rootfs"),
         ("GET", "/snapshot/create", None, "GET snapshot/create"),
         ("GET", "/entropy", None, "GET entropy"),
-        ("POST", "/actions", Some(r#"{"action_type": "InstanceStart"}"#), "POST actions"),
+        (
+            "POST",
+            "/actions",
+            Some(r#"{"action_type": "InstanceStart"}"#),
+            "POST actions",
+        ),
         ("PATCH", "/vsock", Some("{}"), "PATCH vsock"),
     ] {
         let (status, got) = call(&d.sock, method, path, body).await;
         assert_eq!(status, 400, "{method} {path}");
-        assert_eq!(fault(&got), format!("Invalid request method and/or path: {want}."));
+        assert_eq!(
+            fault(&got),
+            format!("Invalid request method and/or path: {want}.")
+        );
     }
     let (status, got) = call(&d.sock, "PUT", "/balloon", None).await;
     assert_eq!((status, fault(&got).as_str()), (400, "Empty PUT request."));
@@ -154,8 +183,17 @@ async fn nested_types_and_unknown_fields_elsewhere() {
         fault(&got),
         format!("{DESER}: invalid type: string \"big\", expected u64 at line 1 column 87.")
     );
-    let (_, got) = call(&d.sock, "PUT", "/vsock", Some(r#"{"guest_cid": -3, "uds_path": "/x"}"#)).await;
-    assert_eq!(fault(&got), format!("{DESER}: invalid value: integer `-3`, expected u32 at line 1 column 16."));
+    let (_, got) = call(
+        &d.sock,
+        "PUT",
+        "/vsock",
+        Some(r#"{"guest_cid": -3, "uds_path": "/x"}"#),
+    )
+    .await;
+    assert_eq!(
+        fault(&got),
+        format!("{DESER}: invalid value: integer `-3`, expected u32 at line 1 column 16.")
+    );
 }
 
 #[tokio::test]
@@ -171,14 +209,39 @@ async fn lifecycle_rules_beyond_the_transcript() {
     let (_, got) = call(s, "PATCH", "/balloon", Some(r#"{"amount_mib": 1}"#)).await;
     assert_eq!(fault(&got), NOT_BEFORE_START);
     // vCPU rules.
-    let (_, got) = put("/machine-config", r#"{"vcpu_count": 33, "mem_size_mib": 128}"#).await;
-    assert!(fault(&got).starts_with("Machine config error: The number of vCPUs"), "{got}");
-    let (_, got) = put("/machine-config", r#"{"vcpu_count": 3, "mem_size_mib": 128, "smt": true}"#).await;
-    assert!(fault(&got).starts_with("Machine config error: The number of vCPUs"), "{got}");
-    assert_eq!(put("/machine-config", r#"{"vcpu_count": 2, "mem_size_mib": 256, "smt": true}"#).await.0, 204);
+    let (_, got) = put(
+        "/machine-config",
+        r#"{"vcpu_count": 33, "mem_size_mib": 128}"#,
+    )
+    .await;
+    assert!(
+        fault(&got).starts_with("Machine config error: The number of vCPUs"),
+        "{got}"
+    );
+    let (_, got) = put(
+        "/machine-config",
+        r#"{"vcpu_count": 3, "mem_size_mib": 128, "smt": true}"#,
+    )
+    .await;
+    assert!(
+        fault(&got).starts_with("Machine config error: The number of vCPUs"),
+        "{got}"
+    );
+    assert_eq!(
+        put(
+            "/machine-config",
+            r#"{"vcpu_count": 2, "mem_size_mib": 256, "smt": true}"#
+        )
+        .await
+        .0,
+        204
+    );
     let (_, got) = call(s, "GET", "/machine-config", None).await;
     let got: Value = serde_json::from_str(&got).unwrap();
-    assert_eq!((got["vcpu_count"].clone(), got["smt"].clone()), (json!(2), json!(true)));
+    assert_eq!(
+        (got["vcpu_count"].clone(), got["smt"].clone()),
+        (json!(2), json!(true))
+    );
     // No kernel, no start.
     let (st, _) = put("/actions", r#"{"action_type": "InstanceStart"}"#).await;
     assert_eq!(st, 400);
@@ -188,9 +251,20 @@ async fn lifecycle_rules_beyond_the_transcript() {
     std::fs::write(&kernel, b"k").unwrap();
     let b = json!({"kernel_image_path": kernel}).to_string();
     assert_eq!(call(s, "PUT", "/boot-source", Some(&b)).await.0, 204);
-    assert_eq!(put("/actions", r#"{"action_type": "InstanceStart"}"#).await.0, 204);
+    assert_eq!(
+        put("/actions", r#"{"action_type": "InstanceStart"}"#)
+            .await
+            .0,
+        204
+    );
     let (_, got) = put("/entropy", "{}").await;
     assert_eq!(fault(&got), NOT_AFTER_START);
-    let (_, got) = call(s, "PATCH", "/machine-config", Some(r#"{"mem_size_mib": 512}"#)).await;
+    let (_, got) = call(
+        s,
+        "PATCH",
+        "/machine-config",
+        Some(r#"{"mem_size_mib": 512}"#),
+    )
+    .await;
     assert_eq!(fault(&got), NOT_AFTER_START);
 }

@@ -55,13 +55,19 @@ fn transcript_parses_into_every_entry() {
     assert_eq!(entries.len(), TRANSCRIPT.matches("\n### ").count());
     assert_eq!(entries.len(), 37);
     assert_eq!(entries[0].method, "GET");
-    assert_eq!(entries.last().unwrap().request.as_deref(), Some(r#"{"action_type": "SendCtrlAltDel"}"#));
+    assert_eq!(
+        entries.last().unwrap().request.as_deref(),
+        Some(r#"{"action_type": "SendCtrlAltDel"}"#)
+    );
 }
 
 #[tokio::test]
 async fn transcript_replays_exactly() {
     let double = Running::start(None).await;
-    let files = tempfile::Builder::new().prefix("bgtest-files-").tempdir().unwrap();
+    let files = tempfile::Builder::new()
+        .prefix("bgtest-files-")
+        .tempdir()
+        .unwrap();
     let kernel = files.path().join("bgtest-vmlinux");
     let rootfs = files.path().join("bgtest-rootfs.ext4");
     std::fs::write(&kernel, b"not really a kernel").unwrap();
@@ -77,7 +83,10 @@ async fn transcript_replays_exactly() {
         let body = e.request.as_deref().map(fill);
         let (status, got) = call(&double.sock, &e.method, &e.path, body.as_deref()).await;
         if status != e.status {
-            mismatches.push(format!("{}: status {status}, want {} ({got})", e.title, e.status));
+            mismatches.push(format!(
+                "{}: status {status}, want {} ({got})",
+                e.title, e.status
+            ));
             continue;
         }
         match (&e.response, status) {
@@ -106,11 +115,18 @@ async fn transcript_replays_exactly() {
             }
         }
     }
-    assert!(mismatches.is_empty(), "transcript mismatches:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "transcript mismatches:\n{}",
+        mismatches.join("\n")
+    );
     // The double recorded every request, in order.
     let rec = double.recorder.requests();
     assert_eq!(rec.len(), entries.len());
     for (r, e) in rec.iter().zip(&entries) {
-        assert_eq!((r.method.as_str(), r.path.as_str()), (e.method.as_str(), e.path.as_str()));
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            (e.method.as_str(), e.path.as_str())
+        );
     }
 }

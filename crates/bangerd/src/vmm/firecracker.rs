@@ -208,19 +208,32 @@ impl FirecrackerClient {
         &self.socket
     }
 
-    pub async fn put_machine_config(&self, cfg: &MachineConfiguration) -> Result<(), FirecrackerError> {
-        self.put("/machine-config".into(), cfg, wrap!(PutMachineConfig)).await
+    pub async fn put_machine_config(
+        &self,
+        cfg: &MachineConfiguration,
+    ) -> Result<(), FirecrackerError> {
+        self.put("/machine-config".into(), cfg, wrap!(PutMachineConfig))
+            .await
     }
 
     pub async fn put_boot_source(&self, boot: &BootSource) -> Result<(), FirecrackerError> {
-        self.put("/boot-source".into(), boot, wrap!(PutBootSource)).await
+        self.put("/boot-source".into(), boot, wrap!(PutBootSource))
+            .await
     }
 
     pub async fn put_drive(&self, drive: &Drive) -> Result<(), FirecrackerError> {
-        self.put(format!("/drives/{}", drive.drive_id), drive, wrap!(PutDrive)).await
+        self.put(
+            format!("/drives/{}", drive.drive_id),
+            drive,
+            wrap!(PutDrive),
+        )
+        .await
     }
 
-    pub async fn put_network_interface(&self, nic: &NetworkInterface) -> Result<(), FirecrackerError> {
+    pub async fn put_network_interface(
+        &self,
+        nic: &NetworkInterface,
+    ) -> Result<(), FirecrackerError> {
         let endpoint = format!("/network-interfaces/{}", nic.iface_id);
         self.put(endpoint, nic, wrap!(PutNetworkInterface)).await
     }
@@ -237,28 +250,34 @@ impl FirecrackerClient {
         let body = InstanceActionInfo {
             action_type: ActionType::InstanceStart,
         };
-        self.put("/actions".into(), &body, wrap!(InstanceStart)).await
+        self.put("/actions".into(), &body, wrap!(InstanceStart))
+            .await
     }
 
     pub async fn send_ctrl_alt_del(&self) -> Result<(), FirecrackerError> {
         let body = InstanceActionInfo {
             action_type: ActionType::SendCtrlAltDel,
         };
-        self.put("/actions".into(), &body, wrap!(SendCtrlAltDel)).await
+        self.put("/actions".into(), &body, wrap!(SendCtrlAltDel))
+            .await
     }
 
     pub async fn pause(&self) -> Result<(), FirecrackerError> {
         let body = Vm {
             state: VmState::Paused,
         };
-        self.send("PATCH", "/vm".into(), Some(&body), wrap!(Pause)).await.map(drop)
+        self.send("PATCH", "/vm".into(), Some(&body), wrap!(Pause))
+            .await
+            .map(drop)
     }
 
     pub async fn resume(&self) -> Result<(), FirecrackerError> {
         let body = Vm {
             state: VmState::Resumed,
         };
-        self.send("PATCH", "/vm".into(), Some(&body), wrap!(Resume)).await.map(drop)
+        self.send("PATCH", "/vm".into(), Some(&body), wrap!(Resume))
+            .await
+            .map(drop)
     }
 
     pub async fn describe_instance(&self) -> Result<InstanceInfo, FirecrackerError> {
@@ -290,14 +309,30 @@ impl FirecrackerClient {
         self.instance_start().await
     }
 
-    async fn put<B: Serialize>(&self, endpoint: String, body: &B, wrap: Wrap) -> Result<(), FirecrackerError> {
+    async fn put<B: Serialize>(
+        &self,
+        endpoint: String,
+        body: &B,
+        wrap: Wrap,
+    ) -> Result<(), FirecrackerError> {
         self.send("PUT", endpoint, Some(body), wrap).await.map(drop)
     }
 
-    async fn get<T: DeserializeOwned>(&self, endpoint: &str, wrap: Wrap) -> Result<T, FirecrackerError> {
-        let raw = self.send::<()>("GET", endpoint.to_string(), None, wrap).await?;
-        serde_json::from_slice(&raw)
-            .map_err(|e| wrap(self.socket.clone(), endpoint.to_string(), CallError::Decode(e)))
+    async fn get<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        wrap: Wrap,
+    ) -> Result<T, FirecrackerError> {
+        let raw = self
+            .send::<()>("GET", endpoint.to_string(), None, wrap)
+            .await?;
+        serde_json::from_slice(&raw).map_err(|e| {
+            wrap(
+                self.socket.clone(),
+                endpoint.to_string(),
+                CallError::Decode(e),
+            )
+        })
     }
 
     async fn send<B: Serialize>(
@@ -371,7 +406,10 @@ impl FirecrackerClient {
 /// long. Returns as soon as the socket answers (a refusal is returned as
 /// is); after the deadline, [`FirecrackerError::ApiDeadlineExceeded`] —
 /// always after at least one probe.
-pub async fn wait_for_api(socket: &Path, deadline: Duration) -> Result<InstanceInfo, FirecrackerError> {
+pub async fn wait_for_api(
+    socket: &Path,
+    deadline: Duration,
+) -> Result<InstanceInfo, FirecrackerError> {
     let client = FirecrackerClient::new(socket);
     let start = tokio::time::Instant::now();
     let mut polls = 0u32;

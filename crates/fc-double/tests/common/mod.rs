@@ -29,7 +29,10 @@ pub struct Running {
 
 impl Running {
     pub async fn start(guest_shutdown: Option<Duration>) -> Running {
-        let dir = tempfile::Builder::new().prefix("bgtest-fc-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("bgtest-fc-")
+            .tempdir()
+            .unwrap();
         let sys = dir.path().join("sys");
         std::fs::create_dir_all(sys.join("class/net").join(TAP)).unwrap();
         let sock = dir.path().join("bgtest-fc.sock");
