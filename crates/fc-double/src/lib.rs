@@ -47,6 +47,7 @@
 //! * No guest runs: `SendCtrlAltDel` on a running instance makes [`serve`]
 //!   return [`Outcome::GuestPoweredOff`] after [`DoubleConfig::guest_shutdown`].
 
+mod lexer;
 pub mod schema;
 pub mod server;
 pub mod state;
