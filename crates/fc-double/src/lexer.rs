@@ -163,7 +163,9 @@ impl Reader<'_> {
             };
             self.i += 1;
             match c {
-                b'"' => return Ok(String::from_utf8_lossy(&out).into_owned()),
+                b'"' => {
+                    return String::from_utf8(out).map_err(|_| self.err("invalid unicode code point"))
+                }
                 b'\\' => {
                     let Some(e) = self.peek() else {
                         return Err(self.err("EOF while parsing a string"));
@@ -177,15 +179,7 @@ impl Reader<'_> {
                         b'r' => out.push(b'\r'),
                         b't' => out.push(b'\t'),
                         b'u' => {
-                            let hex = self.s.get(self.i..self.i + 4);
-                            let code = hex
-                                .and_then(|h| std::str::from_utf8(h).ok())
-                                .and_then(|h| u32::from_str_radix(h, 16).ok());
-                            let Some(code) = code else {
-                                return Err(self.err("invalid escape"));
-                            };
-                            self.i += 4;
-                            let ch = char::from_u32(code).unwrap_or('\u{fffd}');
+                            let ch = self.unicode_escape()?;
                             out.extend_from_slice(ch.to_string().as_bytes());
                         }
                         _ => return Err(self.err("invalid escape")),
@@ -200,64 +194,195 @@ impl Reader<'_> {
         }
     }
 
+    /// serde_json's `decode_hex_escape`: four bytes are consumed, then judged.
+    fn hex4(&mut self) -> Result<u16, JsonError> {
+        let Some(h) = self.s.get(self.i..self.i + 4) else {
+            self.i = self.s.len();
+            return Err(self.err("EOF while parsing a string"));
+        };
+        self.i += 4;
+        std::str::from_utf8(h)
+            .ok()
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+            .ok_or_else(|| self.err("invalid escape"))
+    }
+
+    /// serde_json's `parse_unicode_escape` (validating: surrogates must pair).
+    fn unicode_escape(&mut self) -> Result<char, JsonError> {
+        let n = self.hex4()?;
+        if (0xDC00..=0xDFFF).contains(&n) {
+            return Err(self.err("lone leading surrogate in hex escape"));
+        }
+        if !(0xD800..=0xDBFF).contains(&n) {
+            return Ok(char::from_u32(n.into()).unwrap_or('\u{fffd}'));
+        }
+        for want in [b'\\', b'u'] {
+            match self.peek() {
+                None => return Err(self.err("EOF while parsing a string")),
+                Some(c) => {
+                    self.i += 1;
+                    if c != want {
+                        return Err(self.err("unexpected end of hex escape"));
+                    }
+                }
+            }
+        }
+        let n2 = self.hex4()?;
+        if !(0xDC00..=0xDFFF).contains(&n2) {
+            return Err(self.err("lone leading surrogate in hex escape"));
+        }
+        let code = ((u32::from(n - 0xD800) << 10) | u32::from(n2 - 0xDC00)) + 0x1_0000;
+        Ok(char::from_u32(code).unwrap_or('\u{fffd}'))
+    }
+
+    /// serde_json's `parse_integer` and friends, digit for digit: the same
+    /// overflow fallbacks, the same (not always correctly rounded) float
+    /// value, the same error positions.
     pub(crate) fn number(&mut self) -> Result<Num, JsonError> {
-        let start = self.i;
-        let negative = self.peek() == Some(b'-');
-        if negative {
+        let positive = self.peek() != Some(b'-');
+        if !positive {
             self.i += 1;
         }
-        match self.peek() {
-            Some(b'0') => {
-                self.i += 1;
+        let Some(c) = self.peek() else {
+            return Err(self.err("EOF while parsing a value"));
+        };
+        self.i += 1;
+        let mut significand: u64 = match c {
+            b'0' => {
                 if let Some(b'0'..=b'9') = self.peek() {
                     return Err(self.peek_err("invalid number"));
                 }
+                0
             }
-            Some(b'1'..=b'9') => {
-                while let Some(b'0'..=b'9') = self.peek() {
-                    self.i += 1;
+            b'1'..=b'9' => u64::from(c - b'0'),
+            _ => return Err(self.err("invalid number")),
+        };
+        if c != b'0' {
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                let digit = u64::from(d - b'0');
+                if overflows(significand, digit, u64::MAX) {
+                    // parse_long_integer: further integer digits only scale.
+                    let mut exponent = 0i32;
+                    while let Some(b'0'..=b'9') = self.peek() {
+                        self.i += 1;
+                        exponent += 1;
+                    }
+                    return self.float_tail(positive, significand, exponent).map(Num::F);
                 }
-            }
-            None => return Err(self.peek_err("EOF while parsing a value")),
-            Some(_) => return Err(self.err("invalid number")),
-        }
-        let mut float = false;
-        if self.peek() == Some(b'.') {
-            float = true;
-            self.i += 1;
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(self.peek_err("invalid number"));
-            }
-            while let Some(b'0'..=b'9') = self.peek() {
                 self.i += 1;
+                significand = significand * 10 + digit;
             }
+        }
+        match self.peek() {
+            Some(b'.' | b'e' | b'E') => self.float_tail(positive, significand, 0).map(Num::F),
+            _ if positive => Ok(Num::U(significand)),
+            _ => {
+                let neg = (significand as i64).wrapping_neg();
+                Ok(if neg >= 0 {
+                    Num::F(-(significand as f64))
+                } else {
+                    Num::I(neg)
+                })
+            }
+        }
+    }
+
+    /// `parse_decimal` / `parse_exponent` / `f64_from_parts`.
+    fn float_tail(&mut self, positive: bool, mut sig: u64, mut exp: i32) -> Result<f64, JsonError> {
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            let mut after = 0i32;
+            let mut saw_digit = false;
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                saw_digit = true;
+                let digit = u64::from(d - b'0');
+                if overflows(sig, digit, u64::MAX) {
+                    while let Some(b'0'..=b'9') = self.peek() {
+                        self.i += 1;
+                    }
+                    break;
+                }
+                self.i += 1;
+                sig = sig * 10 + digit;
+                after -= 1;
+            }
+            if !saw_digit {
+                return Err(match self.peek() {
+                    Some(_) => self.peek_err("invalid number"),
+                    None => self.peek_err("EOF while parsing a value"),
+                });
+            }
+            exp += after;
         }
         if let Some(b'e' | b'E') = self.peek() {
-            float = true;
             self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
+            let positive_exp = match self.peek() {
+                Some(b'+') => {
+                    self.i += 1;
+                    true
+                }
+                Some(b'-') => {
+                    self.i += 1;
+                    false
+                }
+                _ => true,
+            };
+            let Some(c) = self.peek() else {
+                return Err(self.err("EOF while parsing a value"));
+            };
+            self.i += 1;
+            if !c.is_ascii_digit() {
+                return Err(self.err("invalid number"));
             }
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(self.peek_err("invalid number"));
-            }
-            while let Some(b'0'..=b'9') = self.peek() {
+            let mut e = i32::from(c - b'0');
+            while let Some(d @ b'0'..=b'9') = self.peek() {
                 self.i += 1;
+                let digit = i32::from(d - b'0');
+                if overflows(e as u64, digit as u64, i32::MAX as u64) {
+                    if sig != 0 && positive_exp {
+                        return Err(self.err("number out of range"));
+                    }
+                    while let Some(b'0'..=b'9') = self.peek() {
+                        self.i += 1;
+                    }
+                    return Ok(if positive { 0.0 } else { -0.0 });
+                }
+                e = e * 10 + digit;
+            }
+            exp = if positive_exp {
+                exp.saturating_add(e)
+            } else {
+                exp.saturating_sub(e)
+            };
+        }
+        let mut f = sig as f64;
+        loop {
+            match pow10(exp.unsigned_abs()) {
+                Some(p) => {
+                    if exp >= 0 {
+                        f *= p;
+                        if f.is_infinite() {
+                            return Err(self.err("number out of range"));
+                        }
+                    } else {
+                        f /= p;
+                    }
+                    break;
+                }
+                None => {
+                    if f == 0.0 {
+                        break;
+                    }
+                    if exp >= 0 {
+                        return Err(self.err("number out of range"));
+                    }
+                    f /= 1e308;
+                    exp += 308;
+                }
             }
         }
-        let text = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("0");
-        let as_float = || Num::F(text.parse::<f64>().unwrap_or(f64::NAN));
-        if float {
-            return Ok(as_float());
-        }
-        Ok(if negative {
-            match text.parse::<i64>() {
-                Ok(0) | Err(_) => as_float(), // serde_json turns -0 and underflow into f64
-                Ok(v) => Num::I(v),
-            }
-        } else {
-            text.parse::<u64>().map_or_else(|_| as_float(), Num::U)
-        })
+        Ok(if positive { f } else { -f })
     }
 
     pub(crate) fn end_map(&mut self) -> Result<(), JsonError> {
@@ -380,7 +505,51 @@ impl Num {
         match self {
             Num::U(v) => format!("integer `{v}`"),
             Num::I(v) => format!("integer `{v}`"),
-            Num::F(v) => format!("floating point `{v:?}`"),
+            Num::F(v) => format!("floating point `{}`", json_float(*v)),
         }
     }
+}
+
+/// serde_json's text for a float in an error: shortest round-trip digits,
+/// scientific (`1e+16`, `1e-6`) outside `1e-5 <= |v| < 1e16`, else decimal
+/// with at least one fractional digit.
+pub(crate) fn json_float(v: f64) -> String {
+    let sci = format!("{:e}", v.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let sign = if v.is_sign_negative() { "-" } else { "" };
+    if !(-5..16).contains(&exp) {
+        let (first, rest) = digits.split_at(1);
+        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        let plus = if exp >= 0 { "+" } else { "" };
+        return format!("{sign}{first}{frac}e{plus}{exp}");
+    }
+    if exp < 0 {
+        let zeros = "0".repeat((-exp - 1) as usize);
+        return format!("{sign}0.{zeros}{digits}");
+    }
+    let int_len = exp as usize + 1;
+    let (int, frac) = if digits.len() > int_len {
+        (digits[..int_len].to_string(), digits[int_len..].to_string())
+    } else {
+        (format!("{digits:0<int_len$}"), "0".to_string())
+    };
+    format!("{sign}{int}.{frac}")
+}
+
+/// serde_json's `overflow!(a * 10 + b, max)`.
+fn overflows(a: u64, b: u64, max: u64) -> bool {
+    a >= max / 10 && (a > max / 10 || b > max % 10)
+}
+
+/// serde_json's `POW10` table: the literals `1e0` ..= `1e308`.
+fn pow10(e: u32) -> Option<f64> {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        (0..=308)
+            .map(|i| format!("1e{i}").parse().unwrap_or(f64::INFINITY))
+            .collect()
+    });
+    t.get(e as usize).copied()
 }
