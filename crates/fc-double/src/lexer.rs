@@ -164,7 +164,8 @@ impl Reader<'_> {
             self.i += 1;
             match c {
                 b'"' => {
-                    return String::from_utf8(out).map_err(|_| self.err("invalid unicode code point"))
+                    return String::from_utf8(out)
+                        .map_err(|_| self.err("invalid unicode code point"))
                 }
                 b'\\' => {
                     let Some(e) = self.peek() else {
@@ -428,7 +429,13 @@ impl Reader<'_> {
                 self.i += 1;
                 Ok(())
             }
-            Some(b',') => Err(self.peek_err("trailing comma")),
+            Some(b',') => {
+                self.i += 1;
+                match self.ws() {
+                    Some(b']') => Err(self.peek_err("trailing comma")),
+                    _ => Err(self.peek_err("trailing characters")),
+                }
+            }
             Some(_) => Err(self.peek_err("trailing characters")),
             None => Err(self.peek_err("EOF while parsing a list")),
         }
@@ -521,7 +528,11 @@ pub(crate) fn json_float(v: f64) -> String {
     let sign = if v.is_sign_negative() { "-" } else { "" };
     if !(-5..16).contains(&exp) {
         let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        let frac = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
         let plus = if exp >= 0 { "+" } else { "" };
         return format!("{sign}{first}{frac}e{plus}{exp}");
     }

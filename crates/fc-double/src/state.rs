@@ -21,6 +21,15 @@ pub const PCI_DISABLED: &str = "PCI is not enabled";
 /// Linux's IFNAMSIZ minus the NUL: the longest interface name.
 const IFNAME_MAX: usize = 15;
 
+/// A unit enum value as serde reads it: `"Variant"` or `{"Variant": null}`.
+fn variant(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Object(m) if m.len() == 1 => m.keys().next().map(String::as_str),
+        _ => None,
+    }
+}
+
 /// What the double answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
@@ -112,7 +121,7 @@ impl Machine {
             .and_then(Value::as_u64)
             .unwrap_or(self.mem_size_mib);
         let huge_pages = get("huge_pages")
-            .and_then(Value::as_str)
+            .and_then(variant)
             .map_or(huge0, str::to_string);
         if mem_size_mib == 0 || (huge_pages == "2M" && mem_size_mib % 2 != 0) {
             return Err(fault(
@@ -120,7 +129,7 @@ impl Machine {
                  the configured page size.",
             ));
         }
-        let cpu_template = match get("cpu_template").and_then(Value::as_str) {
+        let cpu_template = match get("cpu_template").and_then(variant) {
             Some("None") => None,
             Some(t) => Some(t.to_string()),
             None if partial => self.cpu_template.clone(),
@@ -493,7 +502,7 @@ impl Vmm {
     }
 
     fn action(&mut self, body: &Value) -> Reply {
-        match (body["action_type"].as_str(), self.phase) {
+        match (variant(&body["action_type"]), self.phase) {
             (Some("InstanceStart"), Phase::NotStarted) => {
                 if self.boot_source.is_none() {
                     return fault(
@@ -521,7 +530,7 @@ impl Vmm {
         if !self.started() {
             return fault(NOT_BEFORE_START);
         }
-        self.phase = match body["state"].as_str() {
+        self.phase = match variant(&body["state"]) {
             Some("Paused") => Phase::Paused,
             _ => Phase::Running,
         };

@@ -121,7 +121,33 @@ impl Reader<'_> {
         Ok(())
     }
 
+    /// serde_json's `deserialize_enum` for a unit-variant enum: a string, or
+    /// the externally tagged `{"Variant": null}` form.
     fn enum_value(&mut self, variants: &[String], case_insensitive: bool) -> Result<(), JsonError> {
+        match self.ws() {
+            None => Err(self.expected_value_eof()),
+            Some(b'"') => self.variant(variants, case_insensitive),
+            Some(b'{') => {
+                self.i += 1;
+                self.enter()?;
+                let ret = self.tagged_unit_variant(variants, case_insensitive);
+                self.depth -= 1;
+                ret?;
+                match self.ws() {
+                    Some(b'}') => {
+                        self.i += 1;
+                        Ok(())
+                    }
+                    Some(_) => Err(self.err("expected value")),
+                    None => Err(self.err("EOF while parsing an object")),
+                }
+            }
+            Some(_) => Err(self.peek_err("expected value")),
+        }
+    }
+
+    /// The variant identifier (`deserialize_identifier`).
+    fn variant(&mut self, variants: &[String], case_insensitive: bool) -> Result<(), JsonError> {
         match self.ws() {
             None => Err(self.expected_value_eof()),
             Some(b'"') => {
@@ -138,7 +164,35 @@ impl Reader<'_> {
                     one_of(&names)
                 ))))
             }
-            Some(_) => Err(self.peek_err("expected value")),
+            Some(_) => Err(self.invalid_type("variant identifier")),
+        }
+    }
+
+    /// `VariantAccess`: identifier, colon, then the unit value `null`.
+    fn tagged_unit_variant(
+        &mut self,
+        variants: &[String],
+        case_insensitive: bool,
+    ) -> Result<(), JsonError> {
+        match self.ws() {
+            Some(b'"') => {}
+            Some(b'}') => return Err(self.peek_err("expected value")),
+            Some(_) => return Err(self.peek_err("key must be a string")),
+            None => return Err(self.peek_err("EOF while parsing an object")),
+        }
+        self.variant(variants, case_insensitive)?;
+        match self.ws() {
+            Some(b':') => self.i += 1,
+            Some(_) => return Err(self.peek_err("expected `:`")),
+            None => return Err(self.peek_err("EOF while parsing an object")),
+        }
+        match self.ws() {
+            None => Err(self.expected_value_eof()),
+            Some(b'n') => {
+                self.i += 1;
+                self.ident(b"ull")
+            }
+            Some(_) => Err(self.invalid_type("unit")),
         }
     }
 

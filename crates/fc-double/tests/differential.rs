@@ -84,7 +84,9 @@ impl<'de> Deserialize<'de> for MacAddr {
         if is_mac(&s) {
             Ok(MacAddr)
         } else {
-            Err(serde::de::Error::custom("The provided MAC address is invalid."))
+            Err(serde::de::Error::custom(
+                "The provided MAC address is invalid.",
+            ))
         }
     }
 }
@@ -117,7 +119,10 @@ fn mutations(valid: &str) -> Vec<Vec<u8>> {
         let mut del = b.to_vec();
         del.remove(i);
         out.push(del);
-        for c in [b'"', b'1', b'}', b',', b'x', b' ', b':', b'-', b'\n', b't', b'0', b'.', b'e', b'\\', b'n', b'\0'] {
+        for c in [
+            b'"', b'1', b'}', b',', b'x', b' ', b':', b'-', b'\n', b't', b'0', b'.', b'e', b'\\',
+            b'n', b'\0', b'[', b'{',
+        ] {
             let mut sub = b.to_vec();
             sub[i] = c;
             out.push(sub);
@@ -131,11 +136,25 @@ fn compare<T: for<'de> Deserialize<'de>>(def: &str, valid: &[&str]) -> usize {
     let shape = Shape::Struct(def.to_string());
     let mut n = 0;
     for v in valid {
-        assert_eq!(validate(&c, &shape, v.as_bytes()).map_err(|e| e.to_string()), Ok(()), "{v}");
+        assert_eq!(
+            validate(&c, &shape, v.as_bytes()).map_err(|e| e.to_string()),
+            Ok(()),
+            "{v}"
+        );
         for body in mutations(v) {
+            // Documented divergence: serde would also take a struct as a JSON
+            // array of its fields; the yaml (and the double) only objects.
+            if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                continue;
+            }
             let ours = validate(&c, &shape, &body).map_err(|e| e.to_string());
             let theirs = serde_says::<T>(&body);
-            assert_eq!(ours, theirs, "{def} body {:?}", String::from_utf8_lossy(&body));
+            assert_eq!(
+                ours,
+                theirs,
+                "{def} body {:?}",
+                String::from_utf8_lossy(&body)
+            );
             n += 1;
         }
     }
@@ -169,7 +188,13 @@ fn boot_source_and_vsock_match_serde_json() {
 
 #[test]
 fn actions_and_nics_match_serde_json() {
-    compare::<ActionBody>("InstanceActionInfo", &[r#"{"action_type": "InstanceStart"}"#]);
+    compare::<ActionBody>(
+        "InstanceActionInfo",
+        &[
+            r#"{"action_type": "InstanceStart"}"#,
+            r#"{"action_type": {"SendCtrlAltDel": null}}"#,
+        ],
+    );
     compare::<NetworkInterfaceConfig>(
         "NetworkInterface",
         &[r#"{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:ac:10:00:02"}"#],
@@ -181,10 +206,34 @@ fn float_texts_match_serde_json() {
     let c = Contract::vendored().unwrap();
     let shape = Shape::Struct("MachineConfiguration".into());
     for f in [
-        "1.5", "1e24", "1e16", "1e15", "123456789012345678901", "1e-7", "0.0001", "-0", "1.0",
-        "2.5e-10", "1e21", "12345678.9", "1e300", "0.000001", "0.00001", "5e-324", "1e400",
-        "-1e400", "1.5e999999999", "0.5e-400", "-12.25", "18446744073709551616", "-9223372036854775809",
-        "300", "-1", "1E2", "1e+2", "0.1e1",
+        "1.5",
+        "1e24",
+        "1e16",
+        "1e15",
+        "123456789012345678901",
+        "1e-7",
+        "0.0001",
+        "-0",
+        "1.0",
+        "2.5e-10",
+        "1e21",
+        "12345678.9",
+        "1e300",
+        "0.000001",
+        "0.00001",
+        "5e-324",
+        "1e400",
+        "-1e400",
+        "1.5e999999999",
+        "0.5e-400",
+        "-12.25",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "300",
+        "-1",
+        "1E2",
+        "1e+2",
+        "0.1e1",
     ] {
         let body = format!("{{\"vcpu_count\": {f}, \"mem_size_mib\": {f}}}");
         let ours = validate(&c, &shape, body.as_bytes()).map_err(|e| e.to_string());

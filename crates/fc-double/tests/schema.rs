@@ -268,3 +268,25 @@ async fn lifecycle_rules_beyond_the_transcript() {
     .await;
     assert_eq!(fault(&got), NOT_AFTER_START);
 }
+
+#[tokio::test]
+async fn enums_in_serde_tagged_form_are_read_too() {
+    // serde_json also takes a unit variant as {"Variant": null}; Firecracker does.
+    let d = Running::start(None).await;
+    let kernel = d.dir.path().join("bgtest-k");
+    std::fs::write(&kernel, b"k").unwrap();
+    let b = json!({"kernel_image_path": kernel}).to_string();
+    assert_eq!(call(&d.sock, "PUT", "/boot-source", Some(&b)).await.0, 204);
+    let start = r#"{"action_type": {"InstanceStart": null}}"#;
+    assert_eq!(call(&d.sock, "PUT", "/actions", Some(start)).await.0, 204);
+    let (_, got) = call(&d.sock, "GET", "/", None).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&got).unwrap()["state"],
+        "Running"
+    );
+    let (_, got) = call(&d.sock, "PATCH", "/vm", Some(r#"{"state": {"Paused": 1}}"#)).await;
+    assert_eq!(
+        fault(&got),
+        format!("{DESER}: invalid type: integer `1`, expected unit at line 1 column 22.")
+    );
+}
