@@ -122,19 +122,22 @@ async fn guest_poweroff_after_ctrl_alt_del_exits_zero_and_removes_the_socket() {
 }
 
 #[tokio::test]
-async fn sigterm_exits_zero_and_removes_the_socket() {
-    let dir = tempfile::Builder::new()
-        .prefix("bgtest-fcbin-")
-        .tempdir()
-        .unwrap();
-    let sock = dir.path().join("bgtest-fc.sock");
-    let mut proc = spawn(dir.path(), &sock);
-    wait_for_api(&sock, Duration::from_secs(20)).await.unwrap();
-    let pid = rustix::process::Pid::from_raw(proc.0.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::Term).unwrap();
-    let status = proc.wait_exit(Duration::from_secs(10));
-    assert!(status.success(), "{status:?}");
-    assert!(!sock.exists());
+async fn sigterm_and_sigint_exit_zero_and_remove_the_socket() {
+    use rustix::process::Signal;
+    for sig in [Signal::Term, Signal::Int] {
+        let dir = tempfile::Builder::new()
+            .prefix("bgtest-fcbin-")
+            .tempdir()
+            .unwrap();
+        let sock = dir.path().join("bgtest-fc.sock");
+        let mut proc = spawn(dir.path(), &sock);
+        wait_for_api(&sock, Duration::from_secs(20)).await.unwrap();
+        let pid = rustix::process::Pid::from_raw(proc.0.id() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+        let status = proc.wait_exit(Duration::from_secs(10));
+        assert!(status.success(), "{sig:?}: {status:?}");
+        assert!(!sock.exists(), "{sig:?}: the API socket is left behind");
+    }
 }
 
 #[test]
