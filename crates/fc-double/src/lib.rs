@@ -8,9 +8,13 @@
 //! tests assert on the exact calls a client made.
 //!
 //! # Modelled exactly
-//! * Routing: a (method, path) not in `contract/firecracker.yaml` gets 400
-//!   `Invalid request method and/or path: <METHOD> <path>.`; a bodiless
-//!   PUT/PATCH gets `Empty PUT request.` / `Empty PATCH request.`.
+//! * Routing, as Firecracker's `ParsedRequest`: a (method, path) not in
+//!   `contract/firecracker.yaml` gets 400 `Invalid request method and/or
+//!   path: <METHOD> <first path token>.`; a bodiless PUT/PATCH gets `Empty
+//!   PUT request.` / `Empty PATCH request.` (PATCH under `/balloon` excepted),
+//!   a GET with a body `GET request cannot have a body.`; a missing or
+//!   non-`[A-Za-z0-9_]` path id `The ID cannot be empty.` / `API Resource IDs
+//!   can only contain alphanumeric characters and underscores.`.
 //! * Bodies of every operation (including the ones banger does not drive:
 //!   balloon, snapshot, mmds, metrics, entropy, serial, hotplug, pmem,
 //!   cpu-config) are checked against the yaml definitions the way
@@ -36,6 +40,10 @@
 //!   definitions keep yaml order and `u64`/`i32`/`i64` integers.
 //! * Yaml `minimum`/`maximum` are not schema checks (Firecracker accepts
 //!   `guest_cid: 1`); only the VMM-level rules above apply.
+//! * Paths follow the yaml strictly: Firecracker also ignores extra path
+//!   tokens and a trailing `/` (`PUT /machine-config/x`), the double refuses
+//!   them; a wrong sub-path under a known resource (`GET /balloon/x`,
+//!   `PUT /snapshot/x`) gets the generic message above, not Firecracker's own.
 //! * A struct body given as a JSON array is refused (serde would also read a
 //!   struct from an array of its fields; the yaml only allows objects).
 //! * A tap that fits IFNAMSIZ but is absent from `<sys>/class/net` gets an

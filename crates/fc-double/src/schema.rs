@@ -67,6 +67,8 @@ pub struct Operation {
     pub segs: Vec<Seg>,
     /// The body's shape, when the operation takes one.
     pub body: Option<Shape>,
+    /// The yaml marks the body parameter `required: true`.
+    pub body_required: bool,
 }
 
 /// The whole contract.
@@ -277,8 +279,10 @@ impl Contract {
             for (method, op) in methods {
                 let method = method.as_str().ok_or_else(|| bad("method key"))?;
                 let mut body = None;
+                let mut body_required = false;
                 for p in op["parameters"].as_sequence().into_iter().flatten() {
                     if p["in"].as_str() == Some("body") {
+                        body_required = p["required"].as_bool() == Some(true);
                         let def = ref_name(&p["schema"]).ok_or_else(|| {
                             bad(format!("{method} {template}: body without $ref"))
                         })?;
@@ -297,6 +301,7 @@ impl Contract {
                     template: template.to_string(),
                     segs: segments(template),
                     body,
+                    body_required,
                 });
             }
         }
@@ -324,6 +329,15 @@ impl Contract {
                 }
             }
             Some((op, param))
+        })
+    }
+
+    /// Whether `method` has a `/<first>/{param}` operation: the path named a
+    /// resource but left its id out.
+    pub fn wants_id(&self, method: &str, first: &str) -> bool {
+        self.ops.iter().any(|op| {
+            op.method == method
+                && matches!(op.segs.as_slice(), [Seg::Lit(l), Seg::Param(_)] if l == first)
         })
     }
 

@@ -43,19 +43,35 @@ pub(crate) async fn handle(
 
 fn answer(shared: &Shared, method: &str, path: &str, body: &[u8]) -> Reply {
     let fault = |m: String| Reply::Fault(400, m);
-    let empty = body.iter().all(u8::is_ascii_whitespace);
-    // Firecracker's request parser refuses a bodiless PUT/PATCH before
-    // looking at the path.
-    if empty && (method == "PUT" || method == "PATCH") {
-        return fault(format!("Empty {method} request."));
+    // Firecracker's `ParsedRequest::try_from`: the first path token picks the
+    // resource, and bodies are checked for presence before anything else.
+    let tokens: Vec<&str> = path.trim_start_matches('/').split_terminator('/').collect();
+    let first = tokens.first().copied().unwrap_or("");
+    match method {
+        "GET" if !body.is_empty() => return fault("GET request cannot have a body.".into()),
+        "PUT" if body.is_empty() => return fault("Empty PUT request.".into()),
+        "PATCH" if body.is_empty() && first != "balloon" => {
+            return fault("Empty PATCH request.".into())
+        }
+        _ => {}
     }
     let Some((op, param)) = shared.contract.route(method, path) else {
+        if tokens.len() == 1 && shared.contract.wants_id(method, first) {
+            return fault("The ID cannot be empty.".into());
+        }
         return fault(format!(
-            "Invalid request method and/or path: {method} {}.",
-            path.trim_start_matches('/')
+            "Invalid request method and/or path: {method} {first}."
         ));
     };
+    if let Some(id) = &param {
+        if !id.chars().all(|c| c == '_' || c.is_alphanumeric()) {
+            return fault(
+                "API Resource IDs can only contain alphanumeric characters and underscores.".into(),
+            );
+        }
+    }
     let parsed = match &op.body {
+        Some(_) if body.is_empty() && !op.body_required => Value::Null,
         Some(shape) => {
             if let Err(e) = validate(&shared.contract, shape, body) {
                 return fault(format!("{DESERIALIZE}: {e}."));

@@ -137,17 +137,13 @@ async fn enums_are_enforced() {
 #[tokio::test]
 async fn paths_and_methods_outside_the_yaml() {
     let d = Running::start(None).await;
+    // Firecracker names only the first path token in this message.
     for (method, path, body, want) in [
-        (
-            "GET",
-            "/balloon/nonexistent",
-            None,
-            "GET balloon/nonexistent",
-        ),
-        ("PUT", "/snapshot", Some("{}"), "PUT snapshot"),
-        ("DELETE", "/drives/rootfs", None, "DELETE drives/rootfs"),
-        ("GET", "/snapshot/create", None, "GET snapshot/create"),
+        ("PUT", "/nonexistent/x", Some("{}"), "PUT nonexistent"),
+        ("DELETE", "/drives/rootfs", None, "DELETE drives"),
+        ("GET", "/snapshot/create", None, "GET snapshot"),
         ("GET", "/entropy", None, "GET entropy"),
+        ("GET", "/vm", None, "GET vm"),
         (
             "POST",
             "/actions",
@@ -165,6 +161,25 @@ async fn paths_and_methods_outside_the_yaml() {
     }
     let (status, got) = call(&d.sock, "PUT", "/balloon", None).await;
     assert_eq!((status, fault(&got).as_str()), (400, "Empty PUT request."));
+    let (_, got) = call(&d.sock, "GET", "/", Some("{}")).await;
+    assert_eq!(fault(&got), "GET request cannot have a body.");
+    let drive = r#"{"drive_id": "a-b", "is_root_device": false}"#;
+    let (_, got) = call(&d.sock, "PUT", "/drives/a-b", Some(drive)).await;
+    assert_eq!(
+        fault(&got),
+        "API Resource IDs can only contain alphanumeric characters and underscores."
+    );
+    let (_, got) = call(&d.sock, "PUT", "/network-interfaces/", Some("{}")).await;
+    assert_eq!(fault(&got), "The ID cannot be empty.");
+    // A body that is only whitespace is a body: serde_json finds no value.
+    let (_, got) = call(&d.sock, "PUT", "/vsock", Some("  ")).await;
+    assert_eq!(
+        fault(&got),
+        format!("{DESER}: EOF while parsing a value at line 1 column 2.")
+    );
+    // hinting/start's body is optional in the yaml (and the call is post-boot only).
+    let (_, got) = call(&d.sock, "PATCH", "/balloon/hinting/start", None).await;
+    assert_eq!(fault(&got), NOT_BEFORE_START);
 }
 
 #[tokio::test]
