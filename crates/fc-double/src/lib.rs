@@ -47,14 +47,18 @@
 //! * A struct body given as a JSON array is refused (serde would also read a
 //!   struct from an array of its fields; the yaml only allows objects).
 //! * A tap that fits IFNAMSIZ but is absent from `<sys>/class/net` gets an
-//!   `ENODEV` text; name/MAC conflicts, a missing kernel before start,
-//!   `FlushMetrics` without metrics, and PATCH of an unknown device carry
-//!   best-effort texts.
+//!   `ENODEV` text; name/MAC conflicts, vsock bind failures, initrd and
+//!   logger/metrics open failures, and PATCH of an unknown device carry
+//!   best-effort texts. (`Start microvm error: Cannot start microvm without
+//!   kernel configuration.` and the pre-/post-boot refusals are Firecracker's.)
 //! * Balloon, entropy, serial, hotplug, pmem, cpu-config and mmds-config PUTs
-//!   are stored (204 before start, refused after); their PATCHes are post-boot
-//!   only and succeed when the device was configured; their GETs return the
-//!   stored body or 400. MMDS PUT/PATCH/GET keep a JSON object. Snapshot
-//!   create/load answer 400 `fc-double: snapshots are not modelled`.
+//!   are stored (204 before start, refused after); their PATCHes and
+//!   `GET /balloon/statistics` are post-boot only and succeed when the device
+//!   was configured; their GETs return the stored body or 400. MMDS
+//!   PUT/PATCH/GET keep a JSON object (`{}` when empty). `FlushMetrics` after
+//!   start is 204. Snapshot create is post-boot only and load pre-boot only,
+//!   as in Firecracker; otherwise they answer 400 `fc-double: snapshots are
+//!   not modelled`.
 //! * No guest runs: `SendCtrlAltDel` on a running instance makes [`serve`]
 //!   return [`Outcome::GuestPoweredOff`] after [`DoubleConfig::guest_shutdown`].
 

@@ -259,9 +259,12 @@ impl Vmm {
                 Reply::NoContent
             }
             ("GET", "/mmds") => Reply::Json(self.mmds.clone().unwrap_or_else(|| json!({}))),
+            ("PUT", "/snapshot/create") if !self.started() => fault(NOT_BEFORE_START),
+            ("PUT", "/snapshot/load") if self.started() => fault(NOT_AFTER_START),
             ("PUT", "/snapshot/create") | ("PUT", "/snapshot/load") => {
                 fault("fc-double: snapshots are not modelled")
             }
+            ("GET", "/balloon/statistics") if !self.started() => fault(NOT_BEFORE_START),
             ("GET", t) => match self.stored.get(t) {
                 Some(v) => Reply::Json(v.clone()),
                 None => fault(format!("fc-double: {t} is not configured")),
@@ -518,9 +521,6 @@ impl Vmm {
                 // A paused guest sees the key press once resumed.
                 self.ctrl_alt_del = true;
                 Reply::NoContent
-            }
-            (Some("FlushMetrics"), _) if self.metrics.is_none() => {
-                fault("Metrics error: fc-double: the metrics system is not initialized")
             }
             _ => Reply::NoContent,
         }
