@@ -223,6 +223,11 @@ async fn lifecycle_rules_beyond_the_transcript() {
     assert_eq!(fault(&got), NOT_BEFORE_START);
     let (_, got) = call(s, "PATCH", "/balloon", Some(r#"{"amount_mib": 1}"#)).await;
     assert_eq!(fault(&got), NOT_BEFORE_START);
+    let snap = r#"{"mem_file_path": "/m", "snapshot_path": "/s"}"#;
+    let (_, got) = call(s, "PUT", "/snapshot/create", Some(snap)).await;
+    assert_eq!(fault(&got), NOT_BEFORE_START);
+    let (_, got) = call(s, "GET", "/balloon/statistics", None).await;
+    assert_eq!(fault(&got), NOT_BEFORE_START);
     // vCPU rules.
     let (_, got) = put(
         "/machine-config",
@@ -274,6 +279,20 @@ async fn lifecycle_rules_beyond_the_transcript() {
     );
     let (_, got) = put("/entropy", "{}").await;
     assert_eq!(fault(&got), NOT_AFTER_START);
+    let (_, got) = call(
+        s,
+        "PUT",
+        "/snapshot/load",
+        Some(r#"{"snapshot_path": "/s"}"#),
+    )
+    .await;
+    assert_eq!(fault(&got), NOT_AFTER_START);
+    assert_eq!(
+        put("/actions", r#"{"action_type": "FlushMetrics"}"#)
+            .await
+            .0,
+        204
+    );
     let (_, got) = call(
         s,
         "PATCH",
