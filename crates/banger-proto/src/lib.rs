@@ -5,6 +5,7 @@
 //! boundary, so every type is `serde` and params reject unknown fields.
 
 pub mod api;
+pub mod firecracker;
 pub mod helper;
 pub mod install;
 pub mod jsonrpc;

@@ -16,5 +16,6 @@ pub mod network;
 pub mod privops;
 pub mod store;
 pub mod vmdisk;
+pub mod vmm;
 
 pub use banger_sys::service::render_chain;

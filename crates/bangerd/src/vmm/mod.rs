@@ -1,0 +1,3 @@
+//! Virtual machine monitors the daemon drives: Firecracker over its HTTP API.
+
+pub mod firecracker;
