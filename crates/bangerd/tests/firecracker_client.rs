@@ -335,3 +335,55 @@ async fn wait_for_api_times_out_with_a_labelled_error() {
         "{err:?}"
     );
 }
+
+/// The plan the daemon renders from a machine spec is one the double (held
+/// to Firecracker's contract) accepts and boots.
+#[tokio::test]
+async fn a_plan_rendered_from_a_machine_spec_boots() {
+    use banger_core::machine::{GuestNet, MachineSpec};
+    use bangerd::vmm::plan::{firecracker_plan, FcFiles};
+    let d = Double::start();
+    let spec = MachineSpec {
+        vcpus: 1,
+        memory_mib: 256,
+        kernel: d.file("bgtest-vmlinux", 16).into(),
+        initrd: Some(d.file("bgtest-initrd", 16).into()),
+        rootfs: d.file("bgtest-disk.ext4", 4096).into(),
+        net: Some(GuestNet {
+            tap: TAP.into(),
+            mac: "06:00:ac:1e:00:02".into(),
+            ip: "172.30.0.2".parse().unwrap(),
+            subnet: "172.30.0.0/24".parse().unwrap(),
+        }),
+        tsc_khz: None,
+    };
+    let files = FcFiles {
+        log: Some(d.file("bgtest-fc.log", 0).into()),
+        vsock: Some((d.dir.path().join("bgtest-v.sock"), 3)),
+    };
+    let plan = firecracker_plan(&spec, &files).unwrap();
+    let c = FirecrackerClient::new(&d.sock);
+    c.configure_and_start(&plan).await.unwrap();
+    assert_eq!(
+        c.describe_instance().await.unwrap().state,
+        InstanceState::Running
+    );
+    let paths: Vec<String> = d
+        .recorder
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        paths[..7],
+        [
+            "PUT /logger",
+            "PUT /machine-config",
+            "PUT /boot-source",
+            "PUT /drives/rootfs",
+            "PUT /network-interfaces/eth0",
+            "PUT /vsock",
+            "PUT /actions",
+        ]
+    );
+}
