@@ -19,6 +19,14 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Progress reported into `tx` (the job stream, or a test's receiver).
+    pub fn new(tx: UnboundedSender<Event>) -> Self {
+        Progress {
+            tx,
+            last: Mutex::new((String::new(), Instant::now())),
+        }
+    }
+
     /// A client that went away just stops receiving; the work goes on.
     fn send(&self, e: Event) {
         let _ = self.tx.send(e);
@@ -57,10 +65,7 @@ where
     let (tx, rx) = unbounded_channel::<Event>();
     let done_tx = tx.clone();
     tokio::task::spawn_blocking(move || {
-        let progress = Progress {
-            tx,
-            last: Mutex::new((String::new(), Instant::now())),
-        };
+        let progress = Progress::new(tx);
         let end = match work(&progress) {
             Ok(result) => Event::Done { result },
             Err(ApiFailure(_, e)) => Event::Error {

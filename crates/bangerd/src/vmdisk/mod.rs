@@ -393,6 +393,8 @@ pub fn destroy(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
 }
 
 #[cfg(test)]
+mod boot_tests;
+#[cfg(test)]
 mod helper_tests;
 #[cfg(test)]
 mod reconcile_tests;

@@ -56,7 +56,7 @@ fn debugfs_cat(image: &Path, guest: &str) -> Vec<u8> {
         .stdout
 }
 
-fn direct(state: &Path) -> Arc<DirectOps> {
+pub(super) fn direct(state: &Path) -> Arc<DirectOps> {
     let mut cfg = banger_proto::install::InstallConfig::for_owner(0, 0, "/root".into());
     cfg.state_dir = state.into();
     Arc::new(DirectOps::new(Helper {
