@@ -316,3 +316,29 @@ fn other_methods_still_go_through_the_oneshot() {
     assert_eq!(calls[0][..3], ["sudo", "-n", "--"]);
     assert_eq!(calls[0].last().unwrap(), "oneshot");
 }
+
+#[test]
+fn socket_access_chmod_failure_bubbles_after_the_chown() {
+    let f = fixture(&no_mounts);
+    let sock = f.root.join("run/fc-vm1.sock");
+    let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    f.runner.answer(
+        "chmod",
+        failed(1, "chmod: changing permissions: Operation not permitted"),
+    );
+    let err = f
+        .ops
+        .call_value(m::ENSURE_SOCKET_ACCESS, json!({"path": sock}))
+        .unwrap_err();
+    let PrivError::Sudo(e) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        banger_sys::service::render_chain(e).contains("Operation not permitted"),
+        "{err:?}"
+    );
+    let calls = f.runner.calls();
+    assert_eq!(calls.len(), 2, "chown ran, then the failing chmod");
+    assert_eq!(calls[0][..3], ["sudo", "-n", "chown"]);
+    assert_eq!(calls[1][0], "chmod");
+}

@@ -3,3 +3,4 @@
 
 pub mod firecracker;
 pub mod plan;
+pub mod socket_access;

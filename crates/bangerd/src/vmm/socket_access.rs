@@ -1,0 +1,143 @@
+//! Handing a root-launched Firecracker's API and vsock sockets to the owner
+//! the moment they appear, so the daemon's first API probe never meets a
+//! root-owned socket (`EACCES`): [`ensure_socket_access_for_async`] is
+//! spawned right before the launch and awaited right after it.
+
+use crate::privops::{PrivError, PrivOps};
+use banger_proto::helper as m;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long to wait for a socket, and how often to look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitPolicy {
+    pub deadline: Duration,
+    pub tick: Duration,
+}
+
+impl Default for WaitPolicy {
+    fn default() -> Self {
+        WaitPolicy {
+            deadline: Duration::from_secs(10),
+            tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Why a socket was not handed over.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketAccessError {
+    #[error("waiting for the {label} at {path}: deadline of {deadline:?} exceeded")]
+    DeadlineExceeded {
+        label: String,
+        path: PathBuf,
+        deadline: Duration,
+    },
+    #[error("waiting for the {label} at {path}: cancelled")]
+    Cancelled { label: String, path: PathBuf },
+    #[error("handing the {label} at {path} to the owner")]
+    Access {
+        label: String,
+        path: PathBuf,
+        #[source]
+        source: PrivError,
+    },
+    #[error("the socket-access task ended abnormally")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// Return as soon as `path` exists. Gives up with a labelled
+/// [`SocketAccessError::DeadlineExceeded`] after `policy.deadline` — having
+/// waited at least one tick — or with `Cancelled` as soon as `cancel`
+/// resolves, whatever the tick.
+pub async fn wait_for_path(
+    path: &Path,
+    label: &str,
+    policy: WaitPolicy,
+    cancel: impl Future<Output = ()>,
+) -> Result<(), SocketAccessError> {
+    let start = Instant::now();
+    tokio::pin!(cancel);
+    loop {
+        if path.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        let waited = start.elapsed();
+        if waited >= policy.deadline && waited >= policy.tick {
+            return Err(SocketAccessError::DeadlineExceeded {
+                label: label.into(),
+                path: path.into(),
+                deadline: policy.deadline,
+            });
+        }
+        tokio::select! {
+            _ = &mut cancel => {
+                return Err(SocketAccessError::Cancelled {
+                    label: label.into(),
+                    path: path.into(),
+                })
+            }
+            _ = tokio::time::sleep(policy.tick) => {}
+        }
+    }
+}
+
+/// Wait for `path`, then `priv.ensure_socket_access` on it. No privileged
+/// call is made for a socket that never appears; the helper's error comes
+/// back untouched as the source.
+pub async fn ensure_socket_access(
+    privops: Arc<dyn PrivOps>,
+    path: PathBuf,
+    label: String,
+    policy: WaitPolicy,
+    cancel: impl Future<Output = ()>,
+) -> Result<(), SocketAccessError> {
+    wait_for_path(&path, &label, policy, cancel).await?;
+    let p = path.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        privops.call::<_, m::Empty>(
+            m::ENSURE_SOCKET_ACCESS,
+            &m::EnsureSocketAccess {
+                path: p.display().to_string(),
+            },
+        )
+    })
+    .await
+    .map_err(SocketAccessError::Task)?;
+    outcome
+        .map(drop)
+        .map_err(|source| SocketAccessError::Access {
+            label,
+            path,
+            source,
+        })
+}
+
+/// Start handing each `(label, socket)` to the owner, in order, as each
+/// appears. Spawn it right before launching Firecracker and await the handle
+/// right after; dropping `cancel`'s sender (or sending) stops the wait.
+pub fn ensure_socket_access_for_async(
+    privops: Arc<dyn PrivOps>,
+    sockets: Vec<(String, PathBuf)>,
+    policy: WaitPolicy,
+    cancel: tokio::sync::watch::Receiver<()>,
+) -> tokio::task::JoinHandle<Result<(), SocketAccessError>> {
+    tokio::spawn(async move {
+        for (label, path) in sockets {
+            let mut c = cancel.clone();
+            let cancelled = async move {
+                // Resolves on a send or when the sender is dropped.
+                let _ = c.changed().await;
+            };
+            ensure_socket_access(privops.clone(), path, label, policy, cancelled).await?;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+#[path = "socket_access_tests.rs"]
+mod tests;
