@@ -139,6 +139,10 @@ pub fn qemu_argv(spec: &MachineSpec, backend: Backend, io: &QemuIo) -> Vec<Strin
         "-no-user-config",
         "-nographic",
         "-no-reboot",
+        // A keyboard controller, so Ctrl+Alt+Del reaches the guest as on
+        // Firecracker (its only use there too).
+        "-device",
+        "i8042",
         "-kernel",
     ]
     .iter()
@@ -291,7 +295,7 @@ mod tests {
         let a = qemu_argv(&spec(), Backend::QemuTcg, &io);
         let joined = a.join(" ");
         assert!(joined.starts_with(
-            "-M microvm -accel tcg,tb-size=64 -smp 2 -m 256 -nodefaults -no-user-config -nographic -no-reboot -kernel /var/lib/banger/images/deb/vmlinux -initrd /var/lib/banger/images/deb/initrd -append "
+            "-M microvm -accel tcg,tb-size=64 -smp 2 -m 256 -nodefaults -no-user-config -nographic -no-reboot -device i8042 -kernel /var/lib/banger/images/deb/vmlinux -initrd /var/lib/banger/images/deb/initrd -append "
         ), "{joined}");
         let after = |flag: &str| {
             a.iter()

@@ -273,4 +273,4 @@ pub fn initramfs(
 
 #[cfg(test)]
 #[path = "kernel_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -142,7 +142,7 @@ fn real_kernel_vmlinux_and_initramfs() {
 
 /// The host TSC in kHz for `tsc_early_khz` (TCG boots hang at random
 /// without it).
-fn host_tsc_khz() -> Option<u64> {
+pub(crate) fn host_tsc_khz() -> Option<u64> {
     let dmesg = HostRunner
         .run(&Cmd::new("dmesg"))
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -151,31 +151,30 @@ fn host_tsc_khz() -> Option<u64> {
     banger_core::machine::tsc_khz(&dmesg, &cpuinfo)
 }
 
-/// Boots the real kernel + generated initramfs under QEMU microvm (TCG):
-/// the virtio modules load, `/dev/vda` mounts, switch_root runs our init.
-#[test]
-fn qemu_boots_the_extracted_kernel_through_the_initramfs() {
-    let Some(k) = installed() else {
-        println!("skipped: no host kernel");
-        return;
-    };
-    if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
-        println!("skipped: qemu-system-x86_64 not installed");
-        return;
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
-    let t = tmp.path();
+/// A tiny guest for QEMU tests: the host's Debian kernel as `vmlinux`, the
+/// generated virtio initramfs, and a busybox ext4 root whose `/sbin/init` is
+/// `init` (a busybox `sh` script). `None` when the host has no kernel.
+pub(crate) struct BusyboxGuest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+pub(crate) fn busybox_guest(t: &Path, init: &str) -> Option<BusyboxGuest> {
+    let k = installed()?;
     let z = std::fs::read(&k.vmlinuz).unwrap();
+    let g = BusyboxGuest {
+        kernel: t.join("vmlinux"),
+        initrd: t.join("initrd"),
+        rootfs: t.join("root.ext4"),
+    };
     std::fs::write(
-        t.join("vmlinux"),
+        &g.kernel,
         extract_vmlinux(&HostRunner, &z, &k.vmlinuz).unwrap(),
     )
     .unwrap();
     std::fs::write(
-        t.join("initrd"),
+        &g.initrd,
         initramfs(
             &HostRunner,
             &k.modules,
@@ -190,11 +189,7 @@ fn qemu_boots_the_extracted_kernel_through_the_initramfs() {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    std::fs::write(
-        root.join("sbin/init"),
-        "#!/bin/busybox sh\n/bin/busybox echo BANGER-BOOT-OK\n/bin/busybox poweroff -f\n",
-    )
-    .unwrap();
+    std::fs::write(root.join("sbin/init"), init).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
         root.join("sbin/init"),
@@ -206,17 +201,37 @@ fn qemu_boots_the_extracted_kernel_through_the_initramfs() {
             &Cmd::new("mkfs.ext4")
                 .args(["-q", "-F", "-d"])
                 .arg(&root)
-                .arg(t.join("root.ext4"))
+                .arg(&g.rootfs)
                 .arg("32M"),
         )
         .unwrap();
+    Some(g)
+}
+
+/// Boots the real kernel + generated initramfs under QEMU microvm (TCG):
+/// the virtio modules load, `/dev/vda` mounts, switch_root runs our init.
+#[test]
+fn qemu_boots_the_extracted_kernel_through_the_initramfs() {
+    if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
+        println!("skipped: qemu-system-x86_64 not installed");
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("bgtest-")
+        .tempdir()
+        .unwrap();
+    let init = "#!/bin/busybox sh\n/bin/busybox echo BANGER-BOOT-OK\n/bin/busybox poweroff -f\n";
+    let Some(g) = busybox_guest(tmp.path(), init) else {
+        println!("skipped: no host kernel");
+        return;
+    };
     // The argv the daemon's QEMU backend renders, serial on stdio.
     let spec = MachineSpec {
         vcpus: 1,
         memory_mib: 256,
-        kernel: t.join("vmlinux"),
-        initrd: Some(t.join("initrd")),
-        rootfs: t.join("root.ext4"),
+        kernel: g.kernel,
+        initrd: Some(g.initrd),
+        rootfs: g.rootfs,
         net: None,
         tsc_khz: host_tsc_khz(),
     };

@@ -3,14 +3,16 @@
 //! daemon (hostname, static network, owner key, host key, machine-id), booted
 //! under QEMU microvm with the argv the QEMU backend renders, on a tap in a
 //! bridge inside a `bgtest-` network namespace; then `ssh` with banger's
-//! pinned `known_hosts` and strict host-key checking.
+//! pinned `known_hosts` and strict host-key checking; then a graceful stop
+//! (Ctrl+Alt+Del: systemd reboots, QEMU exits).
 
 use super::custom::{self, Customisation};
 use super::tests::{add_vm, fixture, identity};
 use super::*;
 use crate::builds::{self, HostPaths};
 use crate::jobs::Progress;
-use banger_core::machine::{qemu_argv, tsc_khz, Backend, GuestNet, MachineSpec, QemuIo};
+use crate::vmm::qemu::{QemuVm, Stopped};
+use banger_core::machine::{tsc_khz, Backend, GuestNet, MachineSpec, QemuIo};
 use banger_proto::api::ImageBuild;
 use banger_sys::netns::NamedNetns;
 use banger_sys::runner::{Cmd, HostRunner, Runner};
@@ -62,8 +64,8 @@ fn tail(p: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-#[test]
-fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
+#[tokio::test]
+async fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
     if let Err(why) = gate() {
         println!("skipped: {why}");
         return;
@@ -165,23 +167,26 @@ fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
     };
     let io = QemuIo {
         serial_log: Some(console.clone()),
-        qmp_socket: None,
+        qmp_socket: Some(tmp.path().join("qmp.sock")),
     };
-    let mut vmm = banger_testkit::KillOnDrop(
-        Command::new("ip")
-            .args(["netns", "exec", ns.name(), "qemu-system-x86_64"])
-            .args(qemu_argv(&spec, Backend::QemuTcg, &io))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let wrapper: Vec<String> = ["ip", "netns", "exec", ns.name()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut vmm = QemuVm::spawn(
+        Path::new("/usr/bin/qemu-system-x86_64"),
+        &wrapper,
+        &spec,
+        Backend::QemuTcg,
+        &io,
+    )
+    .unwrap();
 
     // Ready when ssh with the pinned key gets in.
     let t = Instant::now();
     let probe = "cat /etc/hostname; ip -4 -o addr show eth0; cat /etc/machine-id";
     let out = loop {
-        if let Some(st) = vmm.0.try_wait().unwrap() {
+        if let Some(st) = vmm.try_exited().unwrap() {
             panic!(
                 "QEMU exited ({st}) before SSH was ready:\n{}",
                 tail(&console)
@@ -198,7 +203,7 @@ fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
             String::from_utf8_lossy(&out.stderr),
             tail(&console)
         );
-        std::thread::sleep(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_secs(1)).await;
     };
     println!(
         "debian bookworm: image built in {built:?}; boot to pinned SSH under TCG in {:?}",
@@ -229,7 +234,11 @@ fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    drop(vmm);
+    // Stopped the way the daemon stops it: systemd takes Ctrl+Alt+Del.
+    let t = Instant::now();
+    let how = vmm.stop(Duration::from_secs(120)).await.unwrap();
+    assert_eq!(how, Stopped::Graceful, "{}", tail(&console));
+    println!("graceful stop in {:?}", t.elapsed());
     drop(ns);
     destroy(&d, VM).unwrap();
 }

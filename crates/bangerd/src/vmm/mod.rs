@@ -3,4 +3,5 @@
 
 pub mod firecracker;
 pub mod plan;
+pub mod qemu;
 pub mod socket_access;
