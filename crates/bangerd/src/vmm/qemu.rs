@@ -3,6 +3,7 @@
 //! way Firecracker is stopped — Ctrl+Alt+Del first (the guest reboots, and
 //! `-no-reboot` turns that into an exit), then `quit`, then SIGKILL.
 
+use super::Stopped;
 use banger_core::machine::{qemu_argv, Backend, MachineSpec, QemuIo};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -115,19 +116,6 @@ impl Qmp {
             .await
             .map(drop)
     }
-}
-
-/// How a stop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
-    /// The guest shut down after Ctrl+Alt+Del.
-    Graceful,
-    /// QEMU quit on request (QMP `quit`) after the grace period.
-    Quit,
-    /// SIGKILL: QEMU answered nothing.
-    Killed,
-    /// It had exited already.
-    AlreadyExited,
 }
 
 /// A running QEMU guest.

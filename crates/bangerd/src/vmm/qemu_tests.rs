@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::images::kernel::tests::{busybox_guest, host_tsc_khz};
+use crate::vmm::Stopped;
 
 const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 
