@@ -10,10 +10,11 @@ use super::custom::{self, Customisation};
 use super::tests::{add_vm, fixture, identity};
 use super::*;
 use crate::builds::{self, HostPaths};
+use crate::images::kernel::tests::host_tsc_khz;
 use crate::jobs::Progress;
 use crate::vmm::qemu::QemuVm;
 use crate::vmm::Stopped;
-use banger_core::machine::{tsc_khz, Backend, GuestNet, MachineSpec, QemuIo};
+use banger_core::machine::{Backend, GuestNet, MachineSpec, QemuIo};
 use banger_proto::api::ImageBuild;
 use banger_sys::netns::NamedNetns;
 use banger_sys::runner::{Cmd, HostRunner, Runner};
@@ -145,10 +146,6 @@ async fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
         ns.ip(args).unwrap();
     }
     let console = tmp.path().join("console.log");
-    let dmesg = HostRunner
-        .run(&Cmd::new("dmesg"))
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
     let spec = MachineSpec {
         vcpus: 1,
         memory_mib: 384,
@@ -161,10 +158,7 @@ async fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
             ip: GUEST_IP.parse().unwrap(),
             subnet: "172.30.0.0/24".parse().unwrap(),
         }),
-        tsc_khz: tsc_khz(
-            &dmesg,
-            &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
-        ),
+        tsc_khz: host_tsc_khz(),
     };
     let io = QemuIo {
         serial_log: Some(console.clone()),

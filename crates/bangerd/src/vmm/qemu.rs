@@ -3,6 +3,7 @@
 //! way Firecracker is stopped — Ctrl+Alt+Del first (the guest reboots, and
 //! `-no-reboot` turns that into an exit), then `quit`, then SIGKILL.
 
+use super::socket_access::{wait_for_path, SocketAccessError, WaitPolicy};
 use super::Stopped;
 use banger_core::machine::{qemu_argv, Backend, MachineSpec, QemuIo};
 use serde_json::{json, Value};
@@ -36,8 +37,8 @@ pub enum QemuError {
     Decode(PathBuf, #[source] serde_json::Error),
     #[error("waiting for QEMU (pid {0}) to exit")]
     Wait(u32, #[source] std::io::Error),
-    #[error("QMP socket {0} did not appear within {1:?}")]
-    QmpDeadline(PathBuf, Duration),
+    #[error("waiting for QEMU's control socket")]
+    QmpSocket(#[source] Box<SocketAccessError>),
 }
 
 /// One QMP session: greeting read, capabilities negotiated.
@@ -165,13 +166,13 @@ impl QemuVm {
 
     /// A QMP session, once QEMU has made its socket (within `deadline`).
     pub async fn qmp(&self, deadline: Duration) -> Result<Qmp, QemuError> {
-        let t = tokio::time::Instant::now();
-        while self.qmp.symlink_metadata().is_err() {
-            if t.elapsed() >= deadline {
-                return Err(QemuError::QmpDeadline(self.qmp.clone(), deadline));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let policy = WaitPolicy {
+            deadline,
+            tick: Duration::from_millis(10),
+        };
+        wait_for_path(&self.qmp, "QMP socket", policy, std::future::pending())
+            .await
+            .map_err(|e| QemuError::QmpSocket(Box::new(e)))?;
         Qmp::connect(&self.qmp).await
     }
 
