@@ -42,11 +42,22 @@ pub fn backend(f: &Facts) -> Check {
     };
     let (backend, why) = choose_backend(facts);
     match backend {
-        Backend::Firecracker => check(
-            "backend",
-            "ok",
-            format!("firecracker ({} with /dev/kvm)", f.firecracker_bin.display()),
-        ),
+        Backend::Firecracker => match linked_dynamically(f.firecracker_bin) {
+            // The jailer (system install) starts it in an empty chroot.
+            Some(interp) => check(
+                "backend",
+                if f.privileges == "helper" { "warn" } else { "ok" },
+                format!(
+                    "firecracker ({} with /dev/kvm), dynamically linked ({interp}): the system install's jailer cannot start it in its empty chroot; install the static release binary",
+                    f.firecracker_bin.display()
+                ),
+            ),
+            None => check(
+                "backend",
+                "ok",
+                format!("firecracker ({} with /dev/kvm)", f.firecracker_bin.display()),
+            ),
+        },
         Backend::QemuTcg => check("backend", "warn", format!("qemu-microvm with TCG: {why}")),
         Backend::QemuKvm => check(
             "backend",
@@ -57,6 +68,20 @@ pub fn backend(f: &Facts) -> Check {
             ),
         ),
     }
+}
+
+/// The program interpreter `bin` needs, when it is a dynamically linked
+/// ELF file (`None` for a static one, or one that cannot be read as ELF:
+/// the launch gate reports those).
+fn linked_dynamically(bin: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(bin)
+        .ok()?
+        .take(64 << 20)
+        .read_to_end(&mut head)
+        .ok()?;
+    banger_core::elf::interpreter(&head).ok().flatten()
 }
 
 /// Which VM-disk driver to use, and why ([`crate::disks::driver::select`]:
@@ -249,5 +274,23 @@ mod tests {
             "{c:?}"
         );
         assert!(!c.detail.contains("forwarding is off"));
+    }
+
+    #[test]
+    fn a_dynamically_linked_firecracker_is_a_warning() {
+        let root = tempfile::tempdir().unwrap();
+        touch(root.path(), "/dev/kvm");
+        // ls stands in for a glibc-linked build; busybox-static for the release binary.
+        let c = backend(&facts(root.path(), Path::new("/bin/ls")));
+        assert_eq!(c.status, "warn", "{c:?}");
+        assert!(c.detail.contains("dynamically linked"), "{c:?}");
+        // Unjailed in development mode it runs: said, not warned.
+        let mut dev = facts(root.path(), Path::new("/bin/ls"));
+        dev.privileges = "direct";
+        let c = backend(&dev);
+        assert_eq!(c.status, "ok", "{c:?}");
+        assert!(c.detail.contains("dynamically linked"), "{c:?}");
+        let c = backend(&facts(root.path(), Path::new("/bin/busybox")));
+        assert_eq!(c.status, "ok", "{c:?}");
     }
 }
