@@ -64,6 +64,38 @@ pub struct Vm {
     #[serde(default)]
     pub ip: Option<String>,
     pub created_at: i64,
+    #[serde(default)]
+    pub vcpus: Option<u8>,
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    /// The VMM process, while one may run.
+    #[serde(default)]
+    pub pid: Option<i64>,
+    /// The backend it last ran on (`firecracker`, `qemu-kvm`, `qemu-tcg`).
+    #[serde(default)]
+    pub backend: Option<String>,
+}
+
+/// `POST /v1/vms` body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VmCreate {
+    pub name: String,
+    pub image: String,
+    #[serde(default)]
+    pub vcpus: Option<u8>,
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    /// Start it once made (default true).
+    #[serde(default)]
+    pub start: Option<bool>,
+}
+
+/// `GET /v1/vms/{name}/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Logs {
+    pub text: String,
 }
 
 /// One line of `GET /v1/doctor`.

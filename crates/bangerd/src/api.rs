@@ -4,12 +4,13 @@
 
 use crate::catalog::{self, CatalogError};
 use crate::daemon::Daemon;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
-use banger_proto::api::{ApiError, Doctor, Health, Image, VersionInfo, Vm};
+use banger_proto::api::{ApiError, Doctor, Health, Image, Logs, VersionInfo, Vm, VmCreate};
+use crate::vms::VmError;
 use std::sync::Arc;
 
 type AppState = Arc<Daemon>;
@@ -63,10 +64,6 @@ macro_rules! r {
     };
 }
 
-fn ni(what: &'static str) -> impl Fn() -> std::future::Ready<ApiFailure> + Clone + Send + 'static {
-    move || std::future::ready(not_implemented(what))
-}
-
 /// Every route the daemon serves.
 pub fn routes() -> Vec<Route> {
     vec![
@@ -80,13 +77,13 @@ pub fn routes() -> Vec<Route> {
         r!(GET, "/v1/images/{name}", inspect_image),
         r!(DELETE, "/v1/images/{name}", remove_image),
         r!(GET, "/v1/vms", list_vms),
-        r!(POST, "/v1/vms", ni("vm create")),
+        r!(POST, "/v1/vms", create_vm),
         r!(GET, "/v1/vms/{name}", inspect_vm),
-        r!(DELETE, "/v1/vms/{name}", ni("vm rm")),
-        r!(POST, "/v1/vms/{name}/start", ni("vm start")),
-        r!(POST, "/v1/vms/{name}/stop", ni("vm stop")),
-        r!(POST, "/v1/vms/{name}/restart", ni("vm restart")),
-        r!(GET, "/v1/vms/{name}/logs", ni("vm logs")),
+        r!(DELETE, "/v1/vms/{name}", remove_vm),
+        r!(POST, "/v1/vms/{name}/start", start_vm),
+        r!(POST, "/v1/vms/{name}/stop", stop_vm),
+        r!(POST, "/v1/vms/{name}/restart", restart_vm),
+        r!(GET, "/v1/vms/{name}/logs", vm_logs),
     ]
 }
 
@@ -109,14 +106,6 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state)
-}
-
-fn not_implemented(what: &str) -> ApiFailure {
-    ApiFailure::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        format!("{what} is not implemented yet"),
-    )
 }
 
 async fn health(State(d): State<AppState>) -> ApiResult<Health> {
@@ -242,15 +231,21 @@ async fn pull_image(
 
 impl From<CatalogError> for ApiFailure {
     fn from(e: CatalogError) -> Self {
-        let (status, code) = match &e {
+        let (status, code) = catalog_status(&e);
+        ApiFailure::new(status, code, crate::render_chain(&e))
+    }
+}
+
+fn catalog_status(e: &CatalogError) -> (StatusCode, &'static str) {
+    {
+        match e {
             CatalogError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
             CatalogError::Exists(_) | CatalogError::InUse { .. } => {
                 (StatusCode::CONFLICT, "conflict")
             }
             CatalogError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        ApiFailure::new(status, code, crate::render_chain(&e))
+        }
     }
 }
 
@@ -270,4 +265,159 @@ async fn inspect_vm(State(d): State<AppState>, Path(name): Path<String>) -> ApiR
                 format!("no VM {name:?}"),
             )
         })
+}
+
+impl From<VmError> for ApiFailure {
+    fn from(e: VmError) -> Self {
+        let (status, code) = match &e {
+            VmError::BadName(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            VmError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            VmError::Exists(_)
+            | VmError::Refused(..)
+            | VmError::Busy(_)
+            | VmError::IsRunning(..) => (StatusCode::CONFLICT, "conflict"),
+            VmError::Image(c) => catalog_status(c),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiFailure::new(status, code, crate::render_chain(&e))
+    }
+}
+
+/// `?force=true` on stop and rm.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Force {
+    #[serde(default)]
+    force: bool,
+}
+
+/// The VM `name` as the API shows it.
+fn vm_view(d: &Daemon, name: &str) -> Result<Vm, ApiFailure> {
+    let row = crate::vms::find(d, name)?;
+    d.vms()
+        .map_err(ApiFailure::internal)?
+        .into_iter()
+        .find(|v| v.id == row.id)
+        .ok_or_else(|| VmError::NotFound(name.to_string()).into())
+}
+
+/// Run a VM lifecycle operation as a streamed job ending with the VM.
+fn vm_job<F>(d: AppState, f: F) -> Response
+where
+    F: for<'a> FnOnce(
+            &'a Daemon,
+            &'a crate::jobs::Progress,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<String, VmError>> + Send + 'a>,
+        > + Send
+        + 'static,
+{
+    let rt = tokio::runtime::Handle::current();
+    crate::jobs::stream(move |p| {
+        let id = rt.block_on(f(&d, p))?;
+        let vm = vm_view(&d, &id)?;
+        Ok(serde_json::to_value(vm).expect("VMs serialise"))
+    })
+}
+
+async fn create_vm(
+    State(d): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiFailure> {
+    let req: VmCreate = parse(&body)?;
+    banger_core::names::validate_vm_name(&req.name).map_err(VmError::BadName)?;
+    if crate::vms::find(&d, &req.name).is_ok() {
+        return Err(VmError::Exists(req.name).into());
+    }
+    if catalog::find(&d.store, &req.image)?.is_none() {
+        return Err(CatalogError::NotFound(req.image).into());
+    }
+    let req = crate::vms::CreateReq {
+        name: req.name,
+        image: req.image,
+        vcpus: req.vcpus.unwrap_or(1).max(1),
+        memory_mib: req.memory_mib.unwrap_or(512).max(128),
+        start: req.start.unwrap_or(true),
+    };
+    Ok(vm_job(d, move |d, p| {
+        Box::pin(async move { crate::vms::create(d, &req, p).await.map(|r| r.id) })
+    }))
+}
+
+async fn start_vm(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiFailure> {
+    crate::vms::find(&d, &name)?;
+    Ok(vm_job(d, move |d, p| {
+        Box::pin(async move { crate::vms::start(d, &name, p).await.map(|r| r.id) })
+    }))
+}
+
+async fn stop_vm(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<Force>,
+) -> Result<Response, ApiFailure> {
+    crate::vms::find(&d, &name)?;
+    Ok(vm_job(d, move |d, p| {
+        Box::pin(async move { crate::vms::stop(d, &name, q.force, p).await.map(|r| r.id) })
+    }))
+}
+
+async fn restart_vm(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiFailure> {
+    crate::vms::find(&d, &name)?;
+    Ok(vm_job(d, move |d, p| {
+        Box::pin(async move { crate::vms::restart(d, &name, p).await.map(|r| r.id) })
+    }))
+}
+
+async fn remove_vm(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<Force>,
+) -> Result<Response, ApiFailure> {
+    let view = vm_view(&d, &name)?;
+    let row = crate::vms::find(&d, &name)?;
+    if !q.force
+        && matches!(
+            row.state,
+            banger_core::vm::VmState::Starting
+                | banger_core::vm::VmState::Running
+                | banger_core::vm::VmState::Stopping
+        )
+    {
+        return Err(VmError::IsRunning(row.name, row.state).into());
+    }
+    let rt = tokio::runtime::Handle::current();
+    Ok(crate::jobs::stream(move |p| {
+        rt.block_on(crate::vms::remove(&d, &name, q.force, p))?;
+        Ok(serde_json::to_value(view).expect("VMs serialise"))
+    }))
+}
+
+/// The last `LOG_MAX` bytes of the serial console.
+const LOG_MAX: u64 = 1 << 20;
+
+async fn vm_logs(State(d): State<AppState>, Path(name): Path<String>) -> ApiResult<Logs> {
+    use std::io::{Read, Seek, SeekFrom};
+    let row = crate::vms::find(&d, &name)?;
+    let path = crate::vms::run::console_log(&d, &row.id);
+    let mut f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Json(Logs {
+                text: String::new(),
+            }))
+        }
+        Err(e) => return Err(ApiFailure::internal(format!("open {}: {e}", path.display()))),
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(LOG_MAX)));
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)
+        .map_err(|e| ApiFailure::internal(format!("read {}: {e}", path.display())))?;
+    Ok(Json(Logs {
+        text: String::from_utf8_lossy(&buf).into_owned(),
+    }))
 }

@@ -23,6 +23,8 @@ pub struct Daemon {
     pub privops: Arc<dyn PrivOps>,
     /// Where host kernels and busybox are found for image builds.
     pub host_paths: crate::builds::HostPaths,
+    /// Running VMMs and VM operations under way.
+    pub vms: crate::vms::Registry,
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -51,7 +53,8 @@ impl Daemon {
     pub fn vms(&self) -> Result<Vec<Vm>, StoreError> {
         self.store.read(|c| {
             let mut st = c.prepare(
-                "SELECT v.id, v.name, i.name, v.state, a.ip, v.created_at
+                "SELECT v.id, v.name, i.name, v.state, a.ip, v.created_at,
+                        v.vcpus, v.memory_mib, v.pid, v.backend
                  FROM vms v JOIN images i ON i.id = v.image_id
                  LEFT JOIN ip_allocations a ON a.vm_id = v.id ORDER BY v.name",
             )?;
@@ -63,6 +66,10 @@ impl Daemon {
                     state: r.get(3)?,
                     ip: r.get(4)?,
                     created_at: r.get(5)?,
+                    vcpus: r.get(6)?,
+                    memory_mib: r.get(7)?,
+                    pid: r.get(8)?,
+                    backend: r.get(9)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

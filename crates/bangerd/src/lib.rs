@@ -17,5 +17,6 @@ pub mod privops;
 pub mod store;
 pub mod vmdisk;
 pub mod vmm;
+pub mod vms;
 
 pub use banger_sys::service::render_chain;

@@ -130,6 +130,7 @@ fn run(cli: Cli) -> Result<()> {
             store,
             privops,
             host_paths: Default::default(),
+            vms: Default::default(),
         });
         bangerd::vmdisk::reconcile::at_start(&d);
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

@@ -40,6 +40,10 @@ const MIGRATIONS: &[&str] = &[
         vm_id  TEXT NOT NULL UNIQUE REFERENCES vms(id) ON DELETE CASCADE
     );
     "#,
+    // 2: the backend a VM last ran on (inspect, reconcile).
+    r#"
+    ALTER TABLE vms ADD COLUMN backend TEXT;
+    "#,
 ];
 
 /// Why the store failed.

@@ -78,6 +78,7 @@ fn every_documented_route_answers_on_a_real_socket() {
                 store,
                 privops: Arc::new(RecordingPriv::new()),
                 host_paths: Default::default(),
+                vms: Default::default(),
             });
             daemon::serve(d, listener, async {
                 let _ = rx.await;

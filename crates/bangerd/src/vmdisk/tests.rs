@@ -81,6 +81,7 @@ pub(super) fn fixture(privops: Arc<dyn PrivOps>, base_bytes: Option<&[u8]>) -> F
         store,
         privops,
         host_paths: Default::default(),
+        vms: Default::default(),
     };
     Fixture { tmp, d, image }
 }

@@ -1,0 +1,333 @@
+//! Starting and stopping a VM on the host: disk, tap and NAT, the VMM the
+//! host supports, readiness by SSH banner, and the teardown that leaves no
+//! process or tap behind.
+
+use super::{find, transition, VmError, VmRow, Vmm};
+use crate::daemon::Daemon;
+use crate::jobs::Progress;
+use crate::network::NetPlan;
+use crate::privops::PrivOps;
+use crate::vmdisk;
+use crate::vmm::fc_process::{FcLaunch, FirecrackerVm};
+use crate::vmm::plan::{firecracker_plan, FcFiles};
+use crate::vmm::qemu::QemuVm;
+use crate::vmm::socket_access::WaitPolicy;
+use crate::vmm::Stopped;
+use banger_core::machine::{choose_backend, Backend, GuestNet, HostFacts, MachineSpec, QemuIo};
+use banger_core::vm::{Event, VmState};
+use banger_proto::helper as m;
+use banger_sys::runner::{Cmd, HostRunner, Runner};
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn call<P: serde::Serialize>(d: &Daemon, method: &'static str, p: &P) -> Result<(), VmError> {
+    <dyn PrivOps>::call::<_, m::Empty>(d.privops.as_ref(), method, p)
+        .map(drop)
+        .map_err(|e| VmError::Priv(method, Box::new(e)))
+}
+
+/// `<runtime>/vms/<id>`: the VM's sockets.
+pub fn runtime_dir(d: &Daemon, id: &str) -> PathBuf {
+    d.paths.runtime_dir.join("vms").join(id)
+}
+
+/// `<state>/vms/<id>/console.log`: the serial console.
+pub fn console_log(d: &Daemon, id: &str) -> PathBuf {
+    vmdisk::vm_dir(&d.paths.state_dir, id).join("console.log")
+}
+
+/// The backend for this host (as `banger doctor` reports it).
+pub fn backend(d: &Daemon) -> Backend {
+    if let Some(b) = d.vms.backend {
+        return b;
+    }
+    choose_backend(HostFacts {
+        kvm: Path::new("/dev/kvm").exists(),
+        nested_pvm: Path::new("/sys/module/kvm_pvm").exists(),
+        firecracker: d.cfg.firecracker_bin.is_file(),
+    })
+    .0
+}
+
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Firecracker => "firecracker",
+        Backend::QemuKvm => "qemu-kvm",
+        Backend::QemuTcg => "qemu-tcg",
+    }
+}
+
+/// The host TSC in kHz for `tsc_early_khz` under TCG.
+fn host_tsc_khz() -> Option<u64> {
+    let dmesg = HostRunner
+        .run(&Cmd::new("dmesg"))
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    banger_core::machine::tsc_khz(&dmesg, &cpuinfo)
+}
+
+fn mkdir(p: &Path) -> Result<(), VmError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p)
+        .map_err(|e| VmError::CreateDir(p.into(), e))
+}
+
+/// Start a created or stopped VM and wait until it answers SSH.
+pub async fn start(d: &Daemon, name: &str, p: &Progress) -> Result<VmRow, VmError> {
+    let row = find(d, name)?;
+    let _claim = d.vms.claim(&row)?;
+    start_claimed(d, &row, p).await?;
+    find(d, &row.id)
+}
+
+async fn start_claimed(d: &Daemon, row: &VmRow, p: &Progress) -> Result<(), VmError> {
+    transition(d, row, Event::Start)?;
+    let ip = match row.ip {
+        Some(ip) => ip,
+        None => {
+            let _ = transition(d, row, Event::Failed);
+            return Err(VmError::NoIp(row.name.clone()));
+        }
+    };
+    match launch(d, row, ip, p).await {
+        Ok(()) => {
+            transition(d, row, Event::Ready)?;
+            p.log(format!("VM {} is running at {ip}", row.name));
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "start failed; cleaning up");
+            if let Err(t) = tear_down(d, row, Duration::ZERO).await {
+                tracing::error!(vm = %row.name, error = %crate::render_chain(&t), "cleanup after a failed start");
+            }
+            let _ = transition(d, row, Event::Failed);
+            Err(e)
+        }
+    }
+}
+
+/// Everything between `starting` and `running`. On error the caller tears
+/// down what was made.
+async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(), VmError> {
+    let plan = NetPlan::from_config(&d.cfg)?;
+    let disk = vmdisk::activate(d, &row.id)?;
+    let tap = banger_core::net::tap_for(&row.id);
+    p.log(format!("tap {tap} on {}", plan.bridge));
+    call(
+        d,
+        m::CREATE_TAP,
+        &m::CreateTap {
+            name: tap.clone(),
+            bridge: plan.bridge.clone(),
+        },
+    )?;
+    call(
+        d,
+        m::ENSURE_NAT,
+        &m::Nat {
+            guest_ip: ip.to_string(),
+            tap: tap.clone(),
+        },
+    )?;
+    let image = crate::catalog::find(&d.store, &row.image_id)?
+        .ok_or_else(|| crate::catalog::CatalogError::NotFound(row.image_id.clone()))?;
+    let backend = backend(d);
+    let spec = MachineSpec {
+        vcpus: row.vcpus,
+        memory_mib: row.memory_mib,
+        kernel: image.kernel(),
+        initrd: image.initrd(),
+        rootfs: disk.device.clone(),
+        net: Some(GuestNet {
+            tap,
+            mac: banger_core::net::mac_for(&row.id),
+            ip,
+            subnet: plan.subnet,
+        }),
+        tsc_khz: if backend == Backend::QemuTcg {
+            host_tsc_khz()
+        } else {
+            None
+        },
+    };
+    let rt = runtime_dir(d, &row.id);
+    mkdir(&rt)?;
+    let console = console_log(d, &row.id);
+    p.log(format!("launching {}", backend_name(backend)));
+    let vmm = match backend {
+        Backend::Firecracker => {
+            let api = rt.join("fc.sock");
+            let _ = std::fs::remove_file(&api);
+            let fc_plan = firecracker_plan(&spec, &FcFiles::default()).map_err(VmError::Plan)?;
+            let l = FcLaunch {
+                vm_id: row.id.clone(),
+                api_socket: api,
+                log_file: console.clone(),
+            };
+            let policy = WaitPolicy {
+                deadline: Duration::from_secs(10),
+                tick: Duration::from_millis(10),
+            };
+            Vmm::Firecracker(
+                FirecrackerVm::launch(d.privops.clone(), &l, &fc_plan, policy)
+                    .await
+                    .map_err(|e| VmError::Firecracker(row.name.clone(), e))?,
+            )
+        }
+        Backend::QemuKvm | Backend::QemuTcg => {
+            if !d.vms.qemu_bin.is_file() {
+                return Err(VmError::NoQemu(d.vms.qemu_bin.clone()));
+            }
+            let qmp = rt.join("qmp.sock");
+            let _ = std::fs::remove_file(&qmp);
+            let io = QemuIo {
+                serial_log: Some(console.clone()),
+                qmp_socket: Some(qmp),
+            };
+            Vmm::Qemu(
+                QemuVm::spawn(&d.vms.qemu_bin, &d.vms.wrapper, &spec, backend, &io)
+                    .map_err(|e| VmError::Qemu(row.name.clone(), e))?,
+            )
+        }
+    };
+    let pid = vmm.pid();
+    d.vms.put(&row.id, vmm);
+    d.store.write(|tx| {
+        tx.execute(
+            "UPDATE vms SET pid=?2, backend=?3 WHERE id=?1",
+            rusqlite::params![row.id, pid, backend_name(backend)],
+        )
+    })?;
+    wait_ready(d, row, ip, p).await
+}
+
+impl Vmm {
+    pub fn pid(&self) -> i64 {
+        match self {
+            Vmm::Qemu(q) => q.pid() as i64,
+            Vmm::Firecracker(f) => f.pid() as i64,
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        match self {
+            Vmm::Qemu(q) => !matches!(q.try_exited(), Ok(None)),
+            Vmm::Firecracker(f) => !Path::new("/proc").join(f.pid().to_string()).exists(),
+        }
+    }
+
+    async fn stop(&mut self, grace: Duration) -> Result<Stopped, String> {
+        match self {
+            Vmm::Qemu(q) => q.stop(grace).await.map_err(|e| crate::render_chain(&e)),
+            Vmm::Firecracker(f) => f.stop(grace).await.map_err(|e| crate::render_chain(&e)),
+        }
+    }
+}
+
+/// Whether `addr` answers with an SSH banner within `timeout`.
+pub fn ssh_banner(addr: SocketAddr, timeout: Duration) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(timeout));
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).is_ok() && &buf == b"SSH-"
+}
+
+async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(), VmError> {
+    let t = Instant::now();
+    let limit = d.vms.ready_timeout;
+    let addr = SocketAddr::from((ip, 22));
+    loop {
+        let exited = {
+            let mut h = d.vms.handles.lock().unwrap_or_else(|p| p.into_inner());
+            h.get_mut(&row.id).is_none_or(|v| v.exited())
+        };
+        if exited {
+            return Err(VmError::ExitedEarly(row.name.clone()));
+        }
+        if ssh_banner(addr, Duration::from_secs(1)) {
+            return Ok(());
+        }
+        let waited = t.elapsed();
+        p.step("waiting for SSH", waited.as_secs(), None);
+        if waited >= limit {
+            return Err(VmError::NotReady(row.name.clone(), ip, limit.as_secs()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Stop the VMM (Ctrl+Alt+Del, `grace`, then forced), then remove NAT, tap
+/// and the active disk. Every step is tried; the first error is returned.
+pub(crate) async fn tear_down(d: &Daemon, row: &VmRow, grace: Duration) -> Result<(), VmError> {
+    let mut first: Option<VmError> = None;
+    if let Some(mut vmm) = d.vms.take(&row.id) {
+        match vmm.stop(grace).await {
+            Ok(how) => tracing::info!(vm = %row.name, ?how, "VMM stopped"),
+            Err(e) => tracing::error!(vm = %row.name, error = %e, "stopping the VMM"),
+        }
+    }
+    let tap = banger_core::net::tap_for(&row.id);
+    if let Some(ip) = row.ip {
+        let nat = m::Nat {
+            guest_ip: ip.to_string(),
+            tap: tap.clone(),
+        };
+        if let Err(e) = call(d, m::CLEAR_NAT, &nat) {
+            first.get_or_insert(e);
+        }
+    }
+    if let Err(e) = call(d, m::DELETE_TAP, &m::DeleteTap { name: tap }) {
+        first.get_or_insert(e);
+    }
+    if let Err(e) = vmdisk::deactivate(d, &row.id) {
+        first.get_or_insert(e.into());
+    }
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Stop a VM: graceful within the grace period unless `force`.
+pub async fn stop(d: &Daemon, name: &str, force: bool, p: &Progress) -> Result<VmRow, VmError> {
+    let row = find(d, name)?;
+    let _claim = d.vms.claim(&row)?;
+    stop_claimed(d, &row, force, p).await?;
+    find(d, &row.id)
+}
+
+async fn stop_claimed(d: &Daemon, row: &VmRow, force: bool, p: &Progress) -> Result<(), VmError> {
+    let t = transition(d, row, Event::Stop)?;
+    if !t.changed() {
+        return Ok(());
+    }
+    p.log(format!("stopping {}", row.name));
+    let grace = if force { Duration::ZERO } else { d.vms.grace };
+    if let Err(e) = tear_down(d, row, grace).await {
+        let _ = transition(d, row, Event::Failed);
+        return Err(e);
+    }
+    transition(d, row, Event::Exited)?;
+    p.log(format!("VM {} is stopped", row.name));
+    Ok(())
+}
+
+/// Stop (if running) then start.
+pub async fn restart(d: &Daemon, name: &str, p: &Progress) -> Result<VmRow, VmError> {
+    let row = find(d, name)?;
+    let _claim = d.vms.claim(&row)?;
+    if row.state != VmState::Created && row.state != VmState::Stopped {
+        stop_claimed(d, &row, false, p).await?;
+    }
+    let row = find(d, &row.id)?;
+    start_claimed(d, &row, p).await?;
+    find(d, &row.id)
+}
