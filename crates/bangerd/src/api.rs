@@ -4,13 +4,13 @@
 
 use crate::catalog::{self, CatalogError};
 use crate::daemon::Daemon;
+use crate::vms::VmError;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use banger_proto::api::{ApiError, Doctor, Health, Image, Logs, VersionInfo, Vm, VmCreate};
-use crate::vms::VmError;
 use std::sync::Arc;
 
 type AppState = Arc<Daemon>;
@@ -344,7 +344,10 @@ async fn create_vm(
     }))
 }
 
-async fn start_vm(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiFailure> {
+async fn start_vm(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiFailure> {
     crate::vms::find(&d, &name)?;
     Ok(vm_job(d, move |d, p| {
         Box::pin(async move { crate::vms::start(d, &name, p).await.map(|r| r.id) })
@@ -410,7 +413,12 @@ async fn vm_logs(State(d): State<AppState>, Path(name): Path<String>) -> ApiResu
                 text: String::new(),
             }))
         }
-        Err(e) => return Err(ApiFailure::internal(format!("open {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(ApiFailure::internal(format!(
+                "open {}: {e}",
+                path.display()
+            )))
+        }
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(LOG_MAX)));

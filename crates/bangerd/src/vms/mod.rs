@@ -333,8 +333,9 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     p.log(format!("address {ip}"));
     let driver = match d.vms.disk_driver {
         Some(drv) => drv,
-        None => crate::disks::driver::select(std::path::Path::new("/proc"), &d.paths.state_dir)
-            .driver,
+        None => {
+            crate::disks::driver::select(std::path::Path::new("/proc"), &d.paths.state_dir).driver
+        }
     };
     p.step("disk", 0, Some(1));
     vmdisk::create_with(d, &id, &image, driver)?;
@@ -388,6 +389,6 @@ pub async fn remove(d: &Daemon, name: &str, force: bool, p: &Progress) -> Result
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod root_tests;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,339 @@
+//! The lifecycle against the helper's recording double: the exact helper
+//! calls of start, stop and rm, refusals, and the undo of a failed create.
+
+use super::*;
+use crate::privops::RecordingPriv;
+use banger_core::paths::{Mode, Paths};
+use banger_proto::install::InstallConfig;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+
+pub(super) struct Fx {
+    pub tmp: tempfile::TempDir,
+    pub d: Daemon,
+}
+
+/// A daemon over a temp StateDir with one image `base` (a 1 MiB "rootfs"),
+/// an owner key, the copy disk driver and QEMU under TCG.
+pub(super) fn fx(privops: Arc<dyn crate::privops::PrivOps>) -> Fx {
+    let tmp = tempfile::Builder::new()
+        .prefix("bgtest-vms-")
+        .tempdir()
+        .unwrap();
+    let state = tmp.path().join("state");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(
+        home.join(".ssh/id_ed25519.pub"),
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq3rGf9oUq0v0cW1m8lJp7Jm2r7l4vG1m5m0r8m0bq1 bgtest\n",
+    )
+    .unwrap();
+    let paths = Paths {
+        state_dir: state.clone(),
+        runtime_dir: tmp.path().join("run"),
+    };
+    let me = rustix::process::getuid().as_raw();
+    let mut cfg = InstallConfig::for_owner(me, me, home);
+    cfg.state_dir = state.clone();
+    cfg.runtime_dir = paths.runtime_dir.clone();
+    let store = crate::store::Store::open(&paths.database()).unwrap();
+    let dir = state.join("images/img1");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("rootfs.ext4"), vec![7u8; 1 << 20]).unwrap();
+    std::fs::write(dir.join("vmlinux"), b"kernel").unwrap();
+    store
+        .write(|tx| {
+            tx.execute(
+                "INSERT INTO images VALUES ('img1','base',?1,'k',NULL,'s','k',1,'import',0)",
+                [dir.join("rootfs.ext4").display().to_string()],
+            )
+        })
+        .unwrap();
+    let vms = Registry {
+        backend: Some(Backend::QemuTcg),
+        disk_driver: Some(Driver::Copy),
+        ..Registry::default()
+    };
+    let d = Daemon {
+        cfg,
+        paths,
+        mode: Mode::Dev,
+        store,
+        privops,
+        host_paths: Default::default(),
+        vms,
+    };
+    Fx { tmp, d }
+}
+
+fn progress() -> Progress {
+    Progress::new(tokio::sync::mpsc::unbounded_channel().0)
+}
+
+fn req(name: &str, start: bool) -> CreateReq {
+    CreateReq {
+        name: name.into(),
+        image: "base".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        start,
+    }
+}
+
+fn methods(rec: &RecordingPriv) -> Vec<String> {
+    rec.calls().into_iter().map(|c| c.0).collect()
+}
+
+fn count(d: &Daemon, sql: &str) -> i64 {
+    d.store
+        .read(|c| c.query_row(sql, [], |r| r.get(0)))
+        .unwrap()
+}
+
+fn set_state(d: &Daemon, id: &str, state: &str) {
+    d.store
+        .write(|tx| tx.execute("UPDATE vms SET state=?2 WHERE id=?1", [id, state]))
+        .unwrap();
+}
+
+fn net_calls(tap: &str, ip: &str) -> Vec<(String, Value)> {
+    vec![
+        ("priv.clear_nat".into(), json!({"guest_ip": ip, "tap": tap})),
+        ("priv.delete_tap".into(), json!({"name": tap})),
+    ]
+}
+
+#[tokio::test]
+async fn create_no_start_records_the_vm_its_address_and_its_customised_disk() {
+    let rec = Arc::new(RecordingPriv::new());
+    let f = fx(rec.clone());
+    let row = create(&f.d, &req("web", false), &progress()).await.unwrap();
+    assert_eq!(row.name, "web");
+    assert_eq!(row.state, VmState::Created);
+    assert_eq!(row.ip, Some("172.30.0.2".parse().unwrap()));
+    assert_eq!(row.pid, None);
+    // The disk is made and customised; nothing else touches the host.
+    assert_eq!(methods(&rec), vec!["priv.write_ext4_files"]);
+    let files = &rec.calls()[0].1["files"];
+    let hostname = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/etc/hostname")
+        .unwrap();
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(hostname["content_b64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(text, b"web\n");
+    let disk = vmdisk::vm_dir(&f.d.paths.state_dir, &row.id).join(vmdisk::COPY_FILE);
+    assert!(disk.is_file());
+    let kh = std::fs::read_to_string(custom::known_hosts_path(&f.d)).unwrap();
+    assert!(kh.contains("web.vm") && kh.contains("172.30.0.2"), "{kh}");
+    // The name is taken now; a second VM gets the next address.
+    assert!(matches!(
+        create(&f.d, &req("web", false), &progress()).await,
+        Err(VmError::Exists(_))
+    ));
+    let other = create(&f.d, &req("db", false), &progress()).await.unwrap();
+    assert_eq!(other.ip, Some("172.30.0.3".parse().unwrap()));
+}
+
+#[tokio::test]
+async fn a_failed_create_leaves_no_row_no_address_no_disk_no_pin() {
+    let rec = Arc::new(RecordingPriv::new());
+    let f = fx(rec.clone());
+    rec.answer(
+        "priv.write_ext4_files",
+        Err((-32000, "bgtest: disk full".into())),
+    );
+    let e = create(&f.d, &req("web", false), &progress())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, VmError::Disk(_)), "{e:?}");
+    assert_eq!(count(&f.d, "SELECT count(*) FROM vms"), 0);
+    assert_eq!(count(&f.d, "SELECT count(*) FROM ip_allocations"), 0);
+    let vms = vmdisk::vms_dir(&f.d.paths.state_dir);
+    assert_eq!(std::fs::read_dir(&vms).unwrap().count(), 0);
+    let kh = std::fs::read_to_string(custom::known_hosts_path(&f.d)).unwrap_or_default();
+    assert!(!kh.contains("web.vm"), "{kh}");
+}
+
+#[tokio::test]
+async fn bad_names_and_unknown_images_are_refused_before_anything_is_made() {
+    let rec = Arc::new(RecordingPriv::new());
+    let f = fx(rec.clone());
+    let e = create(&f.d, &req("Bad_Name", false), &progress())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, VmError::BadName(_)), "{e:?}");
+    let mut r = req("web", false);
+    r.image = "nope".into();
+    let e = create(&f.d, &r, &progress()).await.unwrap_err();
+    assert!(
+        matches!(e, VmError::Image(CatalogError::NotFound(_))),
+        "{e:?}"
+    );
+    assert!(rec.calls().is_empty());
+    assert_eq!(count(&f.d, "SELECT count(*) FROM vms"), 0);
+}
+
+#[tokio::test]
+async fn a_start_that_cannot_launch_removes_nat_and_tap_and_leaves_broken() {
+    let rec = Arc::new(RecordingPriv::new());
+    let mut f = fx(rec.clone());
+    f.d.vms.qemu_bin = f.tmp.path().join("no-such-qemu");
+    let row = create(&f.d, &req("web", false), &progress()).await.unwrap();
+    let before = rec.calls().len();
+    let e = start(&f.d, "web", &progress()).await.unwrap_err();
+    assert!(matches!(e, VmError::NoQemu(_)), "{e:?}");
+    let tap = banger_core::net::tap_for(&row.id);
+    let mut want = vec![
+        (
+            "priv.create_tap".to_string(),
+            json!({"name": tap, "bridge": "banger0"}),
+        ),
+        (
+            "priv.ensure_nat".to_string(),
+            json!({"guest_ip": "172.30.0.2", "tap": tap}),
+        ),
+    ];
+    want.extend(net_calls(&tap, "172.30.0.2"));
+    assert_eq!(rec.calls()[before..].to_vec(), want);
+    let row = find(&f.d, "web").unwrap();
+    assert_eq!(row.state, VmState::Broken);
+    assert_eq!(row.pid, None);
+    assert!(!f.d.vms.holds(&row.id));
+    // Broken: only rm helps; start is refused with the CLI's wording.
+    let e = start(&f.d, "web", &progress()).await.unwrap_err();
+    assert!(e.to_string().contains("is broken"), "{e}");
+    // rm of a broken VM needs no force and touches no network.
+    let n = rec.calls().len();
+    remove(&f.d, "web", false, &progress()).await.unwrap();
+    assert_eq!(rec.calls().len(), n);
+    assert_eq!(count(&f.d, "SELECT count(*) FROM vms"), 0);
+}
+
+#[tokio::test]
+async fn create_whose_start_fails_is_undone_entirely() {
+    let rec = Arc::new(RecordingPriv::new());
+    let mut f = fx(rec.clone());
+    f.d.vms.qemu_bin = f.tmp.path().join("no-such-qemu");
+    let e = create(&f.d, &req("web", true), &progress())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, VmError::NoQemu(_)), "{e:?}");
+    let m = methods(&rec);
+    assert_eq!(
+        m,
+        vec![
+            "priv.write_ext4_files",
+            "priv.create_tap",
+            "priv.ensure_nat",
+            "priv.clear_nat",
+            "priv.delete_tap"
+        ]
+    );
+    assert_eq!(count(&f.d, "SELECT count(*) FROM vms"), 0);
+    assert_eq!(count(&f.d, "SELECT count(*) FROM ip_allocations"), 0);
+    assert_eq!(
+        std::fs::read_dir(vmdisk::vms_dir(&f.d.paths.state_dir))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn rm_of_a_running_vm_is_refused_without_force_and_cleans_up_with_it() {
+    let rec = Arc::new(RecordingPriv::new());
+    let f = fx(rec.clone());
+    let row = create(&f.d, &req("web", false), &progress()).await.unwrap();
+    set_state(&f.d, &row.id, "running");
+    let n = rec.calls().len();
+    let e = remove(&f.d, "web", false, &progress()).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "VM web is running; stop it first or use `banger vm rm --force`"
+    );
+    assert_eq!(rec.calls().len(), n);
+    assert_eq!(find(&f.d, "web").unwrap().state, VmState::Running);
+
+    remove(&f.d, "web", true, &progress()).await.unwrap();
+    let tap = banger_core::net::tap_for(&row.id);
+    assert_eq!(rec.calls()[n..].to_vec(), net_calls(&tap, "172.30.0.2"));
+    assert!(matches!(find(&f.d, "web"), Err(VmError::NotFound(_))));
+    assert_eq!(count(&f.d, "SELECT count(*) FROM ip_allocations"), 0);
+    assert!(!vmdisk::vm_dir(&f.d.paths.state_dir, &row.id).exists());
+    let kh = std::fs::read_to_string(custom::known_hosts_path(&f.d)).unwrap();
+    assert!(!kh.contains("web.vm"), "{kh}");
+}
+
+#[tokio::test]
+async fn stop_removes_nat_and_tap_then_records_stopped_and_is_idempotent() {
+    let rec = Arc::new(RecordingPriv::new());
+    let f = fx(rec.clone());
+    let row = create(&f.d, &req("web", false), &progress()).await.unwrap();
+    // Stopping what never started does nothing on the host.
+    let n = rec.calls().len();
+    let r = stop(&f.d, "web", false, &progress()).await.unwrap();
+    assert_eq!(r.state, VmState::Created);
+    assert_eq!(rec.calls().len(), n);
+
+    set_state(&f.d, &row.id, "running");
+    let r = stop(&f.d, "web", true, &progress()).await.unwrap();
+    assert_eq!(r.state, VmState::Stopped);
+    let tap = banger_core::net::tap_for(&row.id);
+    assert_eq!(rec.calls()[n..].to_vec(), net_calls(&tap, "172.30.0.2"));
+    let n = rec.calls().len();
+    stop(&f.d, "web", false, &progress()).await.unwrap();
+    assert_eq!(rec.calls().len(), n);
+}
+
+#[tokio::test]
+async fn a_failed_teardown_leaves_the_vm_broken() {
+    let rec = Arc::new(RecordingPriv::new());
+    let f = fx(rec.clone());
+    let row = create(&f.d, &req("web", false), &progress()).await.unwrap();
+    set_state(&f.d, &row.id, "running");
+    rec.answer("priv.delete_tap", Err((-32000, "bgtest: busy".into())));
+    let e = stop(&f.d, "web", false, &progress()).await.unwrap_err();
+    assert!(matches!(e, VmError::Priv("priv.delete_tap", _)), "{e:?}");
+    assert_eq!(find(&f.d, "web").unwrap().state, VmState::Broken);
+}
+
+#[tokio::test]
+async fn a_second_operation_on_a_busy_vm_is_refused() {
+    let rec = Arc::new(RecordingPriv::new());
+    let f = fx(rec.clone());
+    let row = create(&f.d, &req("web", false), &progress()).await.unwrap();
+    let _held = f.d.vms.claim(&row).unwrap();
+    let e = start(&f.d, "web", &progress()).await.unwrap_err();
+    assert!(matches!(e, VmError::Busy(_)), "{e:?}");
+    let e = remove(&f.d, "web", true, &progress()).await.unwrap_err();
+    assert!(matches!(e, VmError::Busy(_)), "{e:?}");
+    assert_eq!(find(&f.d, "web").unwrap().state, VmState::Created);
+}
+
+#[test]
+fn the_ssh_banner_is_what_readiness_waits_for() {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        for (i, s) in l.incoming().take(2).enumerate() {
+            let mut s = s.unwrap();
+            let greeting: &[u8] = if i == 0 {
+                b"HTTP/1.1 400\r\n"
+            } else {
+                b"SSH-2.0-x\r\n"
+            };
+            s.write_all(greeting).unwrap();
+        }
+    });
+    assert!(!run::ssh_banner(addr, std::time::Duration::from_secs(2)));
+    assert!(run::ssh_banner(addr, std::time::Duration::from_secs(2)));
+    t.join().unwrap();
+    let _ = Path::new("/");
+}
