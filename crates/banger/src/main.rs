@@ -71,11 +71,14 @@ enum VmCmd {
         #[arg(long)]
         image: String,
         /// Virtual CPUs.
-        #[arg(long, default_value_t = 2)]
-        vcpus: u32,
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
+        vcpus: u8,
         /// Memory in MiB.
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(128..))]
         memory: u32,
+        /// Only create it (disk, address, customisation); start it later.
+        #[arg(long)]
+        no_start: bool,
     },
     /// List VMs.
     Ls,
@@ -84,11 +87,21 @@ enum VmCmd {
     /// Start a stopped VM.
     Start(Name),
     /// Stop a VM: graceful shutdown, then forced after a timeout.
-    Stop(Name),
+    Stop {
+        name: String,
+        /// Skip the graceful shutdown.
+        #[arg(long)]
+        force: bool,
+    },
     /// Stop then start a VM.
     Restart(Name),
-    /// Delete a VM with its disk, tap and address.
-    Rm(Name),
+    /// Delete a VM with its disk, tap and address (a running VM needs --force).
+    Rm {
+        name: String,
+        /// Stop it first if it runs.
+        #[arg(long)]
+        force: bool,
+    },
     /// Open an SSH session to a VM (pinned host key, no trust-on-first-use).
     Ssh {
         name: String,
@@ -183,18 +196,6 @@ enum SystemCmd {
     },
 }
 
-/// "Not implemented yet": exit status 2.
-#[derive(Debug)]
-struct NotImplemented(String);
-
-impl std::fmt::Display for NotImplemented {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} is not implemented yet", self.0)
-    }
-}
-
-impl std::error::Error for NotImplemented {}
-
 fn default_socket() -> PathBuf {
     let uid = rustix::process::getuid().as_raw();
     let env = PathEnv::from_process(uid);
@@ -216,9 +217,10 @@ fn main() {
     match rt.block_on(run(cli)) {
         Ok(()) => {}
         Err(e) => {
-            let code = if e.downcast_ref::<NotImplemented>().is_some()
-                || e.downcast_ref::<CallError>()
-                    .is_some_and(|c| c.status == 501)
+            // 501: the daemon does not implement it yet.
+            let code = if e
+                .downcast_ref::<CallError>()
+                .is_some_and(|c| c.status == 501)
             {
                 2
             } else {
@@ -344,22 +346,35 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
             });
             return Ok(());
         }
-        VmCmd::Ssh { .. } => return Err(NotImplemented("banger vm ssh".into()).into()),
+        VmCmd::Ssh { name, command } => return ssh(client, &name, &command).await,
         VmCmd::Create {
             name,
             image,
             vcpus,
             memory,
+            no_start,
         } => (
             "POST",
             "/v1/vms".to_string(),
-            Some(json!({"name": name, "image": image, "vcpus": vcpus, "memory_mib": memory})),
+            Some(json!({
+                "name": name,
+                "image": image,
+                "vcpus": vcpus,
+                "memory_mib": memory,
+                "start": !no_start,
+            })),
         ),
-        VmCmd::Inspect(n) => ("GET", format!("/v1/vms/{}", n.name), None),
+        VmCmd::Inspect(n) => {
+            let v = client
+                .call("GET", &format!("/v1/vms/{}", n.name), None)
+                .await?;
+            print(j, &v, detail);
+            return Ok(());
+        }
         VmCmd::Start(n) => ("POST", format!("/v1/vms/{}/start", n.name), None),
-        VmCmd::Stop(n) => ("POST", format!("/v1/vms/{}/stop", n.name), None),
+        VmCmd::Stop { name, force } => ("POST", format!("/v1/vms/{name}/stop?force={force}"), None),
         VmCmd::Restart(n) => ("POST", format!("/v1/vms/{}/restart", n.name), None),
-        VmCmd::Rm(n) => ("DELETE", format!("/v1/vms/{}", n.name), None),
+        VmCmd::Rm { name, force } => ("DELETE", format!("/v1/vms/{name}?force={force}"), None),
         VmCmd::Logs(n) => {
             let v = client
                 .call("GET", &format!("/v1/vms/{}/logs", n.name), None)
@@ -368,9 +383,42 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
             return Ok(());
         }
     };
-    let v = client.call(method, &path, body).await?;
-    print(j, &v, detail);
+    let mut view = output::ProgressView::new();
+    let v = client
+        .call_stream(method, &path, body, &mut |e| view.event(e))
+        .await;
+    view.finish();
+    print(j, &v?, detail);
     Ok(())
+}
+
+/// `ssh` into the VM with banger's pinned known_hosts and strict checking
+/// (the process is replaced by ssh; its exit status is ssh's).
+async fn ssh(client: &Client, name: &str, command: &[String]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let vm = client.call("GET", &format!("/v1/vms/{name}"), None).await?;
+    let Some(ip) = vm["ip"].as_str() else {
+        anyhow::bail!("VM {name} has no address");
+    };
+    if vm["state"] != "running" {
+        anyhow::bail!(
+            "VM {name} is {}; start it with `banger vm start {name}`",
+            output::field(&vm, "state")
+        );
+    }
+    let health = client.call("GET", "/v1/health", None).await?;
+    let state_dir = PathBuf::from(output::field(&health, "state_dir"));
+    let err = std::process::Command::new("ssh")
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            state_dir.join("known_hosts").display()
+        ))
+        .args(["-o", "StrictHostKeyChecking=yes"])
+        .arg(format!("root@{ip}"))
+        .args(command)
+        .exec();
+    Err(anyhow::Error::new(err).context("running ssh"))
 }
 
 async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {

@@ -127,8 +127,15 @@ fn cli_errors_are_one_line_with_the_right_exit_status() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.starts_with("banger: cannot reach bangerd"), "{err}");
 
-    let out = Command::new(CLI).args(["vm", "ssh", "x"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "not implemented yet exits 2");
+    let out = Command::new(CLI)
+        .arg("--socket")
+        .arg(dir.path().join("nope.sock"))
+        .args(["vm", "ssh", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     let out = Command::new(CLI)
         .args(["completions", "bash"])

@@ -1,0 +1,151 @@
+//! VM verbs through the `banger` CLI against a real `bangerd --dev` (no
+//! network set-up, VMs recorded directly in its database): `--json` of
+//! ls/inspect, a refused `rm` of a running VM, `rm` of a created one,
+//! logs, and errors for unknown VMs.
+
+use banger_testkit::{http_unix, wait_until};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_bangerd");
+
+fn cli() -> PathBuf {
+    let p = Path::new(DAEMON).with_file_name("banger");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo test --workspace`",
+        p.display()
+    );
+    p
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    child: Child,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Env {
+    let dir = tempfile::Builder::new()
+        .prefix("bgtest-vmcli-")
+        .tempdir()
+        .unwrap();
+    let socket = dir.path().join("run/bangerd.sock");
+    let child = Command::new(DAEMON)
+        .arg("--dev")
+        .env("BANGER_STATE_DIR", dir.path().join("state"))
+        .env("BANGER_RUNTIME_DIR", dir.path().join("run"))
+        .env("BANGER_LOG", "warn")
+        .env("BANGER_NO_NETWORK", "1")
+        .spawn()
+        .unwrap();
+    let s = socket.clone();
+    assert!(wait_until(Duration::from_secs(20), || matches!(
+        http_unix(&s, "GET", "/v1/health", None),
+        Ok((200, _))
+    )));
+    Env { dir, socket, child }
+}
+
+impl Env {
+    fn banger(&self, args: &[&str]) -> Output {
+        Command::new(cli())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.banger(args);
+        assert!(
+            out.status.success(),
+            "banger {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+#[test]
+fn vm_ls_inspect_json_refused_rm_of_a_running_vm_and_rm() {
+    let env = start();
+    let db = bangerd::store::Store::open(&env.dir.path().join("state/state.db")).unwrap();
+    db.write(|tx| {
+        tx.execute_batch(
+            "INSERT INTO images VALUES ('img1','base','/nonexistent','k',NULL,'s','k',1,'import',0);
+             INSERT INTO vms (id, name, image_id, state, vcpus, memory_mib, disk_driver, created_at)
+               VALUES ('v1', 'web', 'img1', 'running', 2, 1024, 'copy', 5);
+             INSERT INTO vms (id, name, image_id, state, vcpus, memory_mib, disk_driver, created_at)
+               VALUES ('v2', 'db', 'img1', 'created', 1, 512, 'copy', 6);
+             INSERT INTO ip_allocations VALUES ('172.30.0.2', 'v1');
+             INSERT INTO ip_allocations VALUES ('172.30.0.3', 'v2');",
+        )
+    })
+    .unwrap();
+
+    let ls = env.ok_json(&["vm", "ls", "--json"]);
+    let names: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["db", "web"]);
+    let web = env.ok_json(&["vm", "inspect", "web", "--json"]);
+    assert_eq!(web["state"], "running");
+    assert_eq!(web["ip"], "172.30.0.2");
+    assert_eq!(web["image"], "base");
+    assert_eq!(web["vcpus"], 2);
+    assert_eq!(web["memory_mib"], 1024);
+    assert_eq!(web, ls[1]);
+
+    // A running VM is not removed without --force.
+    let out = env.banger(&["vm", "rm", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("VM web is running; stop it first or use `banger vm rm --force`"),
+        "{err}"
+    );
+    assert_eq!(env.ok_json(&["vm", "inspect", "web", "--json"])["state"], "running");
+
+    // Starting a running VM is refused with the state machine's wording.
+    let out = env.banger(&["vm", "start", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("VM web is already running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A created VM goes; its address is freed.
+    let gone = env.ok_json(&["vm", "rm", "db", "--json"]);
+    assert_eq!(gone["name"], "db");
+    let ls = env.ok_json(&["vm", "ls", "--json"]);
+    assert_eq!(ls.as_array().unwrap().len(), 1);
+    let n: i64 = db
+        .read(|c| c.query_row("SELECT count(*) FROM ip_allocations", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(n, 1);
+
+    // No console yet: empty logs. Unknown VMs: one-line errors.
+    let logs = env.ok_json(&["vm", "logs", "web", "--json"]);
+    assert_eq!(logs["text"], "");
+    for verb in ["inspect", "rm", "start", "stop", "logs", "ssh"] {
+        let out = env.banger(&["vm", verb, "nope"]);
+        assert_eq!(out.status.code(), Some(1), "{verb}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no VM \"nope\""), "{verb}: {err}");
+    }
+}
