@@ -118,7 +118,10 @@ fn vm_ls_inspect_json_refused_rm_of_a_running_vm_and_rm() {
         err.contains("VM web is running; stop it first or use `banger vm rm --force`"),
         "{err}"
     );
-    assert_eq!(env.ok_json(&["vm", "inspect", "web", "--json"])["state"], "running");
+    assert_eq!(
+        env.ok_json(&["vm", "inspect", "web", "--json"])["state"],
+        "running"
+    );
 
     // Starting a running VM is refused with the state machine's wording.
     let out = env.banger(&["vm", "start", "web"]);

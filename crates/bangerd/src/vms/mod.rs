@@ -54,9 +54,9 @@ pub enum VmError {
     #[error("no qemu-system-x86_64 found at {0}")]
     NoQemu(PathBuf),
     #[error("starting QEMU for VM {0}")]
-    Qemu(String, #[source] crate::vmm::qemu::QemuError),
+    Qemu(String, #[source] Box<crate::vmm::qemu::QemuError>),
     #[error("starting Firecracker for VM {0}")]
-    Firecracker(String, #[source] crate::vmm::fc_process::FcVmError),
+    Firecracker(String, #[source] Box<crate::vmm::fc_process::FcVmError>),
     #[error("the firecracker boot plan")]
     Plan(#[source] crate::vmm::plan::NotUtf8),
     #[error("VM {0}'s VMM exited before the guest was ready (see `banger vm logs {0}`)")]

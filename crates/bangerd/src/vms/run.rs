@@ -177,7 +177,7 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
             Vmm::Firecracker(
                 FirecrackerVm::launch(d.privops.clone(), &l, &fc_plan, policy)
                     .await
-                    .map_err(|e| VmError::Firecracker(row.name.clone(), e))?,
+                    .map_err(|e| VmError::Firecracker(row.name.clone(), Box::new(e)))?,
             )
         }
         Backend::QemuKvm | Backend::QemuTcg => {
@@ -192,7 +192,7 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
             };
             Vmm::Qemu(
                 QemuVm::spawn(&d.vms.qemu_bin, &d.vms.wrapper, &spec, backend, &io)
-                    .map_err(|e| VmError::Qemu(row.name.clone(), e))?,
+                    .map_err(|e| VmError::Qemu(row.name.clone(), Box::new(e)))?,
             )
         }
     };
