@@ -132,6 +132,7 @@ fn run(cli: Cli) -> Result<()> {
             host_paths: Default::default(),
             vms: Default::default(),
         });
+        bangerd::vms::reconcile::run(&d, std::path::Path::new("/proc")).await;
         bangerd::vmdisk::reconcile::at_start(&d);
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         daemon::serve(d, listener, banger_sys::service::shutdown_signal()).await?;

@@ -1,6 +1,7 @@
 //! The VM lifecycle: create, start, stop, restart and remove, each state
 //! transition persisted in the `vms` row before the host is touched.
 
+pub mod reconcile;
 pub mod run;
 
 use crate::catalog::{self, CatalogError};

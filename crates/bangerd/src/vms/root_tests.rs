@@ -171,7 +171,16 @@ fn root_vm_lifecycle_create_ssh_stop_start_ssh_rm_leaves_nothing() {
             );
             let ip = row.ip.unwrap();
             let tap = banger_core::net::tap_for(&row.id);
-            let has_tap = || Path::new("/sys/class/net").join(&tap).exists();
+            // Netlink, not /sys: sysfs shows the namespace it was mounted in.
+            let has_tap = || {
+                Command::new("ip")
+                    .args(["link", "show", "dev", &tap])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .unwrap()
+                    .success()
+            };
             assert!(has_tap());
 
             let out = ssh(&key, &known_hosts, ip, "cat /etc/hostname");

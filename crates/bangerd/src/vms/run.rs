@@ -273,6 +273,19 @@ pub(crate) async fn tear_down(d: &Daemon, row: &VmRow, grace: Duration) -> Resul
             Ok(how) => tracing::info!(vm = %row.name, ?how, "VMM stopped"),
             Err(e) => tracing::error!(vm = %row.name, error = %e, "stopping the VMM"),
         }
+    } else if let Some(pid) = row.pid {
+        // A VMM a previous daemon started (adopted at reconcile): no QMP or
+        // API session here, so it is killed.
+        let proc_root = Path::new("/proc");
+        if super::reconcile::vmm_alive(proc_root, pid, &row.id) {
+            super::reconcile::kill(d, row, pid);
+            let t = Instant::now();
+            while super::reconcile::vmm_alive(proc_root, pid, &row.id)
+                && t.elapsed() < Duration::from_secs(5)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
     let tap = banger_core::net::tap_for(&row.id);
     if let Some(ip) = row.ip {

@@ -337,3 +337,128 @@ fn the_ssh_banner_is_what_readiness_waits_for() {
     t.join().unwrap();
     let _ = Path::new("/");
 }
+
+mod reconcile_tests {
+    use super::*;
+    use crate::vms::reconcile::{run as reconcile, vmm_alive};
+    use banger_core::vm::Repair;
+
+    fn proc_with(root: &Path, pid: i64, argv: &[&str]) {
+        let dir = root.join(pid.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut raw = argv.join("\0").into_bytes();
+        raw.push(0);
+        std::fs::write(dir.join("cmdline"), raw).unwrap();
+    }
+
+    fn record(d: &Daemon, id: &str, state: &str, pid: Option<i64>, backend: &str) {
+        d.store
+            .write(|tx| {
+                tx.execute(
+                    "UPDATE vms SET state=?2, pid=?3, backend=?4 WHERE id=?1",
+                    rusqlite::params![id, state, pid, backend],
+                )
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_vmm_is_recognised_by_binary_and_vm_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        proc_with(
+            tmp.path(),
+            10,
+            &[
+                "/usr/bin/qemu-system-x86_64",
+                "-drive",
+                "file=/s/vms/abc/rootfs.ext4",
+            ],
+        );
+        proc_with(
+            tmp.path(),
+            11,
+            &[
+                "/usr/bin/qemu-system-x86_64",
+                "-drive",
+                "file=/s/vms/other/rootfs.ext4",
+            ],
+        );
+        proc_with(tmp.path(), 12, &["/bin/sleep", "abc"]);
+        proc_with(tmp.path(), 13, &["firecracker", "--id", "abc"]);
+        assert!(vmm_alive(tmp.path(), 10, "abc"));
+        assert!(!vmm_alive(tmp.path(), 11, "abc"), "another VM's QEMU");
+        assert!(!vmm_alive(tmp.path(), 12, "abc"), "a reused pid");
+        assert!(vmm_alive(tmp.path(), 13, "abc"));
+        assert!(!vmm_alive(tmp.path(), 14, "abc"), "gone");
+    }
+
+    #[tokio::test]
+    async fn restart_reconcile_fixes_each_recorded_state() {
+        let rec = Arc::new(RecordingPriv::new());
+        let f = fx(rec.clone());
+        let procs = f.tmp.path().join("proc");
+        let mk = |name: &str| {
+            let d = &f.d;
+            async move { create(d, &req(name, false), &progress()).await.unwrap() }
+        };
+        let alive = mk("alive").await; // running, its VMM alive: kept
+        let died = mk("died").await; // running, VMM gone: stopped + network cleared
+        let half = mk("half").await; // starting, VMM alive: killed, stopped
+        let nodisk = mk("nodisk").await; // stopped, disk vanished: broken
+        let del = mk("del").await; // deleting: finished
+        proc_with(&procs, 101, &["qemu-system-x86_64", &alive.id]);
+        proc_with(&procs, 103, &["firecracker", "--id", &half.id]);
+        record(&f.d, &alive.id, "running", Some(101), "qemu-tcg");
+        record(&f.d, &died.id, "running", Some(102), "qemu-tcg");
+        record(&f.d, &half.id, "starting", Some(103), "firecracker");
+        record(&f.d, &nodisk.id, "stopped", None, "qemu-tcg");
+        record(&f.d, &del.id, "deleting", None, "qemu-tcg");
+        std::fs::remove_file(
+            vmdisk::vm_dir(&f.d.paths.state_dir, &nodisk.id).join(vmdisk::COPY_FILE),
+        )
+        .unwrap();
+        let n = rec.calls().len();
+
+        let fixed = reconcile(&f.d, &procs).await;
+        let got: Vec<(String, VmState, Repair)> = fixed
+            .into_iter()
+            .map(|x| (x.name, x.to, x.repair))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("del".to_string(), VmState::Deleting, Repair::FinishDelete),
+                ("died".to_string(), VmState::Stopped, Repair::Nothing),
+                ("half".to_string(), VmState::Stopped, Repair::KillProcess),
+                ("nodisk".to_string(), VmState::Broken, Repair::Nothing),
+            ]
+        );
+        assert_eq!(find(&f.d, "alive").unwrap().state, VmState::Running);
+        assert_eq!(find(&f.d, "alive").unwrap().pid, Some(101));
+        assert!(matches!(find(&f.d, "del"), Err(VmError::NotFound(_))));
+        let died_row = find(&f.d, "died").unwrap();
+        assert_eq!((died_row.state, died_row.pid), (VmState::Stopped, None));
+        let tap = |r: &VmRow| banger_core::net::tap_for(&r.id);
+        let nat = |r: &VmRow, ip: &str| {
+            (
+                "priv.clear_nat".to_string(),
+                json!({"guest_ip": ip, "tap": tap(r)}),
+            )
+        };
+        let del_tap = |r: &VmRow| ("priv.delete_tap".to_string(), json!({"name": tap(r)}));
+        assert_eq!(
+            rec.calls()[n..].to_vec(),
+            vec![
+                nat(&del, "172.30.0.6"),
+                del_tap(&del),
+                nat(&died, "172.30.0.3"),
+                del_tap(&died),
+                ("priv.kill_process".to_string(), json!({"pid": 103})),
+                nat(&half, "172.30.0.4"),
+                del_tap(&half),
+            ]
+        );
+        // A second run finds nothing to do.
+        assert!(reconcile(&f.d, &procs).await.is_empty());
+    }
+}

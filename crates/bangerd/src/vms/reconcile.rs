@@ -1,0 +1,151 @@
+//! At daemon start: recorded VM states against the VMM processes that
+//! exist ([`banger_core::vm::reconcile`]): a half-done start or stop and a
+//! running VM whose process died become `stopped` (their tap and NAT
+//! removed, the disk deactivated), a vanished disk `broken`, an unfinished
+//! delete is finished, and no process outlives a state that may not have one.
+
+use super::{find, VmRow};
+use crate::daemon::Daemon;
+use crate::privops::PrivOps;
+use crate::vmdisk;
+use banger_core::vm::{self, Found, Repair, VmState};
+use banger_proto::helper as m;
+use std::path::Path;
+
+/// What reconcile did to one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fixed {
+    pub name: String,
+    pub from: VmState,
+    pub to: VmState,
+    pub repair: Repair,
+}
+
+/// Whether `pid` under `proc_root` is a VMM (QEMU or Firecracker) of VM `id`:
+/// its command line names the binary and the VM's id (its disk, socket or
+/// `--id`), so a reused pid is never taken for the VM.
+pub fn vmm_alive(proc_root: &Path, pid: i64, id: &str) -> bool {
+    let Ok(raw) = std::fs::read(proc_root.join(pid.to_string()).join("cmdline")) else {
+        return false;
+    };
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let is_vmm = args.first().is_some_and(|a0| {
+        let base = a0.rsplit('/').next().unwrap_or(a0);
+        base.starts_with("qemu-system") || base == "firecracker"
+    });
+    is_vmm && args.iter().any(|a| a.contains(id))
+}
+
+fn disk_present(d: &Daemon, id: &str) -> bool {
+    match vmdisk::load(d, id) {
+        Ok((_, h)) => !h.file.is_empty() && Path::new(&h.file).exists(),
+        Err(_) => false,
+    }
+}
+
+pub(crate) fn kill(d: &Daemon, row: &VmRow, pid: i64) {
+    let r = if row.backend.as_deref() == Some("firecracker") {
+        <dyn PrivOps>::call::<_, m::Empty>(
+            d.privops.as_ref(),
+            m::KILL_PROCESS,
+            &m::KillProcess { pid: pid as i32 },
+        )
+        .map(drop)
+        .map_err(|e| crate::render_chain(&e))
+    } else {
+        // QEMU runs as the daemon's user.
+        match rustix::process::Pid::from_raw(pid as i32) {
+            Some(p) => rustix::process::kill_process(p, rustix::process::Signal::Kill)
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    };
+    if let Err(e) = r {
+        tracing::warn!(vm = %row.name, pid, error = %e, "reconcile: killing the VMM");
+    }
+}
+
+/// Tap and NAT of a VM whose process is gone; best effort (either may be
+/// gone already).
+fn clear_network(d: &Daemon, row: &VmRow) {
+    let tap = banger_core::net::tap_for(&row.id);
+    if let Some(ip) = row.ip {
+        let _ = <dyn PrivOps>::call::<_, m::Empty>(
+            d.privops.as_ref(),
+            m::CLEAR_NAT,
+            &m::Nat {
+                guest_ip: ip.to_string(),
+                tap: tap.clone(),
+            },
+        );
+    }
+    let _ = <dyn PrivOps>::call::<_, m::Empty>(
+        d.privops.as_ref(),
+        m::DELETE_TAP,
+        &m::DeleteTap { name: tap },
+    );
+    if let Err(e) = vmdisk::deactivate(d, &row.id) {
+        tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: deactivating the disk");
+    }
+}
+
+/// Reconcile every recorded VM, with processes read under `proc_root`.
+pub async fn run(d: &Daemon, proc_root: &Path) -> Vec<Fixed> {
+    let ids: Vec<String> = d
+        .store
+        .read(|c| {
+            let mut st = c.prepare("SELECT id FROM vms ORDER BY name")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_default();
+    let mut fixed = Vec::new();
+    for id in ids {
+        let Ok(row) = find(d, &id) else { continue };
+        let alive = row.pid.is_some_and(|p| vmm_alive(proc_root, p, &row.id));
+        let found = Found {
+            process_alive: alive,
+            disk_present: disk_present(d, &row.id),
+        };
+        let (to, repair) = vm::reconcile(row.state, found);
+        if to == row.state && repair == Repair::Nothing {
+            continue;
+        }
+        if repair == Repair::KillProcess {
+            if let Some(pid) = row.pid {
+                kill(d, &row, pid);
+            }
+        }
+        if repair == Repair::FinishDelete {
+            // remove() clears tap and NAT too (both absent is fine).
+            let p = crate::jobs::Progress::new(tokio::sync::mpsc::unbounded_channel().0);
+            if let Err(e) = super::remove(d, &row.id, true, &p).await {
+                tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: finishing the delete");
+            }
+        } else {
+            if row.state.may_have_process() && to != VmState::Running {
+                clear_network(d, &row);
+            }
+            let r = d.store.write(|tx| {
+                tx.execute(
+                    "UPDATE vms SET state=?2, pid=CASE WHEN ?3 THEN pid ELSE NULL END WHERE id=?1",
+                    rusqlite::params![row.id, to.as_str(), to.may_have_process()],
+                )
+            });
+            if let Err(e) = r {
+                tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: recording the state");
+            }
+        }
+        tracing::info!(vm = %row.name, from = %row.state, to = %to, ?repair, "reconcile: VM");
+        fixed.push(Fixed {
+            name: row.name.clone(),
+            from: row.state,
+            to,
+            repair,
+        });
+    }
+    fixed
+}
