@@ -397,7 +397,7 @@ mod reconcile_tests {
         let rec = Arc::new(RecordingPriv::new());
         let f = fx(rec.clone());
         let procs = f.tmp.path().join("proc");
-        let mk = |name: &str| {
+        let mk = |name: &'static str| {
             let d = &f.d;
             async move { create(d, &req(name, false), &progress()).await.unwrap() }
         };
@@ -461,4 +461,51 @@ mod reconcile_tests {
         // A second run finds nothing to do.
         assert!(reconcile(&f.d, &procs).await.is_empty());
     }
+}
+
+#[tokio::test]
+async fn stop_kills_a_vmm_adopted_from_a_previous_daemon() {
+    let rec = Arc::new(RecordingPriv::new());
+    let f = fx(rec.clone());
+    let row = create(&f.d, &req("web", false), &progress()).await.unwrap();
+    // A stand-in QEMU: `sleep` under QEMU's name, in a folder named after the VM.
+    let dir = f.tmp.path().join(&row.id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("qemu-system-x86_64");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(
+        std::process::Command::new(&fake)
+            .arg("600")
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id() as i64;
+    let t = std::time::Instant::now();
+    while !reconcile::vmm_alive(Path::new("/proc"), pid, &row.id) {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "stand-in not seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    f.d.store
+        .write(|tx| {
+            tx.execute(
+                "UPDATE vms SET state='running', pid=?2, backend='qemu-tcg' WHERE id=?1",
+                rusqlite::params![row.id, pid],
+            )
+        })
+        .unwrap();
+    let r = stop(&f.d, "web", false, &progress()).await.unwrap();
+    assert_eq!((r.state, r.pid), (VmState::Stopped, None));
+    let status = child.0.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "{status}");
 }
