@@ -509,3 +509,76 @@ async fn stop_kills_a_vmm_adopted_from_a_previous_daemon() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(9), "{status}");
 }
+
+/// The API path: jobs stream the lifecycle from a blocking thread.
+#[test]
+fn the_api_streams_create_start_failure_and_rm() {
+    use banger_testkit::http_unix;
+    let rec = Arc::new(RecordingPriv::new());
+    let mut f = fx(rec.clone());
+    f.d.vms.qemu_bin = f.tmp.path().join("no-such-qemu");
+    let Fx { tmp, d } = f;
+    let socket = d.paths.daemon_socket();
+    let me = rustix::process::getuid().as_raw();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn({
+        let socket = socket.clone();
+        async move {
+            let listener = crate::daemon::bind_socket(&socket, me, me).unwrap();
+            crate::daemon::serve(Arc::new(d), listener, async {
+                let _ = rx.await;
+            })
+            .await
+        }
+    });
+    assert!(banger_testkit::wait_until(
+        std::time::Duration::from_secs(10),
+        || socket.exists()
+    ));
+    let (status, text) = http_unix(
+        &socket,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"web","image":"base","start":false}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#""type":"done""#), "{text}");
+    assert!(text.contains(r#""state":"created""#), "{text}");
+    assert!(text.contains(r#""ip":"172.30.0.2""#), "{text}");
+
+    // Refused before any job: a taken name, an unknown image.
+    let (status, text) = http_unix(
+        &socket,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"web","image":"base"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 409, "{text}");
+    let (status, _) = http_unix(
+        &socket,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"x","image":"nope"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 404);
+
+    // A start that fails ends the stream with an error; the VM is broken.
+    let (status, text) = http_unix(&socket, "POST", "/v1/vms/web/start", None).unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#""type":"error""#), "{text}");
+    assert!(text.contains("no qemu-system-x86_64"), "{text}");
+    let (_, text) = http_unix(&socket, "GET", "/v1/vms/web", None).unwrap();
+    assert!(text.contains(r#""state":"broken""#), "{text}");
+
+    let (status, text) = http_unix(&socket, "DELETE", "/v1/vms/web", None).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let (status, _) = http_unix(&socket, "GET", "/v1/vms/web", None).unwrap();
+    assert_eq!(status, 404);
+    let _ = tx.send(());
+    rt.block_on(server).unwrap().unwrap();
+    drop(tmp);
+}
