@@ -96,6 +96,9 @@ pub struct VmCreate {
 #[serde(deny_unknown_fields)]
 pub struct Logs {
     pub text: String,
+    /// Where `text` ends in the console file (ask from there to follow).
+    #[serde(default)]
+    pub offset: u64,
 }
 
 /// One line of `GET /v1/doctor`.

@@ -110,7 +110,12 @@ enum VmCmd {
         command: Vec<String>,
     },
     /// Print the VM's serial console log.
-    Logs(Name),
+    Logs {
+        name: String,
+        /// Keep printing what the console writes (until interrupted).
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -375,12 +380,27 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
         VmCmd::Stop { name, force } => ("POST", format!("/v1/vms/{name}/stop?force={force}"), None),
         VmCmd::Restart(n) => ("POST", format!("/v1/vms/{}/restart", n.name), None),
         VmCmd::Rm { name, force } => ("DELETE", format!("/v1/vms/{name}?force={force}"), None),
-        VmCmd::Logs(n) => {
+        VmCmd::Logs { name, follow } => {
             let v = client
-                .call("GET", &format!("/v1/vms/{}/logs", n.name), None)
+                .call("GET", &format!("/v1/vms/{name}/logs"), None)
                 .await?;
-            print(j, &v, |v| output::field(v, "text"));
-            return Ok(());
+            if !follow || j {
+                print(j, &v, |v| output::field(v, "text"));
+                return Ok(());
+            }
+            use std::io::Write;
+            let mut v = v;
+            loop {
+                let mut out = std::io::stdout().lock();
+                out.write_all(v["text"].as_str().unwrap_or_default().as_bytes())?;
+                out.flush()?;
+                drop(out);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let offset = v["offset"].as_u64().unwrap_or(0);
+                v = client
+                    .call("GET", &format!("/v1/vms/{name}/logs?offset={offset}"), None)
+                    .await?;
+            }
         }
     };
     let mut view = output::ProgressView::new();

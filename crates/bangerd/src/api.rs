@@ -399,10 +399,22 @@ async fn remove_vm(
     }))
 }
 
-/// The last `LOG_MAX` bytes of the serial console.
+/// At most this much console text per answer.
 const LOG_MAX: u64 = 1 << 20;
 
-async fn vm_logs(State(d): State<AppState>, Path(name): Path<String>) -> ApiResult<Logs> {
+/// `?offset=N` on logs: the console from byte N (default: its last MiB).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsFrom {
+    #[serde(default)]
+    offset: Option<u64>,
+}
+
+async fn vm_logs(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsFrom>,
+) -> ApiResult<Logs> {
     use std::io::{Read, Seek, SeekFrom};
     let row = crate::vms::find(&d, &name)?;
     let path = crate::vms::run::console_log(&d, &row.id);
@@ -411,6 +423,7 @@ async fn vm_logs(State(d): State<AppState>, Path(name): Path<String>) -> ApiResu
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Json(Logs {
                 text: String::new(),
+                offset: 0,
             }))
         }
         Err(e) => {
@@ -421,11 +434,20 @@ async fn vm_logs(State(d): State<AppState>, Path(name): Path<String>) -> ApiResu
         }
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(LOG_MAX)));
+    // A console shorter than the offset was started afresh: from its start.
+    let from = match q.offset {
+        Some(o) if o <= len => o,
+        Some(_) => 0,
+        None => len.saturating_sub(LOG_MAX),
+    };
+    f.seek(SeekFrom::Start(from))
+        .map_err(|e| ApiFailure::internal(format!("seek {}: {e}", path.display())))?;
     let mut buf = Vec::new();
-    f.read_to_end(&mut buf)
+    f.take(LOG_MAX)
+        .read_to_end(&mut buf)
         .map_err(|e| ApiFailure::internal(format!("read {}: {e}", path.display())))?;
     Ok(Json(Logs {
+        offset: from + buf.len() as u64,
         text: String::from_utf8_lossy(&buf).into_owned(),
     }))
 }

@@ -142,9 +142,23 @@ fn vm_ls_inspect_json_refused_rm_of_a_running_vm_and_rm() {
         .unwrap();
     assert_eq!(n, 1);
 
-    // No console yet: empty logs. Unknown VMs: one-line errors.
+    // No console yet: empty logs.
     let logs = env.ok_json(&["vm", "logs", "web", "--json"]);
     assert_eq!(logs["text"], "");
+    assert_eq!(logs["offset"], 0);
+    // The console file, whole and from an offset (what --follow asks).
+    let console = env.dir.path().join("state/vms/v1/console.log");
+    std::fs::create_dir_all(console.parent().unwrap()).unwrap();
+    std::fs::write(&console, "boot 1\nlogin: ").unwrap();
+    let out = env.banger(&["vm", "logs", "web"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "boot 1\nlogin: \n");
+    let (status, text) = http_unix(&env.socket, "GET", "/v1/vms/web/logs?offset=7", None).unwrap();
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v, serde_json::json!({"text": "login: ", "offset": 14}));
+
+    // Unknown VMs: one-line errors.
     for verb in ["inspect", "rm", "start", "stop", "logs", "ssh"] {
         let out = env.banger(&["vm", verb, "nope"]);
         assert_eq!(out.status.code(), Some(1), "{verb}");
