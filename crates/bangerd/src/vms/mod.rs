@@ -330,6 +330,8 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
         id: Some(id.clone()),
     };
     p.log(format!("VM {} ({id}) recorded", req.name));
+    // No other operation on the VM until it is made (and started).
+    let _claim = d.vms.claim(&find(d, &id)?)?;
     let ip = network::allocate_ip(&d.store, &plan.subnet, &id)?;
     p.log(format!("address {ip}"));
     let driver = match d.vms.disk_driver {
@@ -351,7 +353,7 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     vmdisk::deactivate(d, &id)?;
     p.step("disk", 1, Some(1));
     if req.start {
-        run::start(d, &id, p).await?;
+        run::start_claimed(d, &find(d, &id)?, p).await?;
     }
     undo.id = None;
     find(d, &id)

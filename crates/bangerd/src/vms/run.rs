@@ -86,7 +86,7 @@ pub async fn start(d: &Daemon, name: &str, p: &Progress) -> Result<VmRow, VmErro
     find(d, &row.id)
 }
 
-async fn start_claimed(d: &Daemon, row: &VmRow, p: &Progress) -> Result<(), VmError> {
+pub(super) async fn start_claimed(d: &Daemon, row: &VmRow, p: &Progress) -> Result<(), VmError> {
     transition(d, row, Event::Start)?;
     let ip = match row.ip {
         Some(ip) => ip,
