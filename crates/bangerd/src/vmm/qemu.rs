@@ -145,7 +145,9 @@ impl QemuVm {
             .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            // QEMU's own errors (a tap it cannot open, a bad drive) go to the
+            // daemon's log; a pipe nobody reads would stall it once full.
+            .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| QemuError::Spawn(qemu.into(), e))?;
