@@ -31,16 +31,20 @@ fn check(name: &str, status: &str, detail: impl Into<String>) -> Check {
     }
 }
 
+/// What the backend choice reads off the host (under `root`).
+pub fn host_facts(root: &Path, firecracker_bin: &Path) -> banger_core::machine::HostFacts {
+    banger_core::machine::HostFacts {
+        kvm: at(root, "/dev/kvm").exists(),
+        nested_pvm: at(root, "/sys/module/kvm_pvm").exists(),
+        firecracker: firecracker_bin.is_file(),
+    }
+}
+
 /// Which VMM backend to use on this host, and why
 /// ([`banger_core::machine::choose_backend`]).
 pub fn backend(f: &Facts) -> Check {
-    use banger_core::machine::{choose_backend, Backend, HostFacts};
-    let facts = HostFacts {
-        kvm: at(f.root, "/dev/kvm").exists(),
-        nested_pvm: at(f.root, "/sys/module/kvm_pvm").exists(),
-        firecracker: f.firecracker_bin.is_file(),
-    };
-    let (backend, why) = choose_backend(facts);
+    use banger_core::machine::{choose_backend, Backend};
+    let (backend, why) = choose_backend(host_facts(f.root, f.firecracker_bin));
     match backend {
         Backend::Firecracker => match linked_dynamically(f.firecracker_bin) {
             // The jailer (system install) starts it in an empty chroot.

@@ -141,14 +141,9 @@ fn real_kernel_vmlinux_and_initramfs() {
 }
 
 /// The host TSC in kHz for `tsc_early_khz` (TCG boots hang at random
-/// without it).
+/// without it), as the daemon reads it.
 pub(crate) fn host_tsc_khz() -> Option<u64> {
-    let dmesg = HostRunner
-        .run(&Cmd::new("dmesg"))
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    banger_core::machine::tsc_khz(&dmesg, &cpuinfo)
+    crate::vms::run::host_tsc_khz()
 }
 
 /// A tiny guest for QEMU tests: the host's Debian kernel as `vmlinux`, the

@@ -13,7 +13,7 @@ use crate::vmm::plan::{firecracker_plan, FcFiles};
 use crate::vmm::qemu::QemuVm;
 use crate::vmm::socket_access::WaitPolicy;
 use crate::vmm::Stopped;
-use banger_core::machine::{choose_backend, Backend, GuestNet, HostFacts, MachineSpec, QemuIo};
+use banger_core::machine::{choose_backend, Backend, GuestNet, MachineSpec, QemuIo};
 use banger_core::vm::{Event, VmState};
 use banger_proto::helper as m;
 use banger_sys::runner::{Cmd, HostRunner, Runner};
@@ -44,11 +44,10 @@ pub fn backend(d: &Daemon) -> Backend {
     if let Some(b) = d.vms.backend {
         return b;
     }
-    choose_backend(HostFacts {
-        kvm: Path::new("/dev/kvm").exists(),
-        nested_pvm: Path::new("/sys/module/kvm_pvm").exists(),
-        firecracker: d.cfg.firecracker_bin.is_file(),
-    })
+    choose_backend(crate::doctor::host_facts(
+        Path::new("/"),
+        &d.cfg.firecracker_bin,
+    ))
     .0
 }
 
@@ -61,7 +60,7 @@ fn backend_name(b: Backend) -> &'static str {
 }
 
 /// The host TSC in kHz for `tsc_early_khz` under TCG.
-fn host_tsc_khz() -> Option<u64> {
+pub(crate) fn host_tsc_khz() -> Option<u64> {
     let dmesg = HostRunner
         .run(&Cmd::new("dmesg"))
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
