@@ -3,85 +3,19 @@
 //! refusals, read-only storage with digests, OCI build, rm (and refusal
 //! while a VM uses the image).
 
-use banger_testkit::{http_unix, wait_until};
+use banger_testkit::wait_until;
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
-const DAEMON: &str = env!("CARGO_BIN_EXE_bangerd");
+mod common;
 
-fn cli() -> PathBuf {
-    let p = Path::new(DAEMON).with_file_name("banger");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo test --workspace`",
-        p.display()
-    );
-    p
-}
+use common::dev_daemon::{cli, start as start_daemon, DevDaemon, DAEMON};
 
-struct Env {
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    child: Child,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Stored images are read-only; let the temp dir go.
-        let _ = Command::new("chmod")
-            .args(["-R", "u+w"])
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-fn start() -> Env {
-    let dir = tempfile::Builder::new()
-        .prefix("bgtest-img-")
-        .tempdir()
-        .unwrap();
-    let socket = dir.path().join("run/bangerd.sock");
-    let child = Command::new(DAEMON)
-        .arg("--dev")
-        .env("BANGER_STATE_DIR", dir.path().join("state"))
-        .env("BANGER_RUNTIME_DIR", dir.path().join("run"))
-        .env("BANGER_LOG", "warn")
-        // Root runs DirectOps: do not create banger0 on the test host.
-        .env("BANGER_NO_NETWORK", "1")
-        .spawn()
-        .unwrap();
-    let s = socket.clone();
-    assert!(wait_until(Duration::from_secs(20), || matches!(
-        http_unix(&s, "GET", "/v1/health", None),
-        Ok((200, _))
-    )));
-    Env { dir, socket, child }
-}
-
-impl Env {
-    fn banger(&self, args: &[&str]) -> Output {
-        Command::new(cli())
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok_json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.banger(args);
-        assert!(
-            out.status.success(),
-            "banger {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
+fn start() -> DevDaemon {
+    start_daemon("bgtest-img-")
 }
 
 fn sha256(p: &Path) -> String {

@@ -3,77 +3,14 @@
 //! ls/inspect, a refused `rm` of a running VM, `rm` of a created one,
 //! logs, and errors for unknown VMs.
 
-use banger_testkit::{http_unix, wait_until};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::Duration;
+use banger_testkit::http_unix;
 
-const DAEMON: &str = env!("CARGO_BIN_EXE_bangerd");
+mod common;
 
-fn cli() -> PathBuf {
-    let p = Path::new(DAEMON).with_file_name("banger");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo test --workspace`",
-        p.display()
-    );
-    p
-}
+use common::dev_daemon::{start as start_daemon, DevDaemon};
 
-struct Env {
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    child: Child,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Env {
-    let dir = tempfile::Builder::new()
-        .prefix("bgtest-vmcli-")
-        .tempdir()
-        .unwrap();
-    let socket = dir.path().join("run/bangerd.sock");
-    let child = Command::new(DAEMON)
-        .arg("--dev")
-        .env("BANGER_STATE_DIR", dir.path().join("state"))
-        .env("BANGER_RUNTIME_DIR", dir.path().join("run"))
-        .env("BANGER_LOG", "warn")
-        .env("BANGER_NO_NETWORK", "1")
-        .spawn()
-        .unwrap();
-    let s = socket.clone();
-    assert!(wait_until(Duration::from_secs(20), || matches!(
-        http_unix(&s, "GET", "/v1/health", None),
-        Ok((200, _))
-    )));
-    Env { dir, socket, child }
-}
-
-impl Env {
-    fn banger(&self, args: &[&str]) -> Output {
-        Command::new(cli())
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok_json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.banger(args);
-        assert!(
-            out.status.success(),
-            "banger {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
+fn start() -> DevDaemon {
+    start_daemon("bgtest-vmcli-")
 }
 
 #[test]

@@ -41,7 +41,6 @@ pub fn resolve_udp(server: SocketAddr, name: &str) -> Result<Vec<Ipv4Addr>, Stri
 }
 
 /// Ask `server` over TCP (length-prefixed) from the calling thread's namespace.
-#[allow(dead_code)] // not every test binary that includes this module asks over TCP
 pub fn resolve_tcp(server: SocketAddr, name: &str) -> Result<Vec<Ipv4Addr>, String> {
     let mut s =
         TcpStream::connect_timeout(&server, Duration::from_secs(5)).map_err(|e| e.to_string())?;

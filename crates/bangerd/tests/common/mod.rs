@@ -1,3 +1,6 @@
-//! Shared pieces of the bangerd integration tests.
+//! Shared pieces of the bangerd integration tests (each test binary uses
+//! some of them).
+#![allow(dead_code)]
 
+pub mod dev_daemon;
 pub mod dns;
