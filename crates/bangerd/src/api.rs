@@ -236,16 +236,13 @@ impl From<CatalogError> for ApiFailure {
     }
 }
 
+/// The HTTP status and error code of a catalog failure.
 fn catalog_status(e: &CatalogError) -> (StatusCode, &'static str) {
-    {
-        match e {
-            CatalogError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
-            CatalogError::Exists(_) | CatalogError::InUse { .. } => {
-                (StatusCode::CONFLICT, "conflict")
-            }
-            CatalogError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        }
+    match e {
+        CatalogError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        CatalogError::Exists(_) | CatalogError::InUse { .. } => (StatusCode::CONFLICT, "conflict"),
+        CatalogError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 
