@@ -7,64 +7,20 @@
 //! (Ctrl+Alt+Del: systemd reboots, QEMU exits).
 
 use super::custom::{self, Customisation};
+use super::guest_fixture::{build_debian, gate, owner_key, pinned_ssh, tail, Writable};
 use super::tests::{add_vm, fixture, identity};
 use super::*;
-use crate::builds::{self, HostPaths};
 use crate::images::kernel::tests::host_tsc_khz;
-use crate::jobs::Progress;
 use crate::vmm::qemu::QemuVm;
 use crate::vmm::Stopped;
 use banger_core::machine::{Backend, GuestNet, MachineSpec, QemuIo};
-use banger_proto::api::ImageBuild;
 use banger_sys::netns::NamedNetns;
-use banger_sys::runner::{Cmd, HostRunner, Runner};
-use std::process::{Command, Stdio};
+use banger_sys::runner::HostRunner;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const VM: &str = "boot1";
 const GUEST_IP: &str = "172.30.0.2";
-
-fn gate() -> Result<(), &'static str> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("needs root (debootstrap, network namespaces, taps)");
-    }
-    if std::env::var_os("BANGER_SKIP_NETWORK_TESTS").is_some() {
-        return Err("BANGER_SKIP_NETWORK_TESTS is set (downloads from the Debian mirror)");
-    }
-    if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
-        return Err("qemu-system-x86_64 not installed");
-    }
-    if crate::images::kernel::host_kernels(Path::new("/boot"), Path::new("/lib/modules")).is_empty()
-    {
-        return Err("no Debian kernel in /boot");
-    }
-    Ok(())
-}
-
-/// `ssh` from inside `ns` with banger's pinned known_hosts only.
-fn ssh(ns: &NamedNetns, key: &Path, known_hosts: &Path, remote: &str) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns.name(), "ssh", "-F", "/dev/null"])
-        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
-        .args(["-o", "StrictHostKeyChecking=yes"])
-        .args(["-o", "GlobalKnownHostsFile=/dev/null"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .arg("-i")
-        .arg(key)
-        .arg(format!("root@{GUEST_IP}"))
-        .arg(remote)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn tail(p: &Path) -> String {
-    let s = std::fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
 
 #[tokio::test]
 async fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
@@ -79,51 +35,14 @@ async fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
         privops: super::root_tests::direct(&state),
         ..d
     };
-    // Stored images are read-only: let the temp dir go at the end.
-    struct Writable(PathBuf);
-    impl Drop for Writable {
-        fn drop(&mut self) {
-            let _ = Command::new("chmod")
-                .arg("-R")
-                .arg("u+w")
-                .arg(&self.0)
-                .status();
-        }
-    }
     let _writable = Writable(tmp.path().to_path_buf());
 
     // The image, through the daemon's build path.
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let req = ImageBuild {
-        name: "deb".into(),
-        from_oci: None,
-        debian: Some("bookworm".into()),
-        kernel: None,
-        headroom_mib: None,
-        mirror: None,
-    };
-    let t = Instant::now();
-    builds::build(
-        &d.store,
-        &state,
-        &HostPaths::default(),
-        &req,
-        &Progress::new(tx),
-    )
-    .unwrap();
-    let built = t.elapsed();
+    let built = build_debian(&d.store, &state);
     let image = crate::catalog::find(&d.store, "deb").unwrap().unwrap();
 
     // The VM disk and its customisation, with a real owner key.
-    let home = d.cfg.owner_home.clone();
-    let key = home.join(".ssh/id_ed25519");
-    HostRunner
-        .run(
-            &Cmd::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "bgtest-owner", "-f"])
-                .arg(&key),
-        )
-        .unwrap();
+    let key = owner_key(&d.cfg.owner_home);
     add_vm(&d, VM, "created");
     let disk = create_with(&d, VM, &image, Driver::Copy).unwrap();
     let c = Customisation {
@@ -168,6 +87,8 @@ async fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
         .iter()
         .map(|s| s.to_string())
         .collect();
+    let in_ns: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let guest_ip: std::net::Ipv4Addr = GUEST_IP.parse().unwrap();
     let mut vmm = QemuVm::spawn(
         Path::new("/usr/bin/qemu-system-x86_64"),
         &wrapper,
@@ -187,7 +108,7 @@ async fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
                 tail(&console)
             );
         }
-        let out = ssh(&ns, &key, &known_hosts, probe);
+        let out = pinned_ssh(&in_ns, &key, &known_hosts, guest_ip, probe);
         if out.status.success() {
             break out;
         }
@@ -222,7 +143,7 @@ async fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
     // The pin is what lets ssh in: without it, strict checking refuses.
     let empty = tmp.path().join("empty_known_hosts");
     std::fs::write(&empty, "").unwrap();
-    let refused = ssh(&ns, &key, &empty, "true");
+    let refused = pinned_ssh(&in_ns, &key, &empty, guest_ip, "true");
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("Host key verification failed"),

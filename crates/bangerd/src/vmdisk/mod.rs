@@ -395,6 +395,8 @@ pub fn destroy(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
 #[cfg(test)]
 mod boot_tests;
 #[cfg(test)]
+pub(crate) mod guest_fixture;
+#[cfg(test)]
 mod helper_tests;
 #[cfg(test)]
 mod reconcile_tests;

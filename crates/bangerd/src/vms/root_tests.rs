@@ -6,11 +6,10 @@
 
 use super::tests::fx;
 use super::*;
-use crate::builds::{self, HostPaths};
 use crate::privops::DirectOps;
+use crate::vmdisk::guest_fixture::{build_debian, gate, owner_key, pinned_ssh, tail, Writable};
 use banger_helper::dispatch::Helper;
 use banger_helper::host::Host;
-use banger_proto::api::ImageBuild;
 use banger_sys::net::RealNet;
 use banger_sys::netns::NamedNetns;
 use banger_sys::runner::{Cmd, Runner};
@@ -19,51 +18,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn gate() -> Result<(), &'static str> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("needs root (debootstrap, network namespaces, taps, nftables)");
-    }
-    if std::env::var_os("BANGER_SKIP_NETWORK_TESTS").is_some() {
-        return Err("BANGER_SKIP_NETWORK_TESTS is set (downloads from the Debian mirror)");
-    }
-    if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
-        return Err("qemu-system-x86_64 not installed");
-    }
-    if crate::images::kernel::host_kernels(Path::new("/boot"), Path::new("/lib/modules")).is_empty()
-    {
-        return Err("no Debian kernel in /boot");
-    }
-    Ok(())
+fn console_tail(d: &Daemon, id: &str) -> String {
+    tail(&run::console_log(d, id))
 }
 
 /// `ssh` as the CLI runs it, from the calling thread's namespace.
 fn ssh(key: &Path, known_hosts: &Path, ip: Ipv4Addr, remote: &str) -> std::process::Output {
-    Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=5",
-        ])
-        .args(["-o", "StrictHostKeyChecking=yes"])
-        .args(["-o", "GlobalKnownHostsFile=/dev/null"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .arg("-i")
-        .arg(key)
-        .arg(format!("root@{ip}"))
-        .arg(remote)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn console_tail(d: &Daemon, id: &str) -> String {
-    let s = std::fs::read_to_string(run::console_log(d, id)).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    pinned_ssh(&[], key, known_hosts, ip, remote)
 }
 
 fn progress() -> Progress {
@@ -80,17 +41,6 @@ fn root_vm_lifecycle_create_ssh_stop_start_ssh_rm_leaves_nothing() {
     let bridge = format!("bgtest-br{s}");
     let f = fx(Arc::new(crate::privops::RecordingPriv::new()));
     let super::tests::Fx { tmp, mut d } = f;
-    // Stored images are read-only: let the temp dir go at the end.
-    struct Writable(std::path::PathBuf);
-    impl Drop for Writable {
-        fn drop(&mut self) {
-            let _ = Command::new("chmod")
-                .arg("-R")
-                .arg("u+w")
-                .arg(&self.0)
-                .status();
-        }
-    }
     let _writable = Writable(tmp.path().to_path_buf());
     d.cfg.bridge = bridge.clone();
     let mut hcfg = banger_proto::install::InstallConfig::for_owner(0, 0, "/root".into());
@@ -104,35 +54,13 @@ fn root_vm_lifecycle_create_ssh_stop_start_ssh_rm_leaves_nothing() {
     d.vms.grace = Duration::from_secs(120);
 
     // The owner's key (replacing the fixture's placeholder).
-    let key = d.cfg.owner_home.join(".ssh/id_ed25519");
-    std::fs::remove_file(key.with_extension("pub")).unwrap();
-    banger_sys::runner::HostRunner
-        .run(
-            &Cmd::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "bgtest-owner", "-f"])
-                .arg(&key),
-        )
-        .unwrap();
+    let key = owner_key(&d.cfg.owner_home);
 
     // The image, through the daemon's build path, in the host namespace.
-    let t = Instant::now();
-    let req = ImageBuild {
-        name: "deb".into(),
-        from_oci: None,
-        debian: Some("bookworm".into()),
-        kernel: None,
-        headroom_mib: None,
-        mirror: None,
-    };
-    builds::build(
-        &d.store,
-        &d.paths.state_dir,
-        &HostPaths::default(),
-        &req,
-        &progress(),
-    )
-    .unwrap();
-    println!("image built in {:?}", t.elapsed());
+    println!(
+        "image built in {:?}",
+        build_debian(&d.store, &d.paths.state_dir)
+    );
 
     let ns = NamedNetns::add(&format!("bgtest-{s}-vm")).unwrap();
     let ns_name = ns.name().to_string();

@@ -1,0 +1,120 @@
+//! What the real Debian guest tests share: the gate, a Debian image built
+//! through the daemon's build path, the owner's key, `ssh` with banger's
+//! pinned known_hosts only, and the console's tail for failure messages.
+
+use crate::builds::{self, HostPaths};
+use crate::jobs::Progress;
+use crate::store::Store;
+use banger_proto::api::ImageBuild;
+use banger_sys::runner::{Cmd, HostRunner, Runner};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why a real-guest test cannot run here, if it cannot.
+pub(crate) fn gate() -> Result<(), &'static str> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("needs root (debootstrap, network namespaces, taps, nftables)");
+    }
+    if std::env::var_os("BANGER_SKIP_NETWORK_TESTS").is_some() {
+        return Err("BANGER_SKIP_NETWORK_TESTS is set (downloads from the Debian mirror)");
+    }
+    if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
+        return Err("qemu-system-x86_64 not installed");
+    }
+    if crate::images::kernel::host_kernels(Path::new("/boot"), Path::new("/lib/modules")).is_empty()
+    {
+        return Err("no Debian kernel in /boot");
+    }
+    Ok(())
+}
+
+/// Makes a tree writable again when dropped (stored images are read-only),
+/// so its temp dir can go.
+pub(crate) struct Writable(pub PathBuf);
+
+impl Drop for Writable {
+    fn drop(&mut self) {
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("u+w")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Image `deb` (Debian bookworm, the host's kernel) through the daemon's
+/// build path; how long it took.
+pub(crate) fn build_debian(store: &Store, state_dir: &Path) -> Duration {
+    let req = ImageBuild {
+        name: "deb".into(),
+        from_oci: None,
+        debian: Some("bookworm".into()),
+        kernel: None,
+        headroom_mib: None,
+        mirror: None,
+    };
+    let t = Instant::now();
+    builds::build(
+        store,
+        state_dir,
+        &HostPaths::default(),
+        &req,
+        &Progress::new(tokio::sync::mpsc::unbounded_channel().0),
+    )
+    .unwrap();
+    t.elapsed()
+}
+
+/// A fresh ed25519 owner key at `<home>/.ssh/id_ed25519` (replacing any
+/// there); the private key's path.
+pub(crate) fn owner_key(home: &Path) -> PathBuf {
+    let key = home.join(".ssh/id_ed25519");
+    for p in [key.clone(), key.with_extension("pub")] {
+        let _ = std::fs::remove_file(p);
+    }
+    HostRunner
+        .run(
+            &Cmd::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "bgtest-owner", "-f"])
+                .arg(&key),
+        )
+        .unwrap();
+    key
+}
+
+/// `ssh root@ip remote` trusting only `known_hosts`, strictly; `wrapper`
+/// comes first on the command line (`ip netns exec NS`, or nothing).
+pub(crate) fn pinned_ssh(
+    wrapper: &[&str],
+    key: &Path,
+    known_hosts: &Path,
+    ip: Ipv4Addr,
+    remote: &str,
+) -> Output {
+    let mut argv: Vec<&str> = wrapper.to_vec();
+    argv.push("ssh");
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .args(["-F", "/dev/null"])
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+        .args(["-o", "StrictHostKeyChecking=yes"])
+        .args(["-o", "GlobalKnownHostsFile=/dev/null"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg("-i")
+        .arg(key)
+        .arg(format!("root@{ip}"))
+        .arg(remote)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The last 40 lines of a console log (for assertion messages).
+pub(crate) fn tail(p: &Path) -> String {
+    let s = std::fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
