@@ -268,19 +268,12 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Doctor => {
             let v = client.call("GET", "/v1/doctor", None).await?;
             print(j, &v, |v| {
-                let rows: Vec<Vec<String>> = v["checks"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|c| {
-                        vec![
-                            output::field(c, "status"),
-                            output::field(c, "name"),
-                            output::field(c, "detail"),
-                        ]
-                    })
-                    .collect();
-                output::table(&["STATUS", "CHECK", "DETAIL"], &rows)
+                output::table_of(&["STATUS", "CHECK", "DETAIL"], &v["checks"], |c| {
+                    ["status", "name", "detail"]
+                        .iter()
+                        .map(|k| output::field(c, k))
+                        .collect()
+                })
             });
             Ok(())
         }
@@ -336,18 +329,12 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
         VmCmd::Ls => {
             let v = client.call("GET", "/v1/vms", None).await?;
             print(j, &v, |v| {
-                let rows: Vec<Vec<String>> = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|vm| {
-                        ["name", "state", "ip", "image"]
-                            .iter()
-                            .map(|k| output::field(vm, k))
-                            .collect()
-                    })
-                    .collect();
-                output::table(&["NAME", "STATE", "IP", "IMAGE"], &rows)
+                output::table_of(&["NAME", "STATE", "IP", "IMAGE"], v, |vm| {
+                    ["name", "state", "ip", "image"]
+                        .iter()
+                        .map(|k| output::field(vm, k))
+                        .collect()
+                })
             });
             return Ok(());
         }
@@ -447,20 +434,14 @@ async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
         ImageCmd::Ls => {
             let v = client.call("GET", "/v1/images", None).await?;
             print(j, &v, |v| {
-                let rows: Vec<Vec<String>> = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|i| {
-                        vec![
-                            output::field(i, "name"),
-                            output::size(i["size_bytes"].as_u64().unwrap_or(0)),
-                            output::field(i, "source"),
-                            output::field(i, "id"),
-                        ]
-                    })
-                    .collect();
-                output::table(&["NAME", "SIZE", "SOURCE", "ID"], &rows)
+                output::table_of(&["NAME", "SIZE", "SOURCE", "ID"], v, |i| {
+                    vec![
+                        output::field(i, "name"),
+                        output::size(i["size_bytes"].as_u64().unwrap_or(0)),
+                        output::field(i, "source"),
+                        output::field(i, "id"),
+                    ]
+                })
             });
             return Ok(());
         }
