@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # host operations banger drives
   iproute2 nftables e2fsprogs util-linux kmod sudo passwd
+  # the units test: systemd-analyze verify/security, man for Documentation=
+  systemd man-db
   # VM SSH host keys (ssh-keygen)
   openssh-client
   # images: kernels, initramfs, rootfs builds, registry tests

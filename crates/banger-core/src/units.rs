@@ -55,11 +55,16 @@ ProtectKernelLogs=yes
 ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
-# The jailer's namespaces for Firecracker.
-RestrictNamespaces=mnt pid net
+# The jailer's own mount namespace for Firecracker (no --new-pid-ns/--netns).
+RestrictNamespaces=mnt
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
+# Neither the helper, its tools, the jailer nor Firecracker needs W+X memory.
+MemoryDenyWriteExecute=yes
+# A runaway helper cannot take the host's memory or pids with it.
+MemoryMax=512M
+TasksMax=256
 # Netlink for links and nftables, Unix for the sockets and resolved's D-Bus;
 # the helper never speaks IP itself.
 RestrictAddressFamilies=AF_UNIX AF_NETLINK
@@ -104,9 +109,14 @@ UMask=0077
 CapabilityBoundingSet=
 AmbientCapabilities=
 NoNewPrivileges=yes
+RemoveIPC=yes
+# Only root and the owner are mapped; every other uid reads as nobody.
+PrivateUsers=yes
 ProtectSystem=strict
 ReadWritePaths={rw}
-ProtectHome=read-only
+# Homes are an empty tmpfs except the owner's (SSH keys, file_sync), read-only.
+ProtectHome=tmpfs
+BindReadOnlyPaths=-{home}
 PrivateTmp=yes
 PrivateMounts=yes
 ProtectKernelTunables=yes
@@ -125,7 +135,11 @@ LockPersonality=yes
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
+SystemCallFilter=~@resources
 SystemCallErrorNumber=EPERM
+# A private /dev with only the two nodes QEMU needs bound in.
+PrivateDevices=yes
+BindPaths=-/dev/kvm -/dev/net/tun
 DevicePolicy=closed
 DeviceAllow=/dev/kvm rw
 DeviceAllow=/dev/net/tun rw
@@ -135,6 +149,7 @@ WantedBy=multi-user.target
 "#,
         uid = cfg.owner_uid,
         gid = cfg.owner_gid,
+        home = cfg.owner_home.display(),
         helper_unit = HELPER_UNIT,
         daemon = bins.daemon.display(),
         config = config_path.display(),
@@ -174,6 +189,9 @@ mod tests {
         assert!(u.contains("\nCapabilityBoundingSet=\n"));
         assert!(u.contains("ExecStart=/usr/local/bin/bangerd --config /etc/banger/install.toml"));
         assert!(u.contains("ReadWritePaths=/var/lib/banger /run/banger\n"));
+        // Of all homes only the owner's is visible, read-only.
+        assert!(u.contains("\nProtectHome=tmpfs\nBindReadOnlyPaths=-/home/al\n"));
+        assert!(u.contains("\nPrivateDevices=yes\nBindPaths=-/dev/kvm -/dev/net/tun\n"));
     }
 
     #[test]
@@ -183,6 +201,8 @@ mod tests {
         assert!(u.contains("DevicePolicy=closed"));
         assert!(u.contains("ReadWritePaths=/var/lib/banger /run/banger -/srv/jailer"));
         assert!(!u.contains("CAP_SYS_PTRACE") && !u.contains("CAP_SYS_MODULE"));
+        assert!(u.contains("\nMemoryMax=512M\nTasksMax=256\n"));
+        assert!(u.contains("\nRestrictNamespaces=mnt\n"));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! `banger`: the command-line client of bangerd.
 
 mod client;
+mod manpages;
 mod output;
 mod system;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use banger_core::paths::{self, PathEnv};
 use banger_proto::install::{InstallConfig, SYSTEM_CONFIG_PATH};
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -52,6 +53,15 @@ enum Cmd {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Write the man pages (banger.1 and one per subcommand) into DIR.
+    ///
+    /// `banger system install` installs them itself; this is for packagers.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write `*.1` files into (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -264,6 +274,14 @@ async fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "banger", &mut std::io::stdout());
             Ok(())
         }
+        Cmd::Man { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (name, text) in manpages::render(Cli::command())? {
+                let p = dir.join(name);
+                std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+            }
+            Ok(())
+        }
         Cmd::Version => version(&client, j).await,
         Cmd::Doctor => {
             let v = client.call("GET", "/v1/doctor", None).await?;
@@ -291,12 +309,17 @@ async fn run(cli: Cli) -> Result<()> {
                     no_start,
                     firecracker,
                     jailer,
+                    man_pages: manpages::render(Cli::command())?,
                 },
                 j,
             ),
             SystemCmd::Status => system::status(j).await,
             SystemCmd::Restart => system::restart(),
-            SystemCmd::Uninstall { purge } => system::uninstall(purge, j),
+            SystemCmd::Uninstall { purge } => {
+                let pages = manpages::render(Cli::command())?;
+                let names: Vec<String> = pages.into_iter().map(|(n, _)| n).collect();
+                system::uninstall(purge, &names, j)
+            }
         },
     }
 }

@@ -1,6 +1,6 @@
 //! `banger system install`: metadata, layout, binaries, the two units.
 
-use super::layout::{self, BINARIES, BIN_DIR, CONFIG, TMPFILES};
+use super::layout::{self, BINARIES, BIN_DIR, CONFIG, MAN_DIR, TMPFILES};
 use anyhow::{bail, Context, Result};
 use banger_core::units::{self, Binaries};
 use banger_proto::install::InstallConfig;
@@ -14,6 +14,9 @@ pub struct Opts {
     pub no_start: bool,
     pub firecracker: Option<PathBuf>,
     pub jailer: Option<PathBuf>,
+    /// Man pages to install into [`MAN_DIR`] (`banger.1`, `banger-vm.1`, …):
+    /// the units' `Documentation=man:banger(1)` must resolve.
+    pub man_pages: Vec<(String, Vec<u8>)>,
 }
 
 fn resolve_owner(name: Option<String>) -> Result<nix::unistd::User> {
@@ -120,6 +123,12 @@ pub fn install(opts: Opts, json_out: bool) -> Result<()> {
         cfg.owner_subids = Some(range);
     }
     install_binaries(&mut changed)?;
+    for (name, text) in &opts.man_pages {
+        let p = Path::new(MAN_DIR).join(name);
+        if layout::write_file(&p, text, 0o644)? {
+            changed.push(p.display().to_string());
+        }
+    }
     if layout::write_file(Path::new(CONFIG), cfg.render().as_bytes(), 0o644)? {
         changed.push(CONFIG.into());
     }

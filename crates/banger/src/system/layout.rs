@@ -8,6 +8,8 @@ pub const CONFIG: &str = banger_proto::install::SYSTEM_CONFIG_PATH;
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 pub const TMPFILES: &str = "/etc/tmpfiles.d/banger.conf";
 pub const BIN_DIR: &str = "/usr/local/bin";
+/// Where `system install` puts the man pages (on `man`'s default path).
+pub const MAN_DIR: &str = "/usr/local/share/man/man1";
 pub const BINARIES: [&str; 3] = ["banger", "bangerd", "banger-helper"];
 
 pub fn unit_path(unit: &str) -> PathBuf {

@@ -1,7 +1,7 @@
 //! `banger system uninstall [--purge]`: units, host objects, metadata,
 //! binaries; StateDir only with `--purge`.
 
-use super::layout::{self, BINARIES, BIN_DIR, CONFIG, TMPFILES};
+use super::layout::{self, BINARIES, BIN_DIR, CONFIG, MAN_DIR, TMPFILES};
 use anyhow::{Context, Result};
 use banger_core::units;
 use banger_proto::install::InstallConfig;
@@ -9,7 +9,7 @@ use banger_sys::runner::{Cmd, HostRunner, Runner};
 use serde_json::json;
 use std::path::Path;
 
-pub fn uninstall(purge: bool, json_out: bool) -> Result<()> {
+pub fn uninstall(purge: bool, man_pages: &[String], json_out: bool) -> Result<()> {
     super::require_root("uninstall")?;
     let cfg = match std::fs::read_to_string(CONFIG) {
         Ok(text) => Some(InstallConfig::parse(&text).with_context(|| format!("parsing {CONFIG}"))?),
@@ -92,6 +92,12 @@ pub fn uninstall(purge: bool, json_out: bool) -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir("/etc/banger");
+    for name in man_pages {
+        let p = Path::new(MAN_DIR).join(name);
+        if layout::remove_file(&p)? {
+            removed.push(p.display().to_string());
+        }
+    }
     for name in BINARIES {
         let p = Path::new(BIN_DIR).join(name);
         if layout::remove_file(&p)? {
