@@ -6,13 +6,34 @@ use crate::error::{gate, RpcError};
 use crate::gates::net::{self as g, Subnet};
 use crate::gates::Refused;
 use banger_proto::helper as m;
-use banger_sys::net::Owner;
+use banger_sys::net::{NetError, Owner};
 use banger_sys::nft::VmNat;
 use banger_sys::resolved;
+use std::sync::Mutex;
+
+/// Serialises `priv.create_tap` so the tap count read for the cap is still
+/// true when the tap is made.
+static TAP_CREATION: Mutex<()> = Mutex::new(());
 
 /// banger's subnet from install metadata (trusted, but still parsed).
 fn subnet(h: &Helper) -> Result<Subnet, RpcError> {
     Subnet::parse(&h.cfg.subnet).map_err(|r| RpcError::Failed(format!("install.toml: {r}")))
+}
+
+/// A host error as the method's answer: an interface that exists and is not
+/// banger's (or not of the kind asked for) is a refusal that needed host
+/// state to decide, so it is a gate refusal (`-32602`) like any other.
+fn net_err(method: &'static str, e: NetError) -> RpcError {
+    let refused = match &e {
+        NetError::NotManaged(name) => Refused::new(format!(
+            "{name} must be absent or an interface banger created"
+        )),
+        NetError::WrongKind(name, kind) => {
+            Refused::new(format!("{name} must be a {kind} banger created"))
+        }
+        _ => return RpcError::failed(&e),
+    };
+    RpcError::Gate { method, refused }
 }
 
 /// Resolver routing acts only on a link banger created: pointing a host
@@ -31,7 +52,7 @@ fn managed_link(h: &Helper, method: &'static str, name: &str) -> Result<(), RpcE
 pub fn ensure_bridge(h: &Helper, p: m::EnsureBridge) -> Result<m::Empty, RpcError> {
     const M: &str = m::ENSURE_BRIDGE;
     let net = subnet(h)?;
-    let name = gate(M, g::iface_name("name", &p.name))?;
+    let name = gate(M, g::configured_bridge("name", &p.name, &h.cfg.bridge))?;
     let (addr, prefix) = gate(M, g::bridge_cidr(&p.address, &net))?;
     // Never shadow a host route: the subnet must not overlap any route
     // other than the default route and the bridge's own.
@@ -51,31 +72,44 @@ pub fn ensure_bridge(h: &Helper, p: m::EnsureBridge) -> Result<m::Empty, RpcErro
     h.host
         .net
         .ensure_bridge(name, addr, prefix)
-        .map_err(|e| RpcError::failed(&e))?;
+        .map_err(|e| net_err(M, e))?;
     Ok(m::Empty {})
 }
 
 pub fn create_tap(h: &Helper, p: m::CreateTap) -> Result<m::Empty, RpcError> {
     const M: &str = m::CREATE_TAP;
     let name = gate(M, g::tap_name(&p.name))?;
-    let bridge = gate(M, g::iface_name("bridge", &p.bridge))?;
+    let bridge = gate(M, g::configured_bridge("bridge", &p.bridge, &h.cfg.bridge))?;
     let owner = Owner {
         uid: h.cfg.owner_uid,
         gid: h.cfg.owner_gid,
     };
+    let _one_at_a_time = TAP_CREATION.lock().unwrap_or_else(|p| p.into_inner());
+    // The cap counts every banger-marked tap on the host; re-ensuring a
+    // tap that already exists adds none.
+    let links = h
+        .host
+        .net
+        .managed_links()
+        .map_err(|e| RpcError::failed(&e))?;
+    let taps = links
+        .iter()
+        .filter(|l| l.kind.as_deref() == Some("tun"))
+        .count();
+    if !links.iter().any(|l| l.name == name) {
+        gate(M, g::tap_count(taps, h.cfg.max_taps))?;
+    }
     h.host
         .net
         .create_tap(name, bridge, owner)
-        .map_err(|e| RpcError::failed(&e))?;
+        .map_err(|e| net_err(M, e))?;
     Ok(m::Empty {})
 }
 
 pub fn delete_tap(h: &Helper, p: m::DeleteTap) -> Result<m::Empty, RpcError> {
-    let name = gate(m::DELETE_TAP, g::tap_name(&p.name))?;
-    h.host
-        .net
-        .delete_tap(name)
-        .map_err(|e| RpcError::failed(&e))?;
+    const M: &str = m::DELETE_TAP;
+    let name = gate(M, g::tap_name(&p.name))?;
+    h.host.net.delete_tap(name).map_err(|e| net_err(M, e))?;
     Ok(m::Empty {})
 }
 
@@ -108,12 +142,14 @@ pub fn clear_nat(h: &Helper, p: m::Nat) -> Result<m::Empty, RpcError> {
     Ok(m::Empty {})
 }
 
+/// Route the configured domain (and nothing else) to the daemon's DNS on
+/// the configured bridge (and no other link).
 pub fn sync_resolver_routing(h: &Helper, p: m::SyncResolverRouting) -> Result<m::Empty, RpcError> {
     const M: &str = m::SYNC_RESOLVER_ROUTING;
     let net = subnet(h)?;
-    let bridge = gate(M, g::iface_name("bridge", &p.bridge))?;
+    let bridge = gate(M, g::configured_bridge("bridge", &p.bridge, &h.cfg.bridge))?;
     let resolver = gate(M, g::resolver_addr(&p.resolver, &net))?;
-    let domain = gate(M, g::dns_domain(&p.domain))?;
+    let domain = gate(M, g::configured_domain(&p.domain, &h.cfg.domain))?;
     managed_link(h, M, bridge)?;
     let resolver = if resolver.port() == 53 && !p.resolver.contains(':') {
         resolver.ip().to_string()
@@ -130,7 +166,7 @@ pub fn clear_resolver_routing(
     p: m::ClearResolverRouting,
 ) -> Result<m::Empty, RpcError> {
     const M: &str = m::CLEAR_RESOLVER_ROUTING;
-    let bridge = gate(M, g::iface_name("bridge", &p.bridge))?;
+    let bridge = gate(M, g::configured_bridge("bridge", &p.bridge, &h.cfg.bridge))?;
     managed_link(h, M, bridge)?;
     resolved::clear(h.host.runner.as_ref(), bridge).map_err(|e| RpcError::failed(&e))?;
     Ok(m::Empty {})
@@ -142,7 +178,7 @@ pub fn clear_resolver_routing(
 pub fn ensure_dns_redirect(h: &Helper, p: m::EnsureDnsRedirect) -> Result<m::Empty, RpcError> {
     const M: &str = m::ENSURE_DNS_REDIRECT;
     let net = subnet(h)?;
-    let bridge = gate(M, g::configured_bridge(&p.bridge, &h.cfg.bridge))?;
+    let bridge = gate(M, g::configured_bridge("bridge", &p.bridge, &h.cfg.bridge))?;
     let port = gate(M, g::dns_port(p.port))?;
     managed_link(h, M, bridge)?;
     h.host
@@ -158,7 +194,7 @@ mod tests {
     use crate::error::RpcError;
     use crate::host::Host;
     use banger_proto::install::InstallConfig;
-    use banger_sys::net::{NetRequest, Owner, RecordingNet, Route4};
+    use banger_sys::net::{NetOps, NetRequest, Owner, RecordingNet, Route4};
     use banger_sys::nft::{Nft, TableName};
     use banger_sys::runner::{CmdOutput, RecordingRunner};
     use serde_json::{json, Value};
@@ -327,19 +363,114 @@ mod tests {
     }
 
     #[test]
-    fn a_foreign_interface_surfaces_as_a_failure() {
+    fn a_foreign_interface_is_a_gate_refusal() {
+        let f = fixture(
+            RecordingNet::new()
+                .with_link("banger0", "tun", true)
+                .with_link("banger-eeee", "tun", false),
+        );
+        assert_eq!(
+            refused(&f, "priv.delete_tap", json!({"name": "banger-eeee"})),
+            "priv.delete_tap: banger-eeee must be absent or an interface banger created"
+        );
+        assert_eq!(
+            refused(
+                &f,
+                "priv.create_tap",
+                json!({"name": "banger-eeee", "bridge": "banger0"})
+            ),
+            "priv.create_tap: banger0 must be a bridge banger created"
+        );
+        // The configured bridge name, held by an interface banger did not make.
+        let g = fixture(RecordingNet::new().with_link("banger0", "bridge", false));
+        assert_eq!(
+            refused(
+                &g,
+                "priv.ensure_bridge",
+                json!({"name": "banger0", "address": "172.30.0.1/24"})
+            ),
+            "priv.ensure_bridge: banger0 must be absent or an interface banger created"
+        );
+        assert_eq!(
+            refused(
+                &g,
+                "priv.create_tap",
+                json!({"name": "banger-1", "bridge": "banger0"})
+            ),
+            "priv.create_tap: banger0 must be absent or an interface banger created"
+        );
+        assert!(g.net.link("banger-1").unwrap().is_none(), "no tap made");
+    }
+
+    #[test]
+    fn only_the_configured_bridge_is_created_or_joined() {
         let f = fixture(
             RecordingNet::new()
                 .with_link("banger0", "bridge", true)
-                .with_link("banger-eeee", "tun", false),
+                .with_link("bgtest-other", "bridge", true),
         );
-        let e = f
-            .helper
-            .dispatch("priv.delete_tap", json!({"name": "banger-eeee"}))
-            .unwrap_err();
+        for name in ["docker0", "virbr0", "cni0", "wg0", "bgtest-other"] {
+            assert_eq!(
+                refused(
+                    &f,
+                    "priv.ensure_bridge",
+                    json!({"name": name, "address": "172.30.0.1/24"})
+                ),
+                "priv.ensure_bridge: name must be the configured bridge banger0"
+            );
+            assert_eq!(
+                refused(
+                    &f,
+                    "priv.create_tap",
+                    json!({"name": "banger-1", "bridge": name})
+                ),
+                "priv.create_tap: bridge must be the configured bridge banger0"
+            );
+        }
+        assert!(f.net.calls().is_empty(), "nothing reached the host");
+    }
+
+    #[test]
+    fn taps_are_capped_by_max_taps() {
+        let mut f = fixture(
+            RecordingNet::new()
+                .with_link("banger0", "bridge", true)
+                .with_link("banger-a", "tun", true)
+                .with_link("banger-foreign", "tun", false),
+        );
+        f.helper.cfg.max_taps = 2;
+        let tap = |f: &Fixture, name: &str| {
+            f.helper
+                .dispatch(
+                    "priv.create_tap",
+                    json!({"name": name, "bridge": "banger0"}),
+                )
+                .map(drop)
+        };
+        tap(&f, "banger-b").unwrap();
         assert_eq!(
-            e.to_string(),
-            "refusing to adopt interface banger-eeee: it exists and was not created by banger"
+            refused(
+                &f,
+                "priv.create_tap",
+                json!({"name": "banger-c", "bridge": "banger0"})
+            ),
+            "priv.create_tap: taps must number at most max_taps = 2 (install.toml); 2 exist"
+        );
+        assert!(f.net.link("banger-c").unwrap().is_none());
+        // Re-ensuring an existing tap adds none, so it still passes.
+        tap(&f, "banger-a").unwrap();
+        f.helper
+            .dispatch("priv.delete_tap", json!({"name": "banger-a"}))
+            .unwrap();
+        tap(&f, "banger-c").unwrap();
+        assert_eq!(
+            f.net
+                .calls()
+                .iter()
+                .filter(|c| matches!(c, NetRequest::CreateTap { name, .. } if name == "banger-c"))
+                .count(),
+            1,
+            "the refused create never reached the host"
         );
     }
 
@@ -428,7 +559,7 @@ mod tests {
         f.helper
             .dispatch(
                 "priv.sync_resolver_routing",
-                json!({"bridge": "banger0", "resolver": "172.30.0.1:5353", "domain": "dev.vm"}),
+                json!({"bridge": "banger0", "resolver": "172.30.0.1:5353", "domain": "vm"}),
             )
             .unwrap();
         f.helper
@@ -440,7 +571,7 @@ mod tests {
                 vec!["resolvectl", "dns", "banger0", "172.30.0.1"],
                 vec!["resolvectl", "domain", "banger0", "~vm"],
                 vec!["resolvectl", "dns", "banger0", "172.30.0.1:5353"],
-                vec!["resolvectl", "domain", "banger0", "~dev.vm"],
+                vec!["resolvectl", "domain", "banger0", "~vm"],
                 vec!["resolvectl", "revert", "banger0"],
             ]
         );
@@ -473,23 +604,70 @@ mod tests {
             .starts_with("priv.sync_resolver_routing: resolver must be"));
         assert!(sync("banger0", "172.30.0.1", "~.")
             .starts_with("priv.sync_resolver_routing: domain must be DNS labels"));
+        // Host-wide DNS hijack: only the configured domain, on the
+        // configured bridge.
+        for d in ["com", "internal", "x.vm", "vm.com", "local"] {
+            assert_eq!(
+                sync("banger0", "172.30.0.1", d),
+                "priv.sync_resolver_routing: domain must be the configured domain vm"
+            );
+        }
+        for b in ["eth0", "docker0", "missing0"] {
+            assert_eq!(
+                sync(b, "172.30.0.1", "vm"),
+                "priv.sync_resolver_routing: bridge must be the configured bridge banger0"
+            );
+            assert_eq!(
+                refused(&f, "priv.clear_resolver_routing", json!({"bridge": b})),
+                "priv.clear_resolver_routing: bridge must be the configured bridge banger0"
+            );
+        }
+        assert!(f.runner.calls().is_empty(), "resolvectl never ran");
+
+        // The configured bridge name, but not an interface banger created.
+        let g = fixture(RecordingNet::new().with_link("banger0", "bridge", false));
         assert_eq!(
-            sync("eth0", "172.30.0.1", "vm"),
+            refused(
+                &g,
+                "priv.sync_resolver_routing",
+                json!({"bridge": "banger0", "resolver": "172.30.0.1", "domain": "vm"})
+            ),
             "priv.sync_resolver_routing: bridge must be an existing interface created by banger"
         );
         assert_eq!(
-            refused(&f, "priv.clear_resolver_routing", json!({"bridge": "eth0"})),
-            "priv.clear_resolver_routing: bridge must be an existing interface created by banger"
-        );
-        assert_eq!(
             refused(
-                &f,
+                &g,
                 "priv.clear_resolver_routing",
-                json!({"bridge": "missing0"})
+                json!({"bridge": "banger0"})
             ),
             "priv.clear_resolver_routing: bridge must be an existing interface created by banger"
         );
+        assert!(g.runner.calls().is_empty());
+    }
+
+    #[test]
+    fn a_configured_domain_other_than_vm_is_the_only_one_routed() {
+        let mut f = fixture(RecordingNet::new().with_link("banger0", "bridge", true));
+        f.helper.cfg.domain = "dev.internal".into();
+        assert_eq!(
+            refused(
+                &f,
+                "priv.sync_resolver_routing",
+                json!({"bridge": "banger0", "resolver": "172.30.0.1", "domain": "vm"})
+            ),
+            "priv.sync_resolver_routing: domain must be the configured domain dev.internal"
+        );
         assert!(f.runner.calls().is_empty());
+        f.helper
+            .dispatch(
+                "priv.sync_resolver_routing",
+                json!({"bridge": "banger0", "resolver": "172.30.0.1", "domain": "dev.internal"}),
+            )
+            .unwrap();
+        assert_eq!(
+            f.runner.calls()[1],
+            vec!["resolvectl", "domain", "banger0", "~dev.internal"]
+        );
     }
 
     #[test]
