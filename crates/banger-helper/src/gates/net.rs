@@ -229,10 +229,12 @@ pub fn configured_bridge<'a>(
 }
 
 /// The domain named in a request must be the configured domain (itself a
-/// well-formed DNS domain): any other suffix would route host lookups
-/// outside banger's names (`com`, `internal`…) to the daemon.
+/// well-formed DNS domain; compared as the daemon uses it: lower case, no
+/// trailing dot): any other suffix would route host lookups outside
+/// banger's names (`com`, `internal`…) to the daemon.
 pub fn configured_domain<'a>(s: &'a str, configured: &str) -> Result<&'a str, Refused> {
     let s = dns_domain(s)?;
+    let configured = configured.trim_end_matches('.').to_ascii_lowercase();
     if s == configured {
         Ok(s)
     } else {
@@ -497,6 +499,7 @@ mod tests {
     #[test]
     fn configured_names() {
         assert_eq!(configured_domain("vm", "vm"), Ok("vm"));
+        assert_eq!(configured_domain("dev.vm", "Dev.VM."), Ok("dev.vm"));
         for bad in ["com", "m", "vm.com", "x.vm"] {
             assert_eq!(
                 configured_domain(bad, "vm").unwrap_err().0,
