@@ -37,6 +37,15 @@ struct Cli {
     /// Requests executing at once across all connections.
     #[arg(long, default_value_t = 16)]
     max_concurrent: usize,
+    /// Connections open at once; one more is closed as soon as it arrives.
+    #[arg(long, default_value_t = 64)]
+    max_connections: usize,
+    /// Seconds a connection may wait between requests before it is closed.
+    #[arg(long, default_value_t = 60)]
+    idle_timeout: u64,
+    /// Seconds a request line may take from its first byte to its newline.
+    #[arg(long, default_value_t = 10)]
+    read_timeout: u64,
     #[command(subcommand)]
     cmd: Option<Command>,
 }
@@ -120,6 +129,10 @@ fn run() -> Result<()> {
             let limits = Limits {
                 max_concurrent: cli.max_concurrent.max(1),
                 request_timeout: Duration::from_secs(cli.request_timeout.max(1)),
+                max_connections: cli.max_connections.max(1),
+                idle_timeout: Duration::from_secs(cli.idle_timeout.max(1)),
+                read_timeout: Duration::from_secs(cli.read_timeout.max(1)),
+                ..Limits::default()
             };
             serve(helper, limits)
         }

@@ -1,6 +1,8 @@
-//! The helper's socket: peer check on every connection, newline framing
-//! with a 1 MiB cap, strict JSON-RPC decoding, per-request timeout and a
-//! concurrency cap, and one audit line per request.
+//! The helper's socket: peer check on every connection, a cap on open
+//! connections, idle and slow-request timeouts, back-off when `accept`
+//! fails (EMFILE), newline framing with a 1 MiB cap, strict JSON-RPC
+//! decoding, per-request timeout and a concurrency cap, and one audit line
+//! per request.
 
 use crate::dispatch::Helper;
 use banger_proto::jsonrpc::{self, ErrorObject, Request, Response, MAX_MESSAGE_BYTES};
@@ -19,6 +21,18 @@ pub struct Limits {
     pub max_concurrent: usize,
     /// Wall-clock budget of one request.
     pub request_timeout: Duration,
+    /// Connections open at once; one more is closed as soon as it is
+    /// accepted (and logged), so idle connections cannot use up the fds.
+    pub max_connections: usize,
+    /// A connection that sends no byte of its next request for this long
+    /// is closed.
+    pub idle_timeout: Duration,
+    /// A request line must be complete this long after its first byte
+    /// (slowloris: bytes trickled without a newline).
+    pub read_timeout: Duration,
+    /// The longest pause between `accept` attempts after `accept` failed
+    /// (EMFILE, ENFILE…): the pause starts at 10 ms and doubles up to this.
+    pub accept_backoff_max: Duration,
 }
 
 impl Default for Limits {
@@ -26,9 +40,16 @@ impl Default for Limits {
         Limits {
             max_concurrent: 16,
             request_timeout: Duration::from_secs(120),
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(10),
+            accept_backoff_max: Duration::from_secs(1),
         }
     }
 }
+
+/// The first pause after a failed `accept`.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 
 /// Serve `listener` until `shutdown` resolves. The listener and the
 /// shutdown signal come from the caller so tests can bind temporary sockets.
@@ -39,17 +60,42 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let sem = Arc::new(Semaphore::new(limits.max_concurrent));
+    let conns = Arc::new(Semaphore::new(limits.max_connections));
+    let mut backoff = None::<Duration>;
     tokio::pin!(shutdown);
     loop {
+        // After a failed accept, wait before the next attempt: a listener
+        // out of fds stays readable, so retrying at once would spin.
+        if let Some(pause) = backoff {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             accepted = listener.accept() => {
                 let (stream, _) = match accepted {
-                    Ok(s) => s,
+                    Ok(s) => {
+                        backoff = None;
+                        s
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        let pause = backoff
+                            .map_or(ACCEPT_BACKOFF_MIN, |p| p * 2)
+                            .min(limits.accept_backoff_max);
+                        tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed; backing off");
+                        backoff = Some(pause);
                         continue;
                     }
+                };
+                let Ok(slot) = conns.clone().try_acquire_owned() else {
+                    tracing::warn!(
+                        target: "audit",
+                        max_connections = limits.max_connections,
+                        "connection refused: too many open connections"
+                    );
+                    continue;
                 };
                 let owner = helper.cfg.owner_uid;
                 let uid = match banger_sys::peer::authorize(&stream, owner) {
@@ -64,6 +110,7 @@ pub async fn serve(
                 let sem = sem.clone();
                 let limits = limits.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(e) = connection(stream, uid, helper, sem, limits).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -120,6 +167,18 @@ async fn read_line_capped<R: AsyncBufRead + Unpin>(r: &mut R, cap: usize) -> std
     }
 }
 
+/// Wait until the next request starts (a byte is buffered), at most
+/// `idle`; `false` when the connection stayed idle that long.
+async fn await_next_request<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    idle: Duration,
+) -> std::io::Result<bool> {
+    match tokio::time::timeout(idle, r.fill_buf()).await {
+        Ok(res) => res.map(|_| true),
+        Err(_) => Ok(false),
+    }
+}
+
 async fn connection(
     stream: UnixStream,
     uid: u32,
@@ -130,7 +189,20 @@ async fn connection(
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     loop {
-        let resp = match read_line_capped(&mut rd, MAX_MESSAGE_BYTES).await? {
+        if !await_next_request(&mut rd, limits.idle_timeout).await? {
+            tracing::warn!(target: "audit", uid, timeout = ?limits.idle_timeout, "connection closed: idle");
+            return Ok(());
+        }
+        let line = tokio::time::timeout(
+            limits.read_timeout,
+            read_line_capped(&mut rd, MAX_MESSAGE_BYTES),
+        )
+        .await;
+        let Ok(line) = line else {
+            tracing::warn!(target: "audit", uid, timeout = ?limits.read_timeout, "connection closed: request line not completed in time");
+            return Ok(());
+        };
+        let resp = match line? {
             Line::Eof => return Ok(()),
             Line::TooLong => {
                 tracing::warn!(target: "audit", uid, "message over 1 MiB refused");

@@ -1,11 +1,10 @@
-//! `banger-helper sweep`: remove every host object banger made — taps and
-//! the bridge (only links carrying banger's managed alias), resolver
+//! `banger-helper sweep`: remove every host object banger made — every
+//! interface carrying banger's managed alias (whatever its name), resolver
 //! routing, the `inet banger` table, `fc-rootfs-*` snapshots with banger's
 //! UUID, and loop devices backed by files under StateDir. Used by
 //! `banger system uninstall`; nothing that banger did not create is touched.
 
 use crate::dispatch::Helper;
-use crate::gates::net::TAP_PREFIX;
 use std::path::Path;
 
 /// What a sweep removed, and what it could not.
@@ -72,16 +71,21 @@ pub fn sweep(h: &Helper, sys_root: &Path, run_root: &Path) -> Swept {
             banger_sys::resolved::clear(host.runner.as_ref(), &cfg.bridge),
         );
     }
-    for link in managed.iter().filter(|l| l.name.starts_with(TAP_PREFIX)) {
+    // Every banger-marked interface, whatever its name or kind (a bridge
+    // made under another configured name, a squatted `docker0`): ports
+    // first, bridges last.
+    let (bridges, ports): (Vec<_>, Vec<_>) = managed
+        .iter()
+        .partition(|l| l.kind.as_deref() == Some("bridge"));
+    for link in ports.into_iter().chain(bridges) {
+        let what = match link.kind.as_deref() {
+            Some("tun") => "tap",
+            Some("bridge") => "bridge",
+            _ => "interface",
+        };
         out.note(
-            format!("tap {}", link.name),
-            host.net.delete_tap(&link.name),
-        );
-    }
-    if bridge_is_ours {
-        out.note(
-            format!("bridge {}", cfg.bridge),
-            host.net.delete_bridge(&cfg.bridge),
+            format!("{what} {}", link.name),
+            host.net.delete_managed(&link.name),
         );
     }
     let table = format!("nft table inet {}", host.nft.table());
@@ -118,7 +122,7 @@ mod tests {
     use banger_proto::install::InstallConfig;
     use banger_sys::dm::{DmRequest, RecordingDm};
     use banger_sys::loopdev::RecordingLoops;
-    use banger_sys::net::{NetRequest, RecordingNet};
+    use banger_sys::net::{NetOps, NetRequest, RecordingNet};
     use std::sync::Arc;
 
     #[test]
@@ -140,7 +144,10 @@ mod tests {
                 .with_link("banger0", "bridge", true)
                 .with_link("banger-1a2b3c4d", "tun", true)
                 .with_link("banger-foreign", "tun", false)
-                .with_link("docker0", "bridge", false),
+                .with_link("docker0", "bridge", false)
+                // Marked by banger under names it no longer configures.
+                .with_link("bgtest-oldbr", "bridge", true)
+                .with_link("wg0", "tun", true),
         );
         let dm = Arc::new(RecordingDm::new());
         dm.add_device("fc-rootfs-abc", "BANGER-fc-rootfs-abc");
@@ -159,17 +166,27 @@ mod tests {
             },
         };
         let swept = sweep(&h, &sys, &root.path().join("run"));
+        let deleted = |name: &str| NetRequest::DeleteManaged { name: name.into() };
         assert_eq!(
             net.calls(),
             vec![
-                NetRequest::DeleteTap {
-                    name: "banger-1a2b3c4d".into()
-                },
-                NetRequest::DeleteBridge {
-                    name: "banger0".into()
-                },
+                deleted("banger-1a2b3c4d"),
+                deleted("wg0"),
+                deleted("banger0"),
+                deleted("bgtest-oldbr"),
             ]
         );
+        for left in ["banger-foreign", "docker0"] {
+            assert!(net.link(left).unwrap().is_some(), "{left} untouched");
+        }
+        for line in [
+            "tap banger-1a2b3c4d",
+            "tap wg0",
+            "bridge banger0",
+            "bridge bgtest-oldbr",
+        ] {
+            assert!(swept.removed.iter().any(|r| r == line), "{line}: {swept:?}");
+        }
         let removes: Vec<_> = dm
             .requests()
             .into_iter()

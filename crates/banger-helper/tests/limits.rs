@@ -100,6 +100,7 @@ async fn a_request_over_its_budget_is_answered_32001_and_serving_goes_on() {
     let limits = Limits {
         max_concurrent: 4,
         request_timeout: Duration::from_millis(300),
+        ..Limits::default()
     };
     let srv = start(limits, Duration::from_secs(2));
     let t0 = Instant::now();
@@ -124,6 +125,7 @@ async fn the_concurrency_cap_bounds_work_in_flight() {
     let limits = Limits {
         max_concurrent: 1,
         request_timeout: Duration::from_secs(30),
+        ..Limits::default()
     };
     let srv = start(limits, Duration::from_millis(400));
     let t0 = Instant::now();
@@ -155,6 +157,7 @@ async fn a_timed_out_request_keeps_its_slot_until_its_work_ends() {
     let limits = Limits {
         max_concurrent: 1,
         request_timeout: Duration::from_millis(200),
+        ..Limits::default()
     };
     let srv = start(limits, Duration::from_millis(800));
     let v = call(&srv.socket, FSCK, fsck_params()).await;

@@ -46,6 +46,9 @@ fn start(owner_uid: u32) -> Running {
     let limits = Limits {
         max_concurrent: 4,
         request_timeout: Duration::from_secs(10),
+        // Two hundred clients connect at once below.
+        max_connections: 256,
+        ..Limits::default()
     };
     let task = tokio::spawn(serve(listener, helper, limits, async {
         let _ = rx.await;

@@ -35,6 +35,14 @@ pub struct InstallConfig {
     /// exactly that; absent when the owner already had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_subids: Option<String>,
+
+    // --- Host network caps (issue 9, hole 10). Optional keys: an
+    // install.toml without them gets the defaults.
+    /// Most banger taps (tun links carrying banger's mark) the helper lets
+    /// exist on the host at once; `priv.create_tap` refuses past it.
+    #[serde(default = "defaults::max_taps")]
+    pub max_taps: u32,
+    // --- end of host network caps.
 }
 
 mod defaults {
@@ -63,6 +71,9 @@ mod defaults {
     pub fn domain() -> String {
         "vm".into()
     }
+    pub fn max_taps() -> u32 {
+        1024
+    }
 }
 
 /// Why an `install.toml` was refused.
@@ -90,6 +101,7 @@ impl InstallConfig {
             subnet: defaults::subnet(),
             domain: defaults::domain(),
             owner_subids: None,
+            max_taps: defaults::max_taps(),
         }
     }
 
@@ -153,6 +165,10 @@ domain = "vm"
             PathBuf::from("/run/banger/helper.sock")
         );
         assert_eq!(InstallConfig::parse(&cfg.render()).unwrap(), cfg);
+        assert_eq!(cfg.max_taps, 1024, "absent keys take their defaults");
+        let capped = InstallConfig::parse(&format!("{text}max_taps = 3\n")).unwrap();
+        assert_eq!(capped.max_taps, 3);
+        assert_eq!(InstallConfig::parse(&capped.render()).unwrap(), capped);
     }
 
     #[test]

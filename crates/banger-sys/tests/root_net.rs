@@ -78,6 +78,50 @@ fn attach_as(name: &str, uid: u32, gid: u32) -> i32 {
     }
 }
 
+/// `/proc/sys/net/ipv6/conf/<iface>/<key>` of the calling thread's netns.
+fn conf_path(iface: &str, key: &str) -> String {
+    format!("/proc/sys/net/ipv6/conf/{iface}/{key}")
+}
+
+fn ipv6_conf(iface: &str, key: &str) -> String {
+    std::fs::read_to_string(conf_path(iface, key))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn root_any_banger_marked_link_is_deleted_and_no_other() {
+    if !is_root() {
+        println!("skipped: needs root for network namespaces");
+        return;
+    }
+    in_new_netns(|| {
+        let s = banger_testkit::unique_suffix();
+        let (marked, peer, foreign) = (
+            format!("bgtest-m{s}"),
+            format!("bgtest-p{s}"),
+            format!("bgtest-f{s}"),
+        );
+        let _g = (LinkGuard(marked.clone()), LinkGuard(foreign.clone()));
+        // Neither a tap nor a bridge: a veth end banger marked.
+        ip(&[
+            "link", "add", &marked, "type", "veth", "peer", "name", &peer,
+        ]);
+        ip(&["link", "set", &marked, "alias", "banger-managed"]);
+        ip(&["link", "add", &foreign, "type", "bridge"]);
+        let net = RealNet::default();
+        assert!(
+            matches!(net.delete_managed(&foreign), Err(NetError::NotManaged(n)) if n == foreign)
+        );
+        assert!(net.link(&foreign).unwrap().is_some(), "foreign link kept");
+        net.delete_managed(&marked).unwrap();
+        assert_eq!(net.link(&marked).unwrap(), None);
+        net.delete_managed(&marked).unwrap();
+    })
+    .unwrap();
+}
+
 #[test]
 fn root_bridge_and_tap_lifecycle() {
     if !is_root() {
@@ -95,6 +139,15 @@ fn root_bridge_and_tap_lifecycle() {
         let b = link(&br);
         assert_eq!(b.kind.as_deref(), Some("bridge"));
         assert!(b.managed() && b.up, "{b:?}");
+        // IPv6 off: a guest's router advertisement never configures the host.
+        assert_eq!(ipv6_conf(&br, "disable_ipv6"), "1");
+        assert_eq!(ipv6_conf(&br, "accept_ra"), "0");
+        // A bridge made before (IPv6 on) is fixed by the next ensure.
+        std::fs::write(conf_path(&br, "disable_ipv6"), "0").unwrap();
+        std::fs::write(conf_path(&br, "accept_ra"), "2").unwrap();
+        net.ensure_bridge(&br, addr, 24).unwrap();
+        assert_eq!(ipv6_conf(&br, "disable_ipv6"), "1");
+        assert_eq!(ipv6_conf(&br, "accept_ra"), "0");
         let routes = net.routes().unwrap();
         assert!(
             routes
@@ -114,6 +167,7 @@ fn root_bridge_and_tap_lifecycle() {
         assert!(t.managed(), "{t:?}");
         assert_eq!(t.master, Some(b.index));
         assert_eq!((t.tun_owner, t.tun_group), (Some(4242), Some(4243)));
+        assert_eq!(ipv6_conf(&tap, "disable_ipv6"), "1");
         assert_eq!(
             attach_as(&tap, 4242, 4243),
             0,

@@ -210,14 +210,48 @@ pub fn dns_port(port: u16) -> Result<u16, Refused> {
     }
 }
 
-/// The bridge named in a request must be the configured bridge.
-pub fn configured_bridge<'a>(name: &'a str, configured: &str) -> Result<&'a str, Refused> {
-    let name = iface_name("bridge", name)?;
+/// The bridge named in a request (field `what`) must be the configured
+/// bridge: no other name may be created, used or re-pointed, so the daemon
+/// cannot squat `docker0`, `virbr0`, `cni0`, `wg0`… before their owners.
+pub fn configured_bridge<'a>(
+    what: &str,
+    name: &'a str,
+    configured: &str,
+) -> Result<&'a str, Refused> {
+    let name = iface_name(what, name)?;
     if name == configured {
         Ok(name)
     } else {
         Err(Refused::new(format!(
-            "bridge must be the configured bridge {configured}"
+            "{what} must be the configured bridge {configured}"
+        )))
+    }
+}
+
+/// The domain named in a request must be the configured domain (itself a
+/// well-formed DNS domain; compared as the daemon uses it: lower case, no
+/// trailing dot): any other suffix would route host lookups outside
+/// banger's names (`com`, `internal`…) to the daemon.
+pub fn configured_domain<'a>(s: &'a str, configured: &str) -> Result<&'a str, Refused> {
+    let s = dns_domain(s)?;
+    let configured = configured.trim_end_matches('.').to_ascii_lowercase();
+    if s == configured {
+        Ok(s)
+    } else {
+        Err(Refused::new(format!(
+            "domain must be the configured domain {configured}"
+        )))
+    }
+}
+
+/// Another banger tap may be made while fewer than `max` exist (`max_taps`
+/// from install metadata).
+pub fn tap_count(existing: usize, max: u32) -> Result<(), Refused> {
+    if existing < max as usize {
+        Ok(())
+    } else {
+        Err(Refused::new(format!(
+            "taps must number at most max_taps = {max} (install.toml); {existing} exist"
         )))
     }
 }
@@ -449,6 +483,55 @@ mod tests {
         ] {
             assert!(dns_domain(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tap_counts() {
+        assert!(tap_count(0, 1).is_ok());
+        assert!(tap_count(1023, 1024).is_ok());
+        assert_eq!(
+            tap_count(2, 2).unwrap_err().0,
+            "taps must number at most max_taps = 2 (install.toml); 2 exist"
+        );
+        assert!(tap_count(0, 0).is_err(), "max_taps = 0 allows none");
+    }
+
+    #[test]
+    fn configured_names() {
+        assert_eq!(configured_domain("vm", "vm"), Ok("vm"));
+        assert_eq!(configured_domain("dev.vm", "Dev.VM."), Ok("dev.vm"));
+        for bad in ["com", "m", "vm.com", "x.vm"] {
+            assert_eq!(
+                configured_domain(bad, "vm").unwrap_err().0,
+                "domain must be the configured domain vm",
+                "{bad}"
+            );
+        }
+        assert!(configured_domain("~.", "vm")
+            .unwrap_err()
+            .0
+            .starts_with("domain must be DNS labels"));
+        assert_eq!(
+            configured_bridge("bridge", "banger0", "banger0"),
+            Ok("banger0")
+        );
+        for bad in ["docker0", "virbr0", "cni0", "wg0", "banger1", "banger00"] {
+            assert_eq!(
+                configured_bridge("bridge", bad, "banger0").unwrap_err().0,
+                "bridge must be the configured bridge banger0",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            configured_bridge("name", "docker0", "banger0")
+                .unwrap_err()
+                .0,
+            "name must be the configured bridge banger0"
+        );
+        assert!(configured_bridge("name", "a b", "a b")
+            .unwrap_err()
+            .0
+            .starts_with("name must be an interface name"));
     }
 
     proptest! {

@@ -6,13 +6,34 @@ use crate::error::{gate, RpcError};
 use crate::gates::net::{self as g, Subnet};
 use crate::gates::Refused;
 use banger_proto::helper as m;
-use banger_sys::net::Owner;
+use banger_sys::net::{NetError, Owner};
 use banger_sys::nft::VmNat;
 use banger_sys::resolved;
+use std::sync::Mutex;
+
+/// Serialises `priv.create_tap` so the tap count read for the cap is still
+/// true when the tap is made.
+static TAP_CREATION: Mutex<()> = Mutex::new(());
 
 /// banger's subnet from install metadata (trusted, but still parsed).
 fn subnet(h: &Helper) -> Result<Subnet, RpcError> {
     Subnet::parse(&h.cfg.subnet).map_err(|r| RpcError::Failed(format!("install.toml: {r}")))
+}
+
+/// A host error as the method's answer: an interface that exists and is not
+/// banger's (or not of the kind asked for) is a refusal that needed host
+/// state to decide, so it is a gate refusal (`-32602`) like any other.
+fn net_err(method: &'static str, e: NetError) -> RpcError {
+    let refused = match &e {
+        NetError::NotManaged(name) => Refused::new(format!(
+            "{name} must be absent or an interface banger created"
+        )),
+        NetError::WrongKind(name, kind) => {
+            Refused::new(format!("{name} must be a {kind} banger created"))
+        }
+        _ => return RpcError::failed(&e),
+    };
+    RpcError::Gate { method, refused }
 }
 
 /// Resolver routing acts only on a link banger created: pointing a host
@@ -31,7 +52,7 @@ fn managed_link(h: &Helper, method: &'static str, name: &str) -> Result<(), RpcE
 pub fn ensure_bridge(h: &Helper, p: m::EnsureBridge) -> Result<m::Empty, RpcError> {
     const M: &str = m::ENSURE_BRIDGE;
     let net = subnet(h)?;
-    let name = gate(M, g::iface_name("name", &p.name))?;
+    let name = gate(M, g::configured_bridge("name", &p.name, &h.cfg.bridge))?;
     let (addr, prefix) = gate(M, g::bridge_cidr(&p.address, &net))?;
     // Never shadow a host route: the subnet must not overlap any route
     // other than the default route and the bridge's own.
@@ -51,31 +72,44 @@ pub fn ensure_bridge(h: &Helper, p: m::EnsureBridge) -> Result<m::Empty, RpcErro
     h.host
         .net
         .ensure_bridge(name, addr, prefix)
-        .map_err(|e| RpcError::failed(&e))?;
+        .map_err(|e| net_err(M, e))?;
     Ok(m::Empty {})
 }
 
 pub fn create_tap(h: &Helper, p: m::CreateTap) -> Result<m::Empty, RpcError> {
     const M: &str = m::CREATE_TAP;
     let name = gate(M, g::tap_name(&p.name))?;
-    let bridge = gate(M, g::iface_name("bridge", &p.bridge))?;
+    let bridge = gate(M, g::configured_bridge("bridge", &p.bridge, &h.cfg.bridge))?;
     let owner = Owner {
         uid: h.cfg.owner_uid,
         gid: h.cfg.owner_gid,
     };
+    let _one_at_a_time = TAP_CREATION.lock().unwrap_or_else(|p| p.into_inner());
+    // The cap counts every banger-marked tap on the host; re-ensuring a
+    // tap that already exists adds none.
+    let links = h
+        .host
+        .net
+        .managed_links()
+        .map_err(|e| RpcError::failed(&e))?;
+    let taps = links
+        .iter()
+        .filter(|l| l.kind.as_deref() == Some("tun"))
+        .count();
+    if !links.iter().any(|l| l.name == name) {
+        gate(M, g::tap_count(taps, h.cfg.max_taps))?;
+    }
     h.host
         .net
         .create_tap(name, bridge, owner)
-        .map_err(|e| RpcError::failed(&e))?;
+        .map_err(|e| net_err(M, e))?;
     Ok(m::Empty {})
 }
 
 pub fn delete_tap(h: &Helper, p: m::DeleteTap) -> Result<m::Empty, RpcError> {
-    let name = gate(m::DELETE_TAP, g::tap_name(&p.name))?;
-    h.host
-        .net
-        .delete_tap(name)
-        .map_err(|e| RpcError::failed(&e))?;
+    const M: &str = m::DELETE_TAP;
+    let name = gate(M, g::tap_name(&p.name))?;
+    h.host.net.delete_tap(name).map_err(|e| net_err(M, e))?;
     Ok(m::Empty {})
 }
 
@@ -108,12 +142,14 @@ pub fn clear_nat(h: &Helper, p: m::Nat) -> Result<m::Empty, RpcError> {
     Ok(m::Empty {})
 }
 
+/// Route the configured domain (and nothing else) to the daemon's DNS on
+/// the configured bridge (and no other link).
 pub fn sync_resolver_routing(h: &Helper, p: m::SyncResolverRouting) -> Result<m::Empty, RpcError> {
     const M: &str = m::SYNC_RESOLVER_ROUTING;
     let net = subnet(h)?;
-    let bridge = gate(M, g::iface_name("bridge", &p.bridge))?;
+    let bridge = gate(M, g::configured_bridge("bridge", &p.bridge, &h.cfg.bridge))?;
     let resolver = gate(M, g::resolver_addr(&p.resolver, &net))?;
-    let domain = gate(M, g::dns_domain(&p.domain))?;
+    let domain = gate(M, g::configured_domain(&p.domain, &h.cfg.domain))?;
     managed_link(h, M, bridge)?;
     let resolver = if resolver.port() == 53 && !p.resolver.contains(':') {
         resolver.ip().to_string()
@@ -130,7 +166,7 @@ pub fn clear_resolver_routing(
     p: m::ClearResolverRouting,
 ) -> Result<m::Empty, RpcError> {
     const M: &str = m::CLEAR_RESOLVER_ROUTING;
-    let bridge = gate(M, g::iface_name("bridge", &p.bridge))?;
+    let bridge = gate(M, g::configured_bridge("bridge", &p.bridge, &h.cfg.bridge))?;
     managed_link(h, M, bridge)?;
     resolved::clear(h.host.runner.as_ref(), bridge).map_err(|e| RpcError::failed(&e))?;
     Ok(m::Empty {})
@@ -142,7 +178,7 @@ pub fn clear_resolver_routing(
 pub fn ensure_dns_redirect(h: &Helper, p: m::EnsureDnsRedirect) -> Result<m::Empty, RpcError> {
     const M: &str = m::ENSURE_DNS_REDIRECT;
     let net = subnet(h)?;
-    let bridge = gate(M, g::configured_bridge(&p.bridge, &h.cfg.bridge))?;
+    let bridge = gate(M, g::configured_bridge("bridge", &p.bridge, &h.cfg.bridge))?;
     let port = gate(M, g::dns_port(p.port))?;
     managed_link(h, M, bridge)?;
     h.host
@@ -153,397 +189,5 @@ pub fn ensure_dns_redirect(h: &Helper, p: m::EnsureDnsRedirect) -> Result<m::Emp
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::dispatch::Helper;
-    use crate::error::RpcError;
-    use crate::host::Host;
-    use banger_proto::install::InstallConfig;
-    use banger_sys::net::{NetRequest, Owner, RecordingNet, Route4};
-    use banger_sys::nft::{Nft, TableName};
-    use banger_sys::runner::{CmdOutput, RecordingRunner};
-    use serde_json::{json, Value};
-    use std::net::Ipv4Addr;
-    use std::sync::Arc;
-
-    struct Fixture {
-        helper: Helper,
-        runner: Arc<RecordingRunner>,
-        net: Arc<RecordingNet>,
-        _proc: tempfile::TempDir,
-    }
-
-    fn fixture(net: RecordingNet) -> Fixture {
-        let proc = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(proc.path().join("sys/net/ipv4")).unwrap();
-        std::fs::write(proc.path().join("sys/net/ipv4/ip_forward"), "0").unwrap();
-        let runner = Arc::new(RecordingRunner::new());
-        let net = Arc::new(net);
-        let mut host = Host::real();
-        host.runner = runner.clone();
-        host.net = net.clone();
-        host.nft = Arc::new(Nft::new(
-            runner.clone(),
-            TableName::new("banger").unwrap(),
-            proc.path(),
-        ));
-        let cfg = InstallConfig::for_owner(1000, 1001, "/home/alice".into());
-        Fixture {
-            helper: Helper { cfg, host },
-            runner,
-            net,
-            _proc: proc,
-        }
-    }
-
-    fn refused(f: &Fixture, method: &str, params: Value) -> String {
-        match f.helper.dispatch(method, params) {
-            Err(e @ RpcError::Gate { .. }) => {
-                assert_eq!(e.to_object().code, -32602);
-                e.to_string()
-            }
-            other => panic!("{method}: expected a gate refusal, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn bridge_and_tap_requests_are_exact() {
-        let f = fixture(RecordingNet::new());
-        f.helper
-            .dispatch(
-                "priv.ensure_bridge",
-                json!({"name": "banger0", "address": "172.30.0.1/24"}),
-            )
-            .unwrap();
-        f.helper
-            .dispatch(
-                "priv.create_tap",
-                json!({"name": "banger-0a1b2c3d", "bridge": "banger0"}),
-            )
-            .unwrap();
-        f.helper
-            .dispatch("priv.delete_tap", json!({"name": "banger-0a1b2c3d"}))
-            .unwrap();
-        assert_eq!(
-            f.net.calls(),
-            vec![
-                NetRequest::EnsureBridge {
-                    name: "banger0".into(),
-                    addr: Ipv4Addr::new(172, 30, 0, 1),
-                    prefix: 24
-                },
-                NetRequest::CreateTap {
-                    name: "banger-0a1b2c3d".into(),
-                    bridge: "banger0".into(),
-                    owner: Owner {
-                        uid: 1000,
-                        gid: 1001
-                    }
-                },
-                NetRequest::DeleteTap {
-                    name: "banger-0a1b2c3d".into()
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn bridge_and_tap_gates_refuse() {
-        let f = fixture(RecordingNet::new());
-        let routes = vec![
-            Route4 {
-                dst: Ipv4Addr::UNSPECIFIED,
-                prefix: 0,
-                dev: "eth0".into(),
-            },
-            Route4 {
-                dst: Ipv4Addr::new(172, 30, 0, 0),
-                prefix: 24,
-                dev: "banger0".into(),
-            },
-        ];
-        let ok = fixture(RecordingNet::new().with_routes(routes.clone()));
-        ok.helper
-            .dispatch(
-                "priv.ensure_bridge",
-                json!({"name": "banger0", "address": "172.30.0.1/24"}),
-            )
-            .unwrap();
-        let mut clash = routes;
-        clash.push(Route4 {
-            dst: Ipv4Addr::new(172, 16, 0, 0),
-            prefix: 12,
-            dev: "docker0".into(),
-        });
-        let f2 = fixture(RecordingNet::new().with_routes(clash));
-        let e = refused(
-            &f2,
-            "priv.ensure_bridge",
-            json!({"name": "banger0", "address": "172.30.0.1/24"}),
-        );
-        assert_eq!(
-            e,
-            "priv.ensure_bridge: address must not overlap a host route (172.16.0.0/12 on docker0)"
-        );
-        assert!(f2.net.calls().is_empty());
-        let e = refused(
-            &f,
-            "priv.ensure_bridge",
-            json!({"name": "br/0", "address": "172.30.0.1/24"}),
-        );
-        assert!(
-            e.starts_with("priv.ensure_bridge: name must be an interface name"),
-            "{e}"
-        );
-        let e = refused(
-            &f,
-            "priv.ensure_bridge",
-            json!({"name": "banger0", "address": "10.0.0.1/8"}),
-        );
-        assert_eq!(e, "priv.ensure_bridge: address must be a CIDR A.B.C.D/24 with a host address inside 172.30.0.0/24");
-        let e = refused(
-            &f,
-            "priv.create_tap",
-            json!({"name": "eth0", "bridge": "banger0"}),
-        );
-        assert_eq!(e, "priv.create_tap: tap must start with banger-");
-        let e = refused(
-            &f,
-            "priv.create_tap",
-            json!({"name": "banger-1", "bridge": "a b"}),
-        );
-        assert!(
-            e.starts_with("priv.create_tap: bridge must be an interface name"),
-            "{e}"
-        );
-        let e = refused(&f, "priv.delete_tap", json!({"name": "lo"}));
-        assert_eq!(e, "priv.delete_tap: tap must start with banger-");
-        assert!(f.net.calls().is_empty(), "nothing reached the host");
-        // Unknown fields never reach a gate.
-        let e = f
-            .helper
-            .dispatch("priv.delete_tap", json!({"name": "banger-1", "uid": 0}))
-            .unwrap_err();
-        assert!(matches!(e, RpcError::Params(_)), "{e:?}");
-    }
-
-    #[test]
-    fn a_foreign_interface_surfaces_as_a_failure() {
-        let f = fixture(
-            RecordingNet::new()
-                .with_link("banger0", "bridge", true)
-                .with_link("banger-eeee", "tun", false),
-        );
-        let e = f
-            .helper
-            .dispatch("priv.delete_tap", json!({"name": "banger-eeee"}))
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "refusing to adopt interface banger-eeee: it exists and was not created by banger"
-        );
-    }
-
-    #[test]
-    fn nat_goes_to_bangers_table_only() {
-        let f = fixture(RecordingNet::new());
-        for _ in 0..2 {
-            f.runner.answer(
-                "nft -j list table inet banger",
-                CmdOutput {
-                    status: 1,
-                    stderr: b"Error: No such file or directory".to_vec(),
-                    ..Default::default()
-                },
-            );
-        }
-        f.helper
-            .dispatch(
-                "priv.ensure_nat",
-                json!({"guest_ip": "172.30.0.7", "tap": "banger-0a1b2c3d"}),
-            )
-            .unwrap();
-        let cmds = f.runner.cmds();
-        assert_eq!(
-            cmds[0].argv(),
-            ["nft", "-j", "list", "table", "inet", "banger"]
-        );
-        assert_eq!(cmds[1].argv(), ["nft", "-f", "-"]);
-        let script = String::from_utf8(cmds[1].stdin.clone().unwrap()).unwrap();
-        assert!(
-            script
-                .lines()
-                .all(|l| l.split_whitespace().nth(2) == Some("inet")
-                    && l.split_whitespace().nth(3) == Some("banger")),
-            "{script}"
-        );
-        assert!(script.contains(
-            "add rule inet banger postrouting ip saddr 172.30.0.7 oifname != \"banger0\" masquerade comment \"banger-0a1b2c3d 172.30.0.7 masq banger0\""
-        ));
-        f.helper
-            .dispatch(
-                "priv.clear_nat",
-                json!({"guest_ip": "172.30.0.7", "tap": "banger-0a1b2c3d"}),
-            )
-            .unwrap();
-        assert_eq!(
-            f.runner.cmds().len(),
-            3,
-            "clear listed, found nothing to delete"
-        );
-    }
-
-    #[test]
-    fn nat_gates_refuse() {
-        let f = fixture(RecordingNet::new());
-        for (ip, tap, want) in [
-            ("172.30.0.7; drop", "banger-1", "priv.ensure_nat: guest_ip must be a parsable IPv4 address"),
-            ("8.8.8.8", "banger-1", "priv.ensure_nat: guest_ip must be a host address inside 172.30.0.0/24 other than the gateway 172.30.0.1"),
-            ("172.30.0.1", "banger-1", "priv.ensure_nat: guest_ip must be a host address inside 172.30.0.0/24 other than the gateway 172.30.0.1"),
-            ("172.30.0.7", "eth0", "priv.ensure_nat: tap must start with banger-"),
-            ("172.30.0.7", "banger-\"x", "priv.ensure_nat: tap must be an interface name: 1-15 chars of [A-Za-z0-9_.-], no whitespace, '/', ':' or '..'"),
-        ] {
-            assert_eq!(refused(&f, "priv.ensure_nat", json!({"guest_ip": ip, "tap": tap})), want);
-        }
-        let e = refused(
-            &f,
-            "priv.clear_nat",
-            json!({"guest_ip": "x", "tap": "banger-1"}),
-        );
-        assert_eq!(
-            e,
-            "priv.clear_nat: guest_ip must be a parsable IPv4 address"
-        );
-        assert!(f.runner.calls().is_empty());
-    }
-
-    #[test]
-    fn resolver_routing_argv_is_exact() {
-        let f = fixture(RecordingNet::new().with_link("banger0", "bridge", true));
-        f.helper
-            .dispatch(
-                "priv.sync_resolver_routing",
-                json!({"bridge": "banger0", "resolver": "172.30.0.1", "domain": "vm"}),
-            )
-            .unwrap();
-        f.helper
-            .dispatch(
-                "priv.sync_resolver_routing",
-                json!({"bridge": "banger0", "resolver": "172.30.0.1:5353", "domain": "dev.vm"}),
-            )
-            .unwrap();
-        f.helper
-            .dispatch("priv.clear_resolver_routing", json!({"bridge": "banger0"}))
-            .unwrap();
-        assert_eq!(
-            f.runner.calls(),
-            vec![
-                vec!["resolvectl", "dns", "banger0", "172.30.0.1"],
-                vec!["resolvectl", "domain", "banger0", "~vm"],
-                vec!["resolvectl", "dns", "banger0", "172.30.0.1:5353"],
-                vec!["resolvectl", "domain", "banger0", "~dev.vm"],
-                vec!["resolvectl", "revert", "banger0"],
-            ]
-        );
-    }
-
-    #[test]
-    fn resolver_routing_gates_refuse() {
-        let f = fixture(
-            RecordingNet::new()
-                .with_link("banger0", "bridge", true)
-                .with_link("eth0", "veth", false),
-        );
-        let sync = |b: &str, r: &str, d: &str| {
-            refused(
-                &f,
-                "priv.sync_resolver_routing",
-                json!({"bridge": b, "resolver": r, "domain": d}),
-            )
-        };
-        assert!(sync("br 0", "172.30.0.1", "vm")
-            .starts_with("priv.sync_resolver_routing: bridge must be an interface name"));
-        assert!(sync("br:0", "172.30.0.1", "vm")
-            .starts_with("priv.sync_resolver_routing: bridge must be an interface name"));
-        assert!(sync("1234567890123456", "172.30.0.1", "vm")
-            .starts_with("priv.sync_resolver_routing: bridge must be"));
-        assert!(sync("banger0", "1.1.1.1", "vm").starts_with(
-            "priv.sync_resolver_routing: resolver must be an IPv4 address inside 172.30.0.0/24"
-        ));
-        assert!(sync("banger0", "172.30.0.1:0", "vm")
-            .starts_with("priv.sync_resolver_routing: resolver must be"));
-        assert!(sync("banger0", "172.30.0.1", "~.")
-            .starts_with("priv.sync_resolver_routing: domain must be DNS labels"));
-        assert_eq!(
-            sync("eth0", "172.30.0.1", "vm"),
-            "priv.sync_resolver_routing: bridge must be an existing interface created by banger"
-        );
-        assert_eq!(
-            refused(&f, "priv.clear_resolver_routing", json!({"bridge": "eth0"})),
-            "priv.clear_resolver_routing: bridge must be an existing interface created by banger"
-        );
-        assert_eq!(
-            refused(
-                &f,
-                "priv.clear_resolver_routing",
-                json!({"bridge": "missing0"})
-            ),
-            "priv.clear_resolver_routing: bridge must be an existing interface created by banger"
-        );
-        assert!(f.runner.calls().is_empty());
-    }
-
-    #[test]
-    fn dns_redirect_is_exact_and_gated() {
-        let f = fixture(
-            RecordingNet::new()
-                .with_link("banger0", "bridge", true)
-                .with_link("eth0", "veth", false),
-        );
-        f.helper
-            .dispatch(
-                "priv.ensure_dns_redirect",
-                json!({"bridge": "banger0", "port": 40053}),
-            )
-            .unwrap();
-        let cmds = f.runner.cmds();
-        assert_eq!(cmds.len(), 1);
-        assert_eq!(cmds[0].argv(), vec!["nft", "-f", "-"]);
-        let script = String::from_utf8(cmds[0].stdin.clone().unwrap()).unwrap();
-        assert!(
-            script.contains(
-                "iifname \"banger0\" ip daddr 172.30.0.1 udp dport 53 dnat ip to 172.30.0.1:40053"
-            ),
-            "{script}"
-        );
-        let redirect = |b: &str, p: u16| {
-            refused(
-                &f,
-                "priv.ensure_dns_redirect",
-                json!({"bridge": b, "port": p}),
-            )
-        };
-        assert_eq!(
-            redirect("banger0", 22),
-            "priv.ensure_dns_redirect: port must be in 1024-65535"
-        );
-        assert_eq!(
-            redirect("eth0", 40053),
-            "priv.ensure_dns_redirect: bridge must be the configured bridge banger0"
-        );
-        assert!(redirect("br 0", 40053)
-            .starts_with("priv.ensure_dns_redirect: bridge must be an interface name"));
-        assert_eq!(f.runner.cmds().len(), 1, "nothing ran after a refusal");
-
-        // The configured bridge, but not one banger created: refused.
-        let g = fixture(RecordingNet::new().with_link("banger0", "bridge", false));
-        assert_eq!(
-            refused(
-                &g,
-                "priv.ensure_dns_redirect",
-                json!({"bridge": "banger0", "port": 40053})
-            ),
-            "priv.ensure_dns_redirect: bridge must be an existing interface created by banger"
-        );
-        assert!(g.runner.calls().is_empty());
-    }
-}
+#[path = "network_tests.rs"]
+mod tests;

@@ -39,11 +39,11 @@ pub fn network(c: &Ctx) {
         m::ENSURE_BRIDGE,
         json!({"name": "lo", "address": "10.213.0.1/24"}),
     );
-    // Our bridge now routes the subnet: a second interface may not claim it.
+    // Only the configured bridge may be created or used.
     assert_refused(
         m::ENSURE_BRIDGE,
         &v,
-        &format!("address must not overlap a host route (10.213.0.0/24 on {bridge})"),
+        &format!("name must be the configured bridge {bridge}"),
     );
     c.cover(m::ENSURE_BRIDGE);
 
@@ -123,11 +123,20 @@ pub fn network(c: &Ctx) {
         &v,
         "bridge must be an interface name",
     );
+    let v = call(
+        m::SYNC_RESOLVER_ROUTING,
+        json!({"bridge": bridge, "resolver": "10.213.0.1", "domain": "com"}),
+    );
+    assert_refused(
+        m::SYNC_RESOLVER_ROUTING,
+        &v,
+        "domain must be the configured domain vm",
+    );
     let v = call(m::CLEAR_RESOLVER_ROUTING, json!({"bridge": "lo"}));
     assert_refused(
         m::CLEAR_RESOLVER_ROUTING,
         &v,
-        "bridge must be an existing interface created by banger",
+        &format!("bridge must be the configured bridge {bridge}"),
     );
     c.cover(m::SYNC_RESOLVER_ROUTING);
     c.cover(m::CLEAR_RESOLVER_ROUTING);

@@ -25,6 +25,9 @@ pub enum NetRequest {
     DeleteBridge {
         name: String,
     },
+    DeleteManaged {
+        name: String,
+    },
 }
 
 /// Records requests; models links as name → (kind, managed).
@@ -118,6 +121,21 @@ impl NetOps for RecordingNet {
         self.check(name, "bridge")?;
         self.links.lock().unwrap().remove(name);
         Ok(())
+    }
+
+    fn delete_managed(&self, name: &str) -> Result<(), NetError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(NetRequest::DeleteManaged { name: name.into() });
+        let mut links = self.links.lock().unwrap();
+        match links.get(name) {
+            Some((_, false)) => Err(NetError::NotManaged(name.into())),
+            _ => {
+                links.remove(name);
+                Ok(())
+            }
+        }
     }
 
     fn link(&self, name: &str) -> Result<Option<Link>, NetError> {

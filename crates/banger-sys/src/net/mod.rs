@@ -3,7 +3,9 @@
 //!
 //! Every interface banger creates carries the alias [`MANAGED_ALIAS`]
 //! (`IFLA_IFALIAS`); an existing interface without it is never adopted,
-//! modified or deleted.
+//! modified or deleted. Bridges and taps are made with IPv6 off
+//! (`accept_ra=0`, `disable_ipv6=1`), so a guest's router advertisement
+//! never configures the host.
 
 mod fake;
 mod rtnl;
@@ -20,8 +22,9 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, Ro
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage as Rt};
 pub(crate) use rtnl::Rtnl;
 use std::io;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tun::{Tap, TunStep};
 
 /// The `IFLA_IFALIAS` banger sets on every interface it creates.
@@ -103,6 +106,8 @@ pub enum NetError {
     TunSetOwner(String, u32, u32, #[source] io::Error),
     #[error("make tap {0} persistent")]
     TunSetPersist(String, #[source] io::Error),
+    #[error("turn IPv6 off on {0} (write {1})")]
+    Ipv6Off(String, PathBuf, #[source] io::Error),
 }
 
 /// Host network operations banger needs. Names must already have passed
@@ -118,6 +123,9 @@ pub trait NetOps: Send + Sync {
     fn delete_tap(&self, name: &str) -> Result<(), NetError>;
     /// Delete banger's bridge `name` (uninstall); absent is fine.
     fn delete_bridge(&self, name: &str) -> Result<(), NetError>;
+    /// Delete the interface `name` of any kind if it carries banger's mark
+    /// (uninstall: whatever banger-marked interface exists); absent is fine.
+    fn delete_managed(&self, name: &str) -> Result<(), NetError>;
     /// The link named `name`, if any.
     fn link(&self, name: &str) -> Result<Option<Link>, NetError>;
     /// IPv4 routes of the main table (for the subnet collision check).
@@ -131,14 +139,45 @@ pub trait NetOps: Send + Sync {
 pub struct RealNet {
     /// The tun clone device, `/dev/net/tun`.
     pub tun_dev: PathBuf,
+    /// Root of the proc filesystem, for the per-interface IPv6 sysctls.
+    pub proc_root: PathBuf,
 }
 
 impl Default for RealNet {
     fn default() -> Self {
         RealNet {
             tun_dev: "/dev/net/tun".into(),
+            proc_root: "/proc".into(),
         }
     }
+}
+
+/// Turn IPv6 off on interface `name`: `accept_ra=0`, then `disable_ipv6=1`
+/// under `<proc_root>/sys/net/ipv6/conf/<name>/` (the calling thread's
+/// network namespace). A kernel without IPv6 (no
+/// `<proc_root>/sys/net/ipv6`) has nothing to turn off.
+pub fn ipv6_off(proc_root: &Path, name: &str) -> Result<(), NetError> {
+    let base = proc_root.join("sys/net/ipv6");
+    if !base.exists() {
+        return Ok(());
+    }
+    let dir = base.join("conf").join(name);
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(NetError::Ipv6Off(
+            name.to_string(),
+            dir,
+            io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+    }
+    for (key, value) in [("accept_ra", b"0\n"), ("disable_ipv6", b"1\n")] {
+        let path = dir.join(key);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(value))
+            .map_err(|e| NetError::Ipv6Off(name.to_string(), path, e))?;
+    }
+    Ok(())
 }
 
 /// An rtnetlink socket in the calling thread's namespace (for [`crate::netns`]).
@@ -239,9 +278,17 @@ fn existing_managed(
     }
 }
 
-fn delete_managed(name: &str, kind: &'static str) -> Result<(), NetError> {
+/// Delete banger's link `name` (of `kind`, or of any kind when `None`).
+fn delete_link(name: &str, kind: Option<&'static str>) -> Result<(), NetError> {
     let mut nl = open()?;
-    let Some(l) = existing_managed(&mut nl, name, kind)? else {
+    let found = match kind {
+        Some(kind) => existing_managed(&mut nl, name, kind)?,
+        None => match get_link(&mut nl, name)? {
+            Some(l) if !l.managed() => return Err(NetError::NotManaged(name.to_string())),
+            other => other,
+        },
+    };
+    let Some(l) = found else {
         return Ok(());
     };
     let mut msg = LinkMessage::default();
@@ -285,6 +332,9 @@ impl NetOps for RealNet {
                 l
             }
         };
+        // Before the bridge is up, and again for a bridge made by an older
+        // banger: no router advertisement from a guest reaches the host.
+        ipv6_off(&self.proc_root, name)?;
         let mut msg = AddressMessage::default();
         msg.header.family = AddressFamily::Inet;
         msg.header.prefix_len = prefix;
@@ -315,6 +365,7 @@ impl NetOps for RealNet {
                 let l = get_link(&mut nl, name)?
                     .ok_or_else(|| NetError::NoSuchLink(name.to_string()))?;
                 mark_managed(&mut nl, &l)?;
+                ipv6_off(&self.proc_root, name)?;
                 t.set_owner(owner.uid, owner.gid).map_err(|(_, e)| {
                     NetError::TunSetOwner(name.to_string(), owner.uid, owner.gid, e)
                 })?;
@@ -334,11 +385,15 @@ impl NetOps for RealNet {
     }
 
     fn delete_tap(&self, name: &str) -> Result<(), NetError> {
-        delete_managed(name, "tun")
+        delete_link(name, Some("tun"))
     }
 
     fn delete_bridge(&self, name: &str) -> Result<(), NetError> {
-        delete_managed(name, "bridge")
+        delete_link(name, Some("bridge"))
+    }
+
+    fn delete_managed(&self, name: &str) -> Result<(), NetError> {
+        delete_link(name, None)
     }
 
     fn link(&self, name: &str) -> Result<Option<Link>, NetError> {
@@ -389,5 +444,48 @@ impl NetOps for RealNet {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_off_writes_accept_ra_then_disable_ipv6() {
+        let proc = tempfile::tempdir().unwrap();
+        let conf = proc.path().join("sys/net/ipv6/conf/banger0");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(conf.join("accept_ra"), "1\n").unwrap();
+        std::fs::write(conf.join("disable_ipv6"), "0\n").unwrap();
+        ipv6_off(proc.path(), "banger0").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(conf.join("accept_ra")).unwrap(),
+            "0\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(conf.join("disable_ipv6")).unwrap(),
+            "1\n"
+        );
+    }
+
+    #[test]
+    fn ipv6_off_fails_loudly_but_not_without_ipv6() {
+        let proc = tempfile::tempdir().unwrap();
+        ipv6_off(proc.path(), "banger0").expect("no IPv6 in the kernel: nothing to do");
+        std::fs::create_dir_all(proc.path().join("sys/net/ipv6/conf")).unwrap();
+        let e = ipv6_off(proc.path(), "banger0").unwrap_err();
+        assert!(
+            matches!(&e, NetError::Ipv6Off(n, p, _) if n == "banger0" && p.ends_with("conf/banger0/accept_ra")),
+            "{e:?}"
+        );
+        assert!(matches!(
+            ipv6_off(proc.path(), "../all"),
+            Err(NetError::Ipv6Off(..))
+        ));
+        assert!(matches!(
+            ipv6_off(proc.path(), ".."),
+            Err(NetError::Ipv6Off(..))
+        ));
     }
 }

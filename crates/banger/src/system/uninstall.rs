@@ -27,8 +27,10 @@ pub fn uninstall(purge: bool, man_pages: &[String], json_out: bool) -> Result<()
             }
         }
     }
-    // Host objects (bridge, taps, nft table, snapshots, loops, resolver
-    // routing) are removed by the helper binary, which owns that code.
+    // Host objects (every interface carrying banger's mark — whatever its
+    // name, not only the configured bridge — nft table, snapshots, loops,
+    // resolver routing) are removed by the helper binary, which owns that
+    // code (`banger_helper::sweep`).
     if let Some(cfg) = &cfg {
         let helper = Path::new(BIN_DIR).join("banger-helper");
         if helper.exists() {
