@@ -80,11 +80,16 @@ fn run() -> Result<()> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     banger_sys::service::init_logging();
     let cfg = load_config(&cli)?;
-    let helper = Arc::new(Helper {
-        cfg,
-        host: Host::real(),
-    });
-    match cli.cmd.as_ref().unwrap_or(&Command::Serve) {
+    let cmd = cli.cmd.as_ref().unwrap_or(&Command::Serve);
+    // The launch policy follows the mode: the system helper (`serve`)
+    // launches Firecracker only under the jailer; `oneshot` (development
+    // mode through sudo) may also launch it unjailed.
+    let host = match cmd {
+        Command::Serve => Host::system(),
+        Command::Oneshot | Command::Sweep => Host::real(),
+    };
+    let helper = Arc::new(Helper { cfg, host });
+    match cmd {
         Command::Oneshot => {
             let mut input = Vec::new();
             std::io::stdin()
@@ -131,6 +136,8 @@ fn serve(helper: Arc<Helper>, limits: Limits) -> Result<()> {
         bail!("the helper must run as root (development mode needs no helper: bangerd --dev)");
     }
     let cfg = helper.cfg.clone();
+    let adopted = banger_helper::launched::adopt(&helper);
+    tracing::info!(adopted, "re-derived the processes this helper launched");
     std::fs::create_dir_all(&cfg.runtime_dir)
         .with_context(|| format!("creating {}", cfg.runtime_dir.display()))?;
     let path = cfg.helper_socket();
