@@ -31,6 +31,9 @@ struct Cli {
     /// Override the StateDir.
     #[arg(long, env = "BANGER_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Where launch records are kept (root-owned, 0700).
+    #[arg(long, env = "BANGER_LAUNCH_RECORDS", default_value = banger_helper::host::LAUNCH_RECORDS)]
+    launch_records: PathBuf,
     /// Seconds one request may take before it is answered with a timeout.
     #[arg(long, default_value_t = 120)]
     request_timeout: u64,
@@ -87,6 +90,10 @@ fn run() -> Result<()> {
     let host = match cmd {
         Command::Serve => Host::system(),
         Command::Oneshot | Command::Sweep => Host::real(),
+    };
+    let host = Host {
+        launch_records: cli.launch_records.clone(),
+        ..host
     };
     let helper = Arc::new(Helper { cfg, host });
     match cmd {
