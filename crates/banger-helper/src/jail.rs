@@ -68,7 +68,9 @@ fn open_source(h: &Helper, path: &Path, what: &str) -> Result<File, JailError> {
         return Err(refused(format!("{what} must have exactly one hard link")));
     }
     if md.uid() != 0 && md.uid() != h.cfg.owner_uid {
-        return Err(refused(format!("{what} must be owned by the owner or root")));
+        return Err(refused(format!(
+            "{what} must be owned by the owner or root"
+        )));
     }
     Ok(f)
 }
@@ -195,11 +197,13 @@ pub fn build(h: &Helper, range: JailRange, vm_id: &str, spec: &Spec) -> Result<B
     if jails.stat_at(vm_id)?.is_some() {
         // Left by a jail whose chroot is gone (checked above): only root
         // can create entries here.
-        banger_sys::fsops::remove_tree_beneath(
-            &h.cfg.runtime_dir,
-            &jails.path().join(vm_id),
-        )
-        .map_err(|e| refused(format!("a stale {}: {e}", jails.path().join(vm_id).display())))?;
+        banger_sys::fsops::remove_tree_beneath(&h.cfg.runtime_dir, &jails.path().join(vm_id))
+            .map_err(|e| {
+                refused(format!(
+                    "a stale {}: {e}",
+                    jails.path().join(vm_id).display()
+                ))
+            })?;
     }
     let sock_dir = jails.create_subdir(vm_id, 0o750, uid, h.cfg.owner_gid)?;
     undo.run_dir = Some(sock_dir.path().to_path_buf());

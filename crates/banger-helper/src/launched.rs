@@ -72,8 +72,8 @@ fn records_dir(dir: &Path) -> Result<&Path, RecordError> {
 /// Record that this helper launched `pid` by executing `exe`.
 pub fn record(h: &Helper, pid: i32, exe: FileId) -> Result<(), RecordError> {
     let dir = records_dir(&h.host.launch_records)?;
-    let start_time = procinfo::start_time(&h.host.proc_root, pid)
-        .map_err(|e| RecordError::StartTime(pid, e))?;
+    let start_time =
+        procinfo::start_time(&h.host.proc_root, pid).map_err(|e| RecordError::StartTime(pid, e))?;
     let path = dir.join(pid.to_string());
     let tmp = dir.join(format!(".{pid}.tmp"));
     let write = || -> std::io::Result<()> {

@@ -59,7 +59,12 @@ fn built_binary(name: &str) -> Option<PathBuf> {
 }
 
 fn cp(from: &Path, to: &Path) {
-    assert!(Command::new("cp").arg(from).arg(to).status().unwrap().success());
+    assert!(Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success());
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
@@ -162,8 +167,12 @@ impl Fixture {
             Some(p) => cp(p, &cfg.firecracker_bin),
             None => compile_static_vmm(&cfg.firecracker_bin),
         }
-        let jailer = real_jailer.clone().or_else(|| built_binary("jailer-double"));
-        let jailer = jailer.expect("jailer-double beside the tests (cargo build -p banger-jailer-double) or BANGER_JAILER");
+        let jailer = real_jailer
+            .clone()
+            .or_else(|| built_binary("jailer-double"));
+        let jailer = jailer.expect(
+            "jailer-double beside the tests (cargo build -p banger-jailer-double) or BANGER_JAILER",
+        );
         cp(&jailer, &cfg.jailer_bin);
         if real_fc.is_none() || real_jailer.is_none() {
             println!(
@@ -322,7 +331,9 @@ fn root_jailed_vmm_runs_as_its_jail_uid_in_its_cgroup_with_only_its_files() {
     let range = h.cfg.jail_range().unwrap().unwrap();
     let (a, b) = (vm_id(), vm_id());
     let (dma, dmb) = (DmNode::new(&a), DmNode::new(&b));
-    let ra = h.dispatch(m::LAUNCH_FIRECRACKER, f.params(&a, &dma)).unwrap();
+    let ra = h
+        .dispatch(m::LAUNCH_FIRECRACKER, f.params(&a, &dma))
+        .unwrap();
     let pid = ra["pid"].as_i64().unwrap() as i32;
     let _ka = Kill(pid);
     let log = h.cfg.state_dir.join(format!("{a}.log"));
@@ -330,7 +341,12 @@ fn root_jailed_vmm_runs_as_its_jail_uid_in_its_cgroup_with_only_its_files() {
     assert!(range.contains(uid) && uid != OWNER.0 && uid != OWNER.1 && uid != 0);
     let exec_dir = h.cfg.jailer_base.join("firecracker");
     let chroot = exec_dir.join(&a).join("root");
-    let api = h.cfg.runtime_dir.join("jails").join(&a).join("firecracker.socket");
+    let api = h
+        .cfg
+        .runtime_dir
+        .join("jails")
+        .join(&a)
+        .join("firecracker.socket");
     assert_eq!(ra["chroot"], json!(chroot));
     assert_eq!(ra["api_socket"], json!(api));
     wait("the API socket", || api.exists(), &log);
@@ -343,7 +359,9 @@ fn root_jailed_vmm_runs_as_its_jail_uid_in_its_cgroup_with_only_its_files() {
     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let argv: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
     assert_eq!(argv[0], b"/firecracker");
-    assert!(argv.windows(2).any(|w| w[0] == b"--id" && w[1] == a.as_bytes()));
+    assert!(argv
+        .windows(2)
+        .any(|w| w[0] == b"--id" && w[1] == a.as_bytes()));
 
     // Its own cgroups, with the limits (v1 on this machine kind).
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
@@ -352,7 +370,8 @@ fn root_jailed_vmm_runs_as_its_jail_uid_in_its_cgroup_with_only_its_files() {
             for c in ["memory", "pids"] {
                 assert!(cg.contains(&format!(":{c}:/firecracker/{a}\n")), "{cg}");
             }
-            let mem = std::fs::read_to_string(v1_cgroup("memory", &a).join("memory.limit_in_bytes"));
+            let mem =
+                std::fs::read_to_string(v1_cgroup("memory", &a).join("memory.limit_in_bytes"));
             assert_eq!(mem.unwrap().trim(), ((64 + 128) << 20).to_string());
             let pids = std::fs::read_to_string(v1_cgroup("pids", &a).join("pids.max"));
             assert_eq!(pids.unwrap().trim(), "34");
@@ -366,7 +385,12 @@ fn root_jailed_vmm_runs_as_its_jail_uid_in_its_cgroup_with_only_its_files() {
     // The chroot: root-only parents; inside, only this VM's files.
     for d in [&exec_dir, &exec_dir.join(&a)] {
         let md = std::fs::metadata(d).unwrap();
-        assert_eq!((md.uid(), md.mode() & 0o7777), (0, 0o700), "{}", d.display());
+        assert_eq!(
+            (md.uid(), md.mode() & 0o7777),
+            (0, 0o700),
+            "{}",
+            d.display()
+        );
     }
     let md = std::fs::metadata(&chroot).unwrap();
     assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (uid, uid, 0o700));
@@ -396,17 +420,25 @@ fn root_jailed_vmm_runs_as_its_jail_uid_in_its_cgroup_with_only_its_files() {
         let md = std::fs::symlink_metadata(chroot.join(p)).unwrap();
         assert_eq!(md.mode() & 0o7777, mode, "{p}");
     }
-    assert_eq!(std::fs::read(chroot.join("vmlinux")).unwrap(), b"kernel bytes");
+    assert_eq!(
+        std::fs::read(chroot.join("vmlinux")).unwrap(),
+        b"kernel bytes"
+    );
     let rd = std::fs::symlink_metadata(chroot.join("rootfs")).unwrap();
     assert_eq!(rd.rdev(), rustix::fs::makedev(7, 250));
 
     // A second VM: another jail uid; the same VM again: refused.
-    let rb = h.dispatch(m::LAUNCH_FIRECRACKER, f.params(&b, &dmb)).unwrap();
+    let rb = h
+        .dispatch(m::LAUNCH_FIRECRACKER, f.params(&b, &dmb))
+        .unwrap();
     let pid_b = rb["pid"].as_i64().unwrap() as i32;
     let _kb = Kill(pid_b);
     assert_ne!(rb["jail_uid"].as_u64().unwrap() as u32, uid);
     let t = gate_text(h.dispatch(m::LAUNCH_FIRECRACKER, f.params(&a, &dma)));
-    assert!(t.contains(&format!("the jail of {a} already exists")), "{t}");
+    assert!(
+        t.contains(&format!("the jail of {a} already exists")),
+        "{t}"
+    );
 
     // The API socket: the owner cannot connect until it is handed over,
     // below RuntimeDir, through the unchanged gate.
@@ -415,7 +447,8 @@ fn root_jailed_vmm_runs_as_its_jail_uid_in_its_cgroup_with_only_its_files() {
         probe_as(OWNER.0, OWNER.1, &api, req),
         Probe::ConnectFailed(libc::EACCES)
     );
-    h.dispatch(m::ENSURE_SOCKET_ACCESS, json!({ "path": api })).unwrap();
+    h.dispatch(m::ENSURE_SOCKET_ACCESS, json!({ "path": api }))
+        .unwrap();
     let got = probe_as(OWNER.0, OWNER.1, &api, req);
     assert!(
         matches!(got, Probe::ClosedSilently | Probe::Answered(_)),
@@ -438,17 +471,31 @@ fn root_jailed_vmm_runs_as_its_jail_uid_in_its_cgroup_with_only_its_files() {
         .unwrap();
     let t = gate_text(h2.dispatch(m::KILL_PROCESS, json!({ "pid": copy.id() })));
     assert!(t.contains("this helper launched"), "{t}");
-    assert!(copy.try_wait().unwrap().is_none(), "the root copy was killed");
+    assert!(
+        copy.try_wait().unwrap().is_none(),
+        "the root copy was killed"
+    );
     let _ = copy.kill();
     let _ = copy.wait();
-    h2.dispatch(m::SIGNAL_PROCESS, json!({ "pid": pid, "signal": "SIGSTOP" }))
-        .unwrap();
-    wait("stopped", || status_field(pid, "State:").starts_with('T'), &log);
-    h2.dispatch(m::SIGNAL_PROCESS, json!({ "pid": pid, "signal": "SIGCONT" }))
-        .unwrap();
+    h2.dispatch(
+        m::SIGNAL_PROCESS,
+        json!({ "pid": pid, "signal": "SIGSTOP" }),
+    )
+    .unwrap();
+    wait(
+        "stopped",
+        || status_field(pid, "State:").starts_with('T'),
+        &log,
+    );
+    h2.dispatch(
+        m::SIGNAL_PROCESS,
+        json!({ "pid": pid, "signal": "SIGCONT" }),
+    )
+    .unwrap();
     h2.dispatch(m::KILL_PROCESS, json!({ "pid": pid })).unwrap();
     wait("killed", || !alive(pid), &log);
-    h.dispatch(m::KILL_PROCESS, json!({ "pid": pid_b })).unwrap();
+    h.dispatch(m::KILL_PROCESS, json!({ "pid": pid_b }))
+        .unwrap();
     wait("b killed", || !alive(pid_b), &log);
 
     // Cleanup: the reaper drops the cgroups and the records; the chroot
@@ -468,7 +515,10 @@ fn root_jailed_vmm_runs_as_its_jail_uid_in_its_cgroup_with_only_its_files() {
     }
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mi.contains(exec_dir.to_str().unwrap()), "{mi}");
-    assert_eq!(std::fs::read_dir(&h.host.launch_records).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(&h.host.launch_records).unwrap().count(),
+        0
+    );
     drop((dma, dmb));
     let _ = f.real;
 }
@@ -486,7 +536,9 @@ fn root_a_dynamically_linked_exec_file_fails_inside_the_chroot() {
     cp(&double, &f.h.cfg.firecracker_bin);
     let vm = vm_id();
     let dm = DmNode::new(&vm);
-    let r = f.h.dispatch(m::LAUNCH_FIRECRACKER, f.params(&vm, &dm)).unwrap();
+    let r =
+        f.h.dispatch(m::LAUNCH_FIRECRACKER, f.params(&vm, &dm))
+            .unwrap();
     let pid = r["pid"].as_i64().unwrap() as i32;
     let _k = Kill(pid);
     let log = f.h.cfg.state_dir.join(format!("{vm}.log"));
@@ -497,8 +549,11 @@ fn root_a_dynamically_linked_exec_file_fails_inside_the_chroot() {
         "{text}"
     );
     let exec_dir = f.h.cfg.jailer_base.join("firecracker");
-    f.h.dispatch(m::CLEANUP_JAILER_CHROOT, json!({ "path": exec_dir.join(&vm) }))
-        .unwrap();
+    f.h.dispatch(
+        m::CLEANUP_JAILER_CHROOT,
+        json!({ "path": exec_dir.join(&vm) }),
+    )
+    .unwrap();
     assert!(!exec_dir.join(&vm).exists());
 }
 
@@ -572,7 +627,11 @@ fn root_jailed_launch_refusals_leave_nothing_behind() {
     refuse(&f, q, "starting with [a-z0-9]");
     // The launch cap.
     f.h.cfg.max_launches = 0;
-    refuse(&f, p.clone(), "at most 0 jailed VMs may exist at once (max_launches)");
+    refuse(
+        &f,
+        p.clone(),
+        "at most 0 jailed VMs may exist at once (max_launches)",
+    );
     f.h.cfg.max_launches = 256;
     // No reserved range: no jailed launch at all.
     f.h.cfg.jail_uid_base = None;

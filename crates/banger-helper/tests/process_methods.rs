@@ -131,7 +131,10 @@ fn decoy_is_never_signalled_whatever_pid_is_sent() {
     let t = gate_text(h.dispatch(m::KILL_PROCESS, json!({ "pid": decoy.0.id() as i32 })));
     assert_eq!(
         t,
-        format!("priv.kill_process: {}", banger_helper::launched::LAUNCHED_RULE)
+        format!(
+            "priv.kill_process: {}",
+            banger_helper::launched::LAUNCHED_RULE
+        )
     );
 }
 
@@ -152,19 +155,30 @@ fn a_firecracker_named_process_the_helper_did_not_launch_is_refused() {
         let t = gate_text(h.dispatch(m::KILL_PROCESS, json!({ "pid": pid })));
         assert_eq!(
             t,
-            format!("priv.kill_process: {}", banger_helper::launched::LAUNCHED_RULE)
+            format!(
+                "priv.kill_process: {}",
+                banger_helper::launched::LAUNCHED_RULE
+            )
         );
         for sig in ["SIGTERM", "SIGKILL", "SIGSTOP"] {
-            let t = gate_text(h.dispatch(
-                m::SIGNAL_PROCESS,
-                json!({ "pid": pid, "signal": sig }),
-            ));
-            assert!(t.starts_with("priv.signal_process: pid must be a Firecracker process this helper launched"), "{t}");
+            let t = gate_text(h.dispatch(m::SIGNAL_PROCESS, json!({ "pid": pid, "signal": sig })));
+            assert!(
+                t.starts_with(
+                    "priv.signal_process: pid must be a Firecracker process this helper launched"
+                ),
+                "{t}"
+            );
         }
     }
     std::thread::sleep(Duration::from_millis(100));
-    assert!(a.0.try_wait().unwrap().is_none(), "firecracker-x was signalled");
-    assert!(b.0.try_wait().unwrap().is_none(), "firecracker was signalled");
+    assert!(
+        a.0.try_wait().unwrap().is_none(),
+        "firecracker-x was signalled"
+    );
+    assert!(
+        b.0.try_wait().unwrap().is_none(),
+        "firecracker was signalled"
+    );
     let st = std::fs::read_to_string(format!("/proc/{}/stat", a.0.id())).unwrap();
     assert!(!st.contains(") T "), "stopped: {st}");
     let _ = a.0.kill();
@@ -445,7 +459,10 @@ fn root_a_launched_process_is_still_accepted_after_a_helper_restart() {
     let t = gate_text(restarted.dispatch(m::KILL_PROCESS, json!({ "pid": decoy_pid })));
     assert!(t.contains("this helper launched"), "{t}");
     assert!(!forged.exists(), "a stale record stays");
-    assert!(decoy.0.try_wait().unwrap().is_none(), "the decoy was signalled");
+    assert!(
+        decoy.0.try_wait().unwrap().is_none(),
+        "the decoy was signalled"
+    );
 
     restarted
         .dispatch(
@@ -466,7 +483,10 @@ fn root_a_launched_process_is_still_accepted_after_a_helper_restart() {
     wait_for("record removed by the reaper", || {
         !d.path().join(format!("records/{pid}")).exists()
     });
-    assert!(decoy.0.try_wait().unwrap().is_none(), "the decoy was signalled");
+    assert!(
+        decoy.0.try_wait().unwrap().is_none(),
+        "the decoy was signalled"
+    );
 }
 
 /// SIGKILLs a pid on drop (a launched process the test may not reap).

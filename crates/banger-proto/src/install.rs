@@ -173,11 +173,15 @@ impl InstallConfig {
             return Err(E("the jail uid range must not include 0 or wrap"));
         }
         if r.contains(self.owner_uid) || r.contains(self.owner_gid) {
-            return Err(E("the jail uid range must not include the owner's uid or gid"));
+            return Err(E(
+                "the jail uid range must not include the owner's uid or gid",
+            ));
         }
         if let Some((s, e)) = self.owner_subids.as_deref().and_then(parse_range) {
             if s < base + count && base <= e {
-                return Err(E("the jail uid range must not overlap the owner's subordinate ids"));
+                return Err(E(
+                    "the jail uid range must not overlap the owner's subordinate ids",
+                ));
             }
         }
         Ok(Some(r))
@@ -258,7 +262,10 @@ domain = "vm"
         ))
         .unwrap();
         let r = ok.jail_range().unwrap().unwrap();
-        assert_eq!((r.id(0), r.id(255), r.id(256)), (Some(900000), Some(900255), None));
+        assert_eq!(
+            (r.id(0), r.id(255), r.id(256)),
+            (Some(900000), Some(900255), None)
+        );
         assert!(r.contains(900000) && !r.contains(900256) && !r.contains(899999));
         assert_eq!(InstallConfig::parse(&ok.render()).unwrap(), ok);
         for bad in [

@@ -182,13 +182,9 @@ impl DirFd {
 
     /// `fchown` + `fchmod` through the fd.
     pub fn set_owner_mode(&self, uid: u32, gid: u32, mode: u32) -> Result<(), JailFsError> {
-        rustix::fs::fchown(
-            &self.fd,
-            Some(owner_uid(uid)),
-            Some(owner_gid(gid)),
-        )
-        .and_then(|()| rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode)))
-        .map_err(|e| JailFsError::Chown(self.path.clone(), io_err(e)))
+        rustix::fs::fchown(&self.fd, Some(owner_uid(uid)), Some(owner_gid(gid)))
+            .and_then(|()| rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode)))
+            .map_err(|e| JailFsError::Chown(self.path.clone(), io_err(e)))
     }
 
     /// `flock(LOCK_EX)`, held until the returned guard drops.
@@ -236,13 +232,9 @@ impl DirFd {
         .map_err(|e| JailFsError::Open(path.clone(), io_err(e)))?;
         let mut dst = File::from(fd);
         io::copy(src, &mut dst).map_err(|e| JailFsError::Copy(path.clone(), e))?;
-        rustix::fs::fchown(
-            &dst,
-            Some(owner_uid(uid)),
-            Some(owner_gid(gid)),
-        )
-        .and_then(|()| rustix::fs::fchmod(&dst, Mode::from_raw_mode(mode)))
-        .map_err(|e| JailFsError::Chown(path, io_err(e)))
+        rustix::fs::fchown(&dst, Some(owner_uid(uid)), Some(owner_gid(gid)))
+            .and_then(|()| rustix::fs::fchmod(&dst, Mode::from_raw_mode(mode)))
+            .map_err(|e| JailFsError::Chown(path, io_err(e)))
     }
 
     /// `mknodat` a block device `name` with `rdev`, then hand it to
@@ -271,7 +263,9 @@ impl DirFd {
             Some(owner_gid(gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )
-        .and_then(|()| rustix::fs::chmodat(&self.fd, name, Mode::from_raw_mode(mode), AtFlags::empty()))
+        .and_then(|()| {
+            rustix::fs::chmodat(&self.fd, name, Mode::from_raw_mode(mode), AtFlags::empty())
+        })
         .map_err(|e| JailFsError::Chown(path, io_err(e)))
     }
 }
@@ -302,7 +296,10 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     fn tmp() -> tempfile::TempDir {
-        tempfile::Builder::new().prefix("bgtest-").tempdir().unwrap()
+        tempfile::Builder::new()
+            .prefix("bgtest-")
+            .tempdir()
+            .unwrap()
     }
 
     #[test]
@@ -333,6 +330,9 @@ mod tests {
         assert_eq!(base.names().unwrap().len(), 2);
         assert!(base.stat_at("nope").unwrap().is_none());
         let _l = base.lock().unwrap();
-        assert_eq!(file_name(Path::new("/usr/bin/firecracker")).as_deref(), Some("firecracker"));
+        assert_eq!(
+            file_name(Path::new("/usr/bin/firecracker")).as_deref(),
+            Some("firecracker")
+        );
     }
 }

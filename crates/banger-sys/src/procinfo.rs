@@ -111,8 +111,7 @@ pub fn parse_status(text: &str) -> Option<Status> {
 
 /// Every numeric entry of `proc_root` (the pids alive when it was read).
 pub fn pids(proc_root: &Path) -> Result<Vec<i32>, ProcInfoError> {
-    let rd =
-        std::fs::read_dir(proc_root).map_err(|e| ProcInfoError::Read(proc_root.into(), e))?;
+    let rd = std::fs::read_dir(proc_root).map_err(|e| ProcInfoError::Read(proc_root.into(), e))?;
     Ok(rd
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|p: &i32| *p > 0)

@@ -149,7 +149,11 @@ fn root_system_install_no_start_status_and_uninstall_purge() {
     for f in ["/etc/subuid", "/etc/subgid"] {
         let line = format!("banger-jail:{}:{}", jr.base, jr.count);
         let text = std::fs::read_to_string(f).unwrap();
-        assert_eq!(text.lines().filter(|l| *l == line).count(), 1, "{f}: {text}");
+        assert_eq!(
+            text.lines().filter(|l| *l == line).count(),
+            1,
+            "{f}: {text}"
+        );
     }
     let meta = std::fs::metadata("/etc/banger/install.toml").unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o644));

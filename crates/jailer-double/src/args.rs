@@ -70,14 +70,11 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
             )));
         };
         if WITH_VALUE.contains(&name) {
-            let v = it
-                .next()
-                .filter(|v| !v.starts_with("--"))
-                .ok_or_else(|| {
-                    ArgsError::Parsing(format!(
-                        "The argument '--{name}' requires a value, but none was supplied"
-                    ))
-                })?;
+            let v = it.next().filter(|v| !v.starts_with("--")).ok_or_else(|| {
+                ArgsError::Parsing(format!(
+                    "The argument '--{name}' requires a value, but none was supplied"
+                ))
+            })?;
             let multiple = name == "cgroup" || name == "resource-limit";
             if !multiple && seen.iter().any(|(n, _)| n == name) {
                 return Err(ArgsError::Parsing(format!(
@@ -114,9 +111,7 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
             .collect()
     };
     let required = |n: &str| {
-        one(n).ok_or_else(|| {
-            ArgsError::Parsing(format!("Argument '{n}' required, but not found."))
-        })
+        one(n).ok_or_else(|| ArgsError::Parsing(format!("Argument '{n}' required, but not found.")))
     };
     let id = required("id")?;
     let exec_file = PathBuf::from(required("exec-file")?);
@@ -144,7 +139,11 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
             Some((f, v)) if f.contains('.') && !f.contains('/') && !v.is_empty() => {
                 cgroups.push((f.to_string(), v.to_string()))
             }
-            _ => return Err(ArgsError::Invalid(format!("Invalid format for cgroups: {c}"))),
+            _ => {
+                return Err(ArgsError::Invalid(format!(
+                    "Invalid format for cgroups: {c}"
+                )))
+            }
         }
     }
     let parent_cgroup = one("parent-cgroup");
@@ -158,11 +157,13 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
     }
     let mut resource_limits = Vec::new();
     for r in all("resource-limit") {
-        let (k, v) = r
-            .split_once('=')
-            .ok_or_else(|| ArgsError::Invalid(format!("Invalid format for resources limits: {r}")))?;
+        let (k, v) = r.split_once('=').ok_or_else(|| {
+            ArgsError::Invalid(format!("Invalid format for resources limits: {r}"))
+        })?;
         if k != "fsize" && k != "no-file" {
-            return Err(ArgsError::Invalid(format!("Invalid resource argument: {k}")));
+            return Err(ArgsError::Invalid(format!(
+                "Invalid resource argument: {k}"
+            )));
         }
         let n = v.parse().map_err(|e| {
             ArgsError::Invalid(format!("Invalid limit value for resource: {k}: {e}"))
@@ -257,15 +258,37 @@ mod tests {
             p("--exec-file /f --uid 1 --gid 2"),
             ArgsError::Parsing("Argument 'id' required, but not found.".into())
         );
-        assert!(matches!(p("--id a --exec-file /f --uid 1 --gid 2 --bogus"), ArgsError::Parsing(m) if m.contains("'--bogus' which wasn't expected")));
-        assert!(matches!(p("--id a --id b --exec-file /f --uid 1 --gid 2"), ArgsError::Parsing(_)));
-        assert!(matches!(p("--id a_b --exec-file /f --uid 1 --gid 2"), ArgsError::Invalid(m) if m == "Invalid instance ID: invalid char (_) at position 1"));
-        assert!(matches!(p("--id a --exec-file /f --uid x --gid 2"), ArgsError::Invalid(m) if m == "Invalid uid: x"));
-        assert!(matches!(p("--id a --exec-file /f --uid 1 --gid 2 --cgroup-version 3"), ArgsError::Invalid(m) if m == "3 is an invalid cgroup version specifier"));
-        assert!(matches!(p("--id a --exec-file /f --uid 1 --gid 2 --cgroup nodot"), ArgsError::Invalid(m) if m == "Invalid format for cgroups: nodot"));
-        assert!(matches!(p("--id a --exec-file /f --uid 1 --gid 2 --parent-cgroup ../x"), ArgsError::Invalid(_)));
+        assert!(
+            matches!(p("--id a --exec-file /f --uid 1 --gid 2 --bogus"), ArgsError::Parsing(m) if m.contains("'--bogus' which wasn't expected"))
+        );
+        assert!(matches!(
+            p("--id a --id b --exec-file /f --uid 1 --gid 2"),
+            ArgsError::Parsing(_)
+        ));
+        assert!(
+            matches!(p("--id a_b --exec-file /f --uid 1 --gid 2"), ArgsError::Invalid(m) if m == "Invalid instance ID: invalid char (_) at position 1")
+        );
+        assert!(
+            matches!(p("--id a --exec-file /f --uid x --gid 2"), ArgsError::Invalid(m) if m == "Invalid uid: x")
+        );
+        assert!(
+            matches!(p("--id a --exec-file /f --uid 1 --gid 2 --cgroup-version 3"), ArgsError::Invalid(m) if m == "3 is an invalid cgroup version specifier")
+        );
+        assert!(
+            matches!(p("--id a --exec-file /f --uid 1 --gid 2 --cgroup nodot"), ArgsError::Invalid(m) if m == "Invalid format for cgroups: nodot")
+        );
+        assert!(matches!(
+            p("--id a --exec-file /f --uid 1 --gid 2 --parent-cgroup ../x"),
+            ArgsError::Invalid(_)
+        ));
         assert!(matches!(p("--id"), ArgsError::Parsing(m) if m.contains("requires a value")));
         assert!(matches!(p("--version"), ArgsError::Info(_)));
-        assert!(matches!(p(&format!("--id {} --exec-file /f --uid 1 --gid 2", "a".repeat(65))), ArgsError::Invalid(_)));
+        assert!(matches!(
+            p(&format!(
+                "--id {} --exec-file /f --uid 1 --gid 2",
+                "a".repeat(65)
+            )),
+            ArgsError::Invalid(_)
+        ));
     }
 }

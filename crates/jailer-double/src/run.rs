@@ -19,7 +19,9 @@ pub enum JailerError {
     Canonicalize(PathBuf, io::Error),
     #[error("{0} is not a file")]
     NotAFile(PathBuf),
-    #[error("Invalid filename. The filename of `--exec-file` option must contain \"firecracker\": {0}")]
+    #[error(
+        "Invalid filename. The filename of `--exec-file` option must contain \"firecracker\": {0}"
+    )]
     ExecFileName(String),
     #[error("Failed to extract filename from path {0}")]
     ExtractFileName(PathBuf),
@@ -134,16 +136,26 @@ fn join_cgroups(a: &Args, exec_name: &str) -> Result<(), JailerError> {
         if a.cgroup_version == 2 {
             let mut at = root.clone();
             for comp in Path::new(&parent).components() {
-                write_line(&at.join("cgroup.subtree_control"), &format!("+{controller}"))?;
+                write_line(
+                    &at.join("cgroup.subtree_control"),
+                    &format!("+{controller}"),
+                )?;
                 at = at.join(comp);
                 fs::create_dir_all(&at).map_err(|e| JailerError::CreateDir(at.clone(), e))?;
             }
-            write_line(&at.join("cgroup.subtree_control"), &format!("+{controller}"))?;
+            write_line(
+                &at.join("cgroup.subtree_control"),
+                &format!("+{controller}"),
+            )?;
         }
         fs::create_dir_all(&dir).map_err(|e| JailerError::CreateDir(dir.clone(), e))?;
         write_line(&dir.join(file), value)?;
         if !joined.contains(&dir) {
-            let procs = if a.cgroup_version == 2 { "cgroup.procs" } else { "tasks" };
+            let procs = if a.cgroup_version == 2 {
+                "cgroup.procs"
+            } else {
+                "tasks"
+            };
             write_line(&dir.join(procs), &pid)?;
             joined.push(dir);
         }
@@ -157,8 +169,14 @@ fn setrlimits(a: &Args) -> Result<(), JailerError> {
     for (k, v) in &a.resource_limits {
         match k.as_str() {
             "no-file" => nofile = *v,
-            _ => setrlimit(Resource::Fsize, Rlimit { current: Some(*v), maximum: Some(*v) })
-                .map_err(|e| JailerError::Setrlimit(e.to_string()))?,
+            _ => setrlimit(
+                Resource::Fsize,
+                Rlimit {
+                    current: Some(*v),
+                    maximum: Some(*v),
+                },
+            )
+            .map_err(|e| JailerError::Setrlimit(e.to_string()))?,
         }
     }
     setrlimit(
@@ -175,11 +193,16 @@ fn setrlimits(a: &Args) -> Result<(), JailerError> {
 /// (recursively: mounts below it stay), `pivot_root` into it, old root
 /// detached and removed.
 fn pivot(chroot: &Path) -> Result<(), JailerError> {
-    use rustix::mount::{mount_recursive_bind, mount_change, unmount, MountPropagationFlags, UnmountFlags};
+    use rustix::mount::{
+        mount_change, mount_recursive_bind, unmount, MountPropagationFlags, UnmountFlags,
+    };
     rustix::thread::unshare(rustix::thread::UnshareFlags::NEWNS)
         .map_err(|e| JailerError::UnshareNewNs(errno(e)))?;
-    mount_change("/", MountPropagationFlags::SLAVE | MountPropagationFlags::REC)
-        .map_err(|e| JailerError::MountPropagationSlave(errno(e)))?;
+    mount_change(
+        "/",
+        MountPropagationFlags::SLAVE | MountPropagationFlags::REC,
+    )
+    .map_err(|e| JailerError::MountPropagationSlave(errno(e)))?;
     mount_recursive_bind(chroot, chroot).map_err(|e| JailerError::MountBind(errno(e)))?;
     std::env::set_current_dir(chroot).map_err(JailerError::SetCurrentDir)?;
     rustix::fs::mkdir("old_root", Mode::from_raw_mode(0o600))
@@ -247,7 +270,9 @@ pub fn run(a: &Args, start_us: u64, start_cpu_us: u64) -> Result<(), JailerError
         return Err(JailerError::NewPidNs);
     }
     let (exec, name) = exec_file(a)?;
-    let chroot = a.chroot_dir().ok_or_else(|| JailerError::ExtractFileName(exec.clone()))?;
+    let chroot = a
+        .chroot_dir()
+        .ok_or_else(|| JailerError::ExtractFileName(exec.clone()))?;
     fs::create_dir_all(&chroot).map_err(|e| JailerError::CreateDir(chroot.clone(), e))?;
     let inside = chroot.join(&name);
     fs::copy(&exec, &inside).map_err(|e| JailerError::Copy(exec.clone(), inside.clone(), e))?;
@@ -277,7 +302,10 @@ pub fn run(a: &Args, start_us: u64, start_cpu_us: u64) -> Result<(), JailerError
             }
         }
     }
-    let (uid, gid) = (nix::unistd::Uid::from_raw(a.uid), nix::unistd::Gid::from_raw(a.gid));
+    let (uid, gid) = (
+        nix::unistd::Uid::from_raw(a.uid),
+        nix::unistd::Gid::from_raw(a.gid),
+    );
     let set = || -> nix::Result<()> {
         nix::unistd::setgroups(&[gid])?;
         nix::unistd::setgid(gid)?;
@@ -294,7 +322,11 @@ pub fn run(a: &Args, start_us: u64, start_cpu_us: u64) -> Result<(), JailerError
         cstr(b"--start-time-cpu-us"),
         cstr(start_cpu_us.to_string().as_bytes()),
     ];
-    argv.extend(a.extra.iter().map(|s| cstr(std::ffi::OsStr::new(s).as_bytes())));
+    argv.extend(
+        a.extra
+            .iter()
+            .map(|s| cstr(std::ffi::OsStr::new(s).as_bytes())),
+    );
     let env: [CString; 0] = [];
     let e = nix::unistd::execve(&cstr(path.as_bytes()), &argv, &env).unwrap_err();
     Err(JailerError::Exec(io::Error::from_raw_os_error(e as i32)))
@@ -307,9 +339,15 @@ mod tests {
     #[test]
     fn cgroup_mounts_v1_and_v2() {
         let m = "cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\ncgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
-        assert_eq!(cgroup_mount(m, 1, "memory"), Some("/sys/fs/cgroup/memory".into()));
+        assert_eq!(
+            cgroup_mount(m, 1, "memory"),
+            Some("/sys/fs/cgroup/memory".into())
+        );
         assert_eq!(cgroup_mount(m, 1, "cpu"), Some("/sys/fs/cgroup/cpu".into()));
         assert_eq!(cgroup_mount(m, 1, "pids"), None);
-        assert_eq!(cgroup_mount(m, 2, "memory"), Some("/sys/fs/cgroup/unified".into()));
+        assert_eq!(
+            cgroup_mount(m, 2, "memory"),
+            Some("/sys/fs/cgroup/unified".into())
+        );
     }
 }

@@ -56,9 +56,7 @@ pub fn spec(state_dir: &Path, s: &JailSpec) -> Result<Spec, Refused> {
     }
     if let Some(p) = s.cpu_percent {
         if p == 0 || p > 100 * s.vcpus {
-            return Err(Refused::new(
-                "jail.cpu_percent must be 1..=100 per vCPU",
-            ));
+            return Err(Refused::new("jail.cpu_percent must be 1..=100 per vCPU"));
         }
     }
     Ok(Spec {
@@ -109,9 +107,7 @@ pub fn host_cgroup_version(sys_root: &Path) -> Option<CgroupVersion> {
 pub fn cgroup_args(v: CgroupVersion, s: &Spec) -> Vec<String> {
     let mem = (u64::from(s.memory_mib) + VMM_OVERHEAD_MIB) * 1024 * 1024;
     let pids = PIDS_BASE + 2 * s.vcpus;
-    let quota = s
-        .cpu_percent
-        .map(|p| u64::from(p) * CPU_PERIOD_US / 100);
+    let quota = s.cpu_percent.map(|p| u64::from(p) * CPU_PERIOD_US / 100);
     let mut out = match v {
         CgroupVersion::V1 => vec![
             format!("memory.limit_in_bytes={mem}"),
@@ -178,16 +174,38 @@ mod tests {
         let s = spec(sd, &js()).unwrap();
         assert_eq!(s.root_dm, "fc-rootfs-vm1");
         assert_eq!(s.initrd, None);
-        let cases: Vec<(Box<dyn Fn(&mut JailSpec)>, &str)> = vec![
-            (Box::new(|j| j.kernel = "/etc/shadow".into()), "jail.kernel must be below StateDir"),
-            (Box::new(|j| j.kernel = "/var/lib/banger/../x".into()), "jail.kernel must be lexically clean"),
-            (Box::new(|j| j.initrd = "/root/.ssh/id_ed25519".into()), "jail.initrd must be below StateDir"),
-            (Box::new(|j| j.root_disk = "/dev/sda".into()), "jail.root_disk must be"),
-            (Box::new(|j| j.root_disk = "/dev/mapper/fc-rootfs-../x".into()), "jail.root_disk must be"),
+        type Edit = Box<dyn Fn(&mut JailSpec)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|j| j.kernel = "/etc/shadow".into()),
+                "jail.kernel must be below StateDir",
+            ),
+            (
+                Box::new(|j| j.kernel = "/var/lib/banger/../x".into()),
+                "jail.kernel must be lexically clean",
+            ),
+            (
+                Box::new(|j| j.initrd = "/root/.ssh/id_ed25519".into()),
+                "jail.initrd must be below StateDir",
+            ),
+            (
+                Box::new(|j| j.root_disk = "/dev/sda".into()),
+                "jail.root_disk must be",
+            ),
+            (
+                Box::new(|j| j.root_disk = "/dev/mapper/fc-rootfs-../x".into()),
+                "jail.root_disk must be",
+            ),
             (Box::new(|j| j.memory_mib = 0), "jail.memory_mib must be"),
             (Box::new(|j| j.vcpus = 33), "jail.vcpus must be"),
-            (Box::new(|j| j.cpu_percent = Some(201)), "jail.cpu_percent must be"),
-            (Box::new(|j| j.cpu_percent = Some(0)), "jail.cpu_percent must be"),
+            (
+                Box::new(|j| j.cpu_percent = Some(201)),
+                "jail.cpu_percent must be",
+            ),
+            (
+                Box::new(|j| j.cpu_percent = Some(0)),
+                "jail.cpu_percent must be",
+            ),
         ];
         for (f, want) in cases {
             let mut j = js();
@@ -216,20 +234,37 @@ mod tests {
         );
         let v1 = cgroup_args(CgroupVersion::V1, &s);
         assert_eq!(
-            cgroup_dirs(Path::new("/sys"), CgroupVersion::V1, &v1, "firecracker", "a"),
-            ["/sys/fs/cgroup/memory/firecracker/a", "/sys/fs/cgroup/pids/firecracker/a", "/sys/fs/cgroup/cpu/firecracker/a"]
-                .map(PathBuf::from)
+            cgroup_dirs(
+                Path::new("/sys"),
+                CgroupVersion::V1,
+                &v1,
+                "firecracker",
+                "a"
+            ),
+            [
+                "/sys/fs/cgroup/memory/firecracker/a",
+                "/sys/fs/cgroup/pids/firecracker/a",
+                "/sys/fs/cgroup/cpu/firecracker/a"
+            ]
+            .map(PathBuf::from)
         );
     }
 
     #[test]
     fn cgroup_version_from_a_sys_fixture() {
-        let d = tempfile::Builder::new().prefix("bgtest-").tempdir().unwrap();
+        let d = tempfile::Builder::new()
+            .prefix("bgtest-")
+            .tempdir()
+            .unwrap();
         let cg = d.path().join("fs/cgroup");
         assert_eq!(host_cgroup_version(d.path()), None);
         std::fs::create_dir_all(cg.join("memory")).unwrap();
         std::fs::create_dir_all(cg.join("pids")).unwrap();
-        std::fs::write(cg.join("memory/memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        std::fs::write(
+            cg.join("memory/memory.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .unwrap();
         std::fs::write(cg.join("pids/tasks"), "").unwrap();
         assert_eq!(host_cgroup_version(d.path()), Some(CgroupVersion::V1));
         std::fs::write(cg.join("cgroup.controllers"), "cpu io memory\n").unwrap();

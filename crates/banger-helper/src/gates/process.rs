@@ -49,8 +49,7 @@ pub fn signal_by_name(name: &str) -> Result<Signal, Refused> {
 }
 
 /// Rule text of the VM id gate.
-pub const VM_ID_RULE: &str =
-    "vm_id must be 1-32 characters of [a-z0-9-] starting with [a-z0-9]";
+pub const VM_ID_RULE: &str = "vm_id must be 1-32 characters of [a-z0-9-] starting with [a-z0-9]";
 
 /// `priv.launch_firecracker` `vm_id`: `[a-z0-9-]`, 1..=32 characters, the
 /// first one `[a-z0-9]` (a leading `-` would read as a flag in the
@@ -149,7 +148,10 @@ mod tests {
     #[test]
     fn launch_mode_follows_the_policy() {
         use crate::host::LaunchPolicy::*;
-        assert_eq!(launch_mode(JailedOnly, false).unwrap_err().0, JAILED_ONLY_RULE);
+        assert_eq!(
+            launch_mode(JailedOnly, false).unwrap_err().0,
+            JAILED_ONLY_RULE
+        );
         assert!(launch_mode(JailedOnly, true).is_ok());
         assert!(launch_mode(Development, false).is_ok());
         assert!(launch_mode(Development, true).is_ok());

@@ -97,10 +97,7 @@ pub fn firecracker_argv(
             "--chroot-base-dir".into(),
         ]);
         v.push(cfg.jailer_base.clone().into());
-        v.extend([
-            "--cgroup-version".into(),
-            j.cgroup_version.arg().into(),
-        ]);
+        v.extend(["--cgroup-version".into(), j.cgroup_version.arg().into()]);
         for c in j.cgroups {
             v.extend(["--cgroup".into(), c.into()]);
         }

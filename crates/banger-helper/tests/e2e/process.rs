@@ -96,7 +96,10 @@ pub fn files_and_processes(c: &Ctx) -> Done {
         std::fs::read_to_string(&log1)
     );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    assert!(status.contains(&format!("\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")), "{status}");
+    assert!(
+        status.contains(&format!("\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")),
+        "{status}"
+    );
     assert!(status.contains("\nCapEff:\t0000000000000000\n"), "{status}");
     assert!(wait_until(Duration::from_secs(10), || {
         std::fs::read_to_string(&log1)
@@ -162,7 +165,10 @@ pub fn files_and_processes(c: &Ctx) -> Done {
             &v,
             "pid must be a Firecracker process this helper launched",
         );
-        let v = call(m::SIGNAL_PROCESS, json!({"pid": target, "signal": "SIGSTOP"}));
+        let v = call(
+            m::SIGNAL_PROCESS,
+            json!({"pid": target, "signal": "SIGSTOP"}),
+        );
         assert_refused(m::SIGNAL_PROCESS, &v, "this helper launched");
     }
     let v = call(m::KILL_PROCESS, json!({"pid": 1}));
@@ -170,8 +176,16 @@ pub fn files_and_processes(c: &Ctx) -> Done {
     let v = call(m::KILL_PROCESS, json!({"pid": helper.pid()}));
     assert_refused(m::KILL_PROCESS, &v, "pid must not be the helper itself");
     assert_eq!(decoy.try_wait().unwrap(), None, "the decoy was signalled");
-    assert_eq!(copy.try_wait().unwrap(), None, "the root copy was signalled");
-    assert_eq!(proc_state(decoy.id() as i64), Some('S'), "the decoy was stopped");
+    assert_eq!(
+        copy.try_wait().unwrap(),
+        None,
+        "the root copy was signalled"
+    );
+    assert_eq!(
+        proc_state(decoy.id() as i64),
+        Some('S'),
+        "the decoy was stopped"
+    );
     for mut p in [decoy, copy] {
         let _ = p.kill();
         let _ = p.wait();
@@ -190,7 +204,10 @@ pub fn files_and_processes(c: &Ctx) -> Done {
         "{} remains",
         cg.display()
     );
-    let v = call(m::CLEANUP_JAILER_CHROOT, json!({"path": chroot.parent().unwrap()}));
+    let v = call(
+        m::CLEANUP_JAILER_CHROOT,
+        json!({"path": chroot.parent().unwrap()}),
+    );
     result(m::CLEANUP_JAILER_CHROOT, &v);
     assert!(!chroot.exists(), "the jail remains");
     drop(dm);

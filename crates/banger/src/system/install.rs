@@ -90,8 +90,8 @@ fn ensure_jail_range(cfg: &mut InstallConfig) -> Result<Option<String>> {
             let mut texts = vec![subuid, subgid];
             loop {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let (start, _) = subids::free_range(&refs)
-                    .context("no free id range left for the jail uids")?;
+                let (start, _) =
+                    subids::free_range(&refs).context("no free id range left for the jail uids")?;
                 let taken = (start..start + JAIL_RANGE).any(|id| {
                     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(id))
                         .ok()
@@ -123,7 +123,12 @@ fn ensure_jail_range(cfg: &mut InstallConfig) -> Result<Option<String>> {
             changed = true;
         }
     }
-    Ok(changed.then(|| format!("/etc/subuid, /etc/subgid: jail uids {base}-{} reserved as {JAIL_RESERVATION}", base + count - 1)))
+    Ok(changed.then(|| {
+        format!(
+            "/etc/subuid, /etc/subgid: jail uids {base}-{} reserved as {JAIL_RESERVATION}",
+            base + count - 1
+        )
+    }))
 }
 
 pub fn install(opts: Opts, json_out: bool) -> Result<()> {
