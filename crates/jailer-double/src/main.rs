@@ -30,6 +30,20 @@ fn process_cpu_us() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
+/// Print the jailer's error line and die by SIGABRT, as the real jailer's
+/// panic does (`panic = "abort"`), without leaving a core file behind.
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("Jailer error: {msg}");
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Core,
+        rustix::process::Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    );
+    std::process::abort()
+}
+
 fn main() {
     close_inherited_fds();
     let start_us = SystemTime::now()
@@ -50,14 +64,10 @@ fn main() {
             println!("Arguments parsing error: {e} \n\nFor more information try --help.");
             std::process::exit(1);
         }
-        Err(ArgsError::Invalid(e)) => {
-            eprintln!("Jailer error: {e}");
-            std::process::abort();
-        }
+        Err(ArgsError::Invalid(e)) => fail(e),
     };
     let cpu_us = process_cpu_us();
     if let Err(e) = run::run(&args, start_us, cpu_us) {
-        eprintln!("Jailer error: {e}");
-        std::process::abort();
+        fail(e);
     }
 }

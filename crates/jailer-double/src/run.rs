@@ -274,6 +274,9 @@ pub fn run(a: &Args, start_us: u64, start_cpu_us: u64) -> Result<(), JailerError
         .chroot_dir()
         .ok_or_else(|| JailerError::ExtractFileName(exec.clone()))?;
     fs::create_dir_all(&chroot).map_err(|e| JailerError::CreateDir(chroot.clone(), e))?;
+    // Observed: the chroot is 0700 whatever the umask (its parents follow it).
+    fs::set_permissions(&chroot, fs::Permissions::from_mode(0o700))
+        .map_err(|e| JailerError::CreateDir(chroot.clone(), e))?;
     let inside = chroot.join(&name);
     fs::copy(&exec, &inside).map_err(|e| JailerError::Copy(exec.clone(), inside.clone(), e))?;
     chown(&inside, a.uid, a.gid)?;
