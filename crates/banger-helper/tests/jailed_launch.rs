@@ -625,6 +625,16 @@ fn root_jailed_launch_refusals_leave_nothing_behind() {
     let mut q = p.clone();
     q["vm_id"] = json!("-h");
     refuse(&f, q, "starting with [a-z0-9]");
+    // RuntimeDir/jails made by someone else (RuntimeDir is the owner's
+    // group's, sticky): refused, never used.
+    let squat = f.h.cfg.runtime_dir.join("jails");
+    std::fs::create_dir(&squat).unwrap();
+    std::os::unix::fs::chown(&squat, Some(OWNER.0), Some(OWNER.1)).unwrap();
+    let t = gate_text(f.h.dispatch(m::LAUNCH_FIRECRACKER, p.clone()));
+    assert!(t.contains("must be a directory owned by uid 0"), "{t}");
+    assert!(!exec_dir.join(&vm).exists(), "the jail was not undone");
+    std::fs::remove_dir(&squat).unwrap();
+    nothing_left(&f);
     // The launch cap.
     f.h.cfg.max_launches = 0;
     refuse(

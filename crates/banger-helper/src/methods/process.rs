@@ -114,13 +114,19 @@ pub fn firecracker_argv(
     v
 }
 
+/// Refusals that depend on host state (an existing jail, a directory
+/// someone else owns) are gate refusals too; the rest are failures.
 fn jail_err(e: JailError) -> RpcError {
-    match e {
-        JailError::Refused(r) => RpcError::Gate {
-            method: m::LAUNCH_FIRECRACKER,
-            refused: r,
-        },
-        other => RpcError::failed(&other),
+    let refused = match e {
+        JailError::Refused(r) => r,
+        JailError::Fs(e @ banger_sys::jail::JailFsError::Untrusted(..)) => {
+            Refused::new(e.to_string())
+        }
+        other => return RpcError::failed(&other),
+    };
+    RpcError::Gate {
+        method: m::LAUNCH_FIRECRACKER,
+        refused,
     }
 }
 
