@@ -1,7 +1,7 @@
 //! The helper's side of a jailed launch: allocate the VM's jail uid slot,
 //! build its chroot (only this VM's kernel, initrd and root disk, owned by
 //! the jail uid), and bind `<RuntimeDir>/jails/<vm_id>` onto the chroot's
-//! `/run` so the API socket can be handed to the owner below RuntimeDir.
+//! `/api` so the API socket can be handed to the owner below RuntimeDir.
 
 use crate::dispatch::Helper;
 use crate::gates::jail::Spec;
@@ -15,7 +15,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Directory below RuntimeDir holding one directory per jailed VM (its
-/// chroot's `/run` on the host side).
+/// chroot's `/api` on the host side).
 pub const JAILS_DIR: &str = "jails";
 
 /// Why a jail could not be built.
@@ -86,7 +86,7 @@ fn root_disk_rdev(dm_name: &str) -> Result<u64, JailError> {
     Ok(md.rdev())
 }
 
-/// Undo a half-built jail: unmount `<chroot>/run` if bound, remove the
+/// Undo a half-built jail: unmount `<chroot>/api` if bound, remove the
 /// VM directory and its RuntimeDir directory.
 struct Undo<'a> {
     h: &'a Helper,
@@ -138,7 +138,7 @@ fn used_uids(exec_dir: &DirFd) -> Result<(usize, Vec<u32>), JailError> {
 /// against both); create `<vm_id>/` (root 0700) and `root/` (jail uid
 /// 0700); copy the kernel and initrd in (jail uid, 0400); `mknod` the root
 /// disk (jail uid, 0600); create `<RuntimeDir>/jails/<vm_id>` (jail uid,
-/// owner group, 0750) and bind it onto `root/run`.
+/// owner group, 0750) and bind it onto `root/api`.
 pub fn build(h: &Helper, range: JailRange, vm_id: &str, spec: &Spec) -> Result<Built, JailError> {
     let (exec_name, _) = crate::launched::exec_dir(&h.cfg)
         .ok_or_else(|| refused("firecracker_bin must have a file name"))?;
@@ -190,7 +190,7 @@ pub fn build(h: &Helper, range: JailRange, vm_id: &str, spec: &Spec) -> Result<B
         root.copy_in(&m::JAILED_INITRD[1..], f, 0o400, uid, uid)?;
     }
     root.mknod_block(&m::JAILED_ROOT_DISK[1..], rdev, 0o600, uid, uid)?;
-    let run = root.create_subdir(&m::JAILED_RUN_DIR[1..], 0o700, uid, uid)?;
+    let run = root.create_subdir(&m::JAILED_SOCKET_DIR[1..], 0o700, uid, uid)?;
 
     let rt = DirFd::open(&h.cfg.runtime_dir)?;
     let jails = rt.ensure_subdir(JAILS_DIR, 0o750, 0, h.cfg.owner_gid)?;
@@ -225,7 +225,7 @@ pub fn unbuild(h: &Helper, b: &Built) {
     drop(Undo {
         h,
         vm_dir: b.chroot.parent().map(Path::to_path_buf),
-        bound: Some(b.chroot.join(&m::JAILED_RUN_DIR[1..])),
+        bound: Some(b.chroot.join(&m::JAILED_SOCKET_DIR[1..])),
         run_dir: Some(b.run_dir.clone()),
     });
 }

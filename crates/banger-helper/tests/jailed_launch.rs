@@ -161,8 +161,13 @@ impl Fixture {
         std::os::unix::fs::chown(&cfg.state_dir, Some(OWNER.0), Some(OWNER.1)).unwrap();
         cfg.firecracker_bin = bin.join("firecracker");
         cfg.jailer_bin = bin.join("jailer");
-        let real_fc = std::env::var_os("BANGER_FIRECRACKER").map(PathBuf::from);
-        let real_jailer = std::env::var_os("BANGER_JAILER").map(PathBuf::from);
+        let env_path = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let real_fc = env_path("BANGER_FIRECRACKER");
+        let real_jailer = env_path("BANGER_JAILER");
         match &real_fc {
             Some(p) => cp(p, &cfg.firecracker_bin),
             None => compile_static_vmm(&cfg.firecracker_bin),
@@ -302,7 +307,7 @@ impl Drop for Fixture {
         // Whatever a failed test left: the /run binds and the cgroups.
         let exec_dir = self.h.cfg.jailer_base.join("firecracker");
         for e in std::fs::read_dir(&exec_dir).into_iter().flatten().flatten() {
-            let run = e.path().join("root/run");
+            let run = e.path().join("root/api");
             let _ = rustix::mount::unmount(&run, rustix::mount::UnmountFlags::DETACH);
             let name = e.file_name();
             for c in ["memory", "pids", "cpu"] {
@@ -399,6 +404,8 @@ fn root_jailed_vmm_runs_as_its_jail_uid_in_its_cgroup_with_only_its_files() {
         .map(|(p, t, u, _)| (p, t, u))
         .collect();
     let want: Vec<(String, char, u32)> = [
+        ("api", 'd', uid),
+        ("api/firecracker.socket", 's', uid),
         ("dev", 'd', uid),
         ("dev/kvm", 'c', uid),
         ("dev/net", 'd', uid),
@@ -410,7 +417,6 @@ fn root_jailed_vmm_runs_as_its_jail_uid_in_its_cgroup_with_only_its_files() {
         ("initrd", 'f', uid),
         ("rootfs", 'b', uid),
         ("run", 'd', uid),
-        ("run/firecracker.socket", 's', uid),
         ("vmlinux", 'f', uid),
     ]
     .map(|(p, t, u)| (p.to_string(), t, u))

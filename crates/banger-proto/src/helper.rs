@@ -297,12 +297,14 @@ pub struct JailSpec {
 pub const JAILED_KERNEL: &str = "/vmlinux";
 pub const JAILED_INITRD: &str = "/initrd";
 pub const JAILED_ROOT_DISK: &str = "/rootfs";
-/// The chroot's `/run`, where the API socket (and the daemon's vsock
-/// `uds_path`, if it puts it there) live; bound from
-/// `<RuntimeDir>/jails/<vm_id>` on the host.
-pub const JAILED_RUN_DIR: &str = "/run";
+/// The chroot's socket directory, where the API socket (and the daemon's
+/// vsock `uds_path`, if it puts it there) live; bound from
+/// `<RuntimeDir>/jails/<vm_id>` on the host. Not `/run`: the jailer makes
+/// `/run` (like `/` and `/dev`) 0700 and the jail's own group, which would
+/// shut the owner out of the directory through the bind.
+pub const JAILED_SOCKET_DIR: &str = "/api";
 /// The jailed API socket, inside the chroot.
-pub const JAILED_API_SOCKET: &str = "/run/firecracker.socket";
+pub const JAILED_API_SOCKET: &str = "/api/firecracker.socket";
 
 /// Every field `priv.launch_firecracker` accepts: [`LaunchFirecracker`]
 /// plus `jail`, which a jailed launch requires. A daemon that only

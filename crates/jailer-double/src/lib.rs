@@ -8,9 +8,10 @@
 //!   `<controller mount>/<parent cgroup, default exec name>/<id>` found from
 //!   `/proc/mounts` (v1: one mount per controller; v2: the unified one),
 //!   the process moved in; no `--cgroup`: it stays in the caller's cgroups;
-//! - a new mount namespace, `pivot_root` into the chroot, `/dev/kvm`,
+//! - a new mount namespace, `pivot_root` into the chroot; `/`, `/dev`,
+//!   `/dev/net` and `/run` made 0700 and handed to the jail ids; `/dev/kvm`,
 //!   `/dev/net/tun`, `/dev/userfaultfd`, `/dev/urandom` by `mknod` (0600,
-//!   jail-owned), the chroot handed to the jail uid;
+//!   jail-owned) — as the real jailer's source does;
 //! - setgid/setuid to the jail ids (no capability left), exec of
 //!   `/<exec name> --id <id> --start-time-us <t> --start-time-cpu-us <t>
 //!   <args after -->` with an empty environment; a dynamically linked exec

@@ -29,6 +29,8 @@ pub enum JailerError {
     CreateDir(PathBuf, io::Error),
     #[error("Failed to copy {0} to {1}: {2}")]
     Copy(PathBuf, PathBuf, io::Error),
+    #[error("Failed to change permissions on {0:?}: {1}")]
+    Chmod(PathBuf, io::Error),
     #[error("Failed to change owner for {0:?}: {1}")]
     ChangeFileOwner(PathBuf, io::Error),
     #[error("Failed to write to {0}: {1}")]
@@ -219,18 +221,22 @@ fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), JailerError> {
         .map_err(|e| JailerError::ChangeFileOwner(path.into(), e))
 }
 
-/// `mknod` each of [`DEVICES`] (0600) and hand it to the jail ids; `/dev`
-/// and `/dev/net` are made 0700. `host` holds the device numbers read
-/// before the pivot.
+/// Directories the jailer makes (or keeps) inside the jail, 0700 and owned
+/// by the jail ids: `/` itself, `/dev`, `/dev/net`, and `/run` for the
+/// default API socket.
+const FOLDERS: &[&str] = &["/", "/dev", "/dev/net", "/run"];
+
+/// Set up [`FOLDERS`], then `mknod` each of [`DEVICES`] (0600) and hand it
+/// to the jail ids. `host` holds the device numbers read before the pivot.
 fn make_devices(a: &Args, host: &[u64]) -> Result<(), JailerError> {
-    for d in ["/dev", "/dev/net"] {
+    for d in FOLDERS {
         match fs::create_dir(d) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(JailerError::CreateDir(d.into(), e)),
         }
         fs::set_permissions(d, fs::Permissions::from_mode(0o700))
-            .map_err(|e| JailerError::CreateDir(d.into(), e))?;
+            .map_err(|e| JailerError::Chmod(d.into(), e))?;
         chown(Path::new(d), a.uid, a.gid)?;
     }
     for ((name, _, _, _), rdev) in DEVICES.iter().zip(host) {
@@ -274,9 +280,6 @@ pub fn run(a: &Args, start_us: u64, start_cpu_us: u64) -> Result<(), JailerError
         .chroot_dir()
         .ok_or_else(|| JailerError::ExtractFileName(exec.clone()))?;
     fs::create_dir_all(&chroot).map_err(|e| JailerError::CreateDir(chroot.clone(), e))?;
-    // Observed: the chroot is 0700 whatever the umask (its parents follow it).
-    fs::set_permissions(&chroot, fs::Permissions::from_mode(0o700))
-        .map_err(|e| JailerError::CreateDir(chroot.clone(), e))?;
     let inside = chroot.join(&name);
     fs::copy(&exec, &inside).map_err(|e| JailerError::Copy(exec.clone(), inside.clone(), e))?;
     chown(&inside, a.uid, a.gid)?;
@@ -290,7 +293,6 @@ pub fn run(a: &Args, start_us: u64, start_cpu_us: u64) -> Result<(), JailerError
     let devs = host_device_numbers();
     pivot(&chroot)?;
     make_devices(a, &devs)?;
-    chown(Path::new("/"), a.uid, a.gid)?;
     let pid_file = format!("/{name}.pid");
     write_line(Path::new(&pid_file), &std::process::id().to_string())?;
     if a.daemonize {

@@ -206,6 +206,7 @@ fn root_layout_modes_ids_and_cgroups_as_observed() {
     );
     assert_eq!(mode(&root.join("firecracker.pid")).1, 0);
     assert_eq!(mode(&root.join("dev")), ('d', UID, UID, 0o700));
+    assert_eq!(mode(&root.join("run")), ('d', UID, UID, 0o700));
     for n in ["dev/kvm", "dev/net/tun", "dev/userfaultfd", "dev/urandom"] {
         assert_eq!(mode(&root.join(n)), ('c', UID, UID, 0o600), "{n}");
     }

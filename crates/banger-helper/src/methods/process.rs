@@ -77,7 +77,7 @@ pub struct JailArgs<'a> {
 /// Not jailed: `firecracker --id <vm_id> --api-sock <api_socket>`.
 /// Jailed: `jailer --id <vm_id> --exec-file <firecracker_bin> --uid <jail
 /// uid> --gid <jail uid> --chroot-base-dir <jailer_base> --cgroup-version
-/// <1|2> [--cgroup <file>=<value>]… -- --api-sock /run/firecracker.socket`.
+/// <1|2> [--cgroup <file>=<value>]… -- --api-sock /api/firecracker.socket`.
 pub fn firecracker_argv(
     cfg: &InstallConfig,
     vm_id: &str,
@@ -366,7 +366,7 @@ mod tests {
                 "pids.max=34",
                 "--",
                 "--api-sock",
-                "/run/firecracker.socket",
+                "/api/firecracker.socket",
             ]
             .map(OsString::from)
         );

@@ -104,7 +104,7 @@ pub fn files_and_processes(c: &Ctx) -> Done {
     assert!(wait_until(Duration::from_secs(10), || {
         std::fs::read_to_string(&log1)
             .unwrap_or_default()
-            .ends_with("/run/firecracker.socket\n")
+            .ends_with("/api/firecracker.socket\n")
     }));
     let md = std::fs::metadata(&log1).unwrap();
     assert_eq!(
