@@ -32,12 +32,14 @@ pub enum ArgsError {
     /// `--help` / `--version`: print and exit 0.
     #[error("{0}")]
     Info(String),
-    /// An argument error: `Arguments parsing error: …`, exit 1.
+    /// An argument error: the message and the real jailer's `Debug` form
+    /// (`Failed to parse arguments: …` / `Error: ArgumentParsing(…)`), exit 1.
+    #[error("Failed to parse arguments: {0}")]
+    Parsing(String, String),
+    /// A well-formed argument with a bad value: the message and the
+    /// `Debug` form, exit 1.
     #[error("{0}")]
-    Parsing(String),
-    /// A well-formed argument with a bad value: `Jailer error: …`.
-    #[error("{0}")]
-    Invalid(String),
+    Invalid(String, String),
 }
 
 const WITH_VALUE: &[&str] = &[
@@ -65,29 +67,27 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
             break;
         }
         let Some(name) = a.strip_prefix("--") else {
-            return Err(ArgsError::Parsing(format!(
-                "Found argument '{a}' which wasn't expected, or isn't valid in this context."
-            )));
+            return Err(unexpected(a));
         };
         if WITH_VALUE.contains(&name) {
             let v = it.next().filter(|v| !v.starts_with("--")).ok_or_else(|| {
-                ArgsError::Parsing(format!(
-                    "The argument '--{name}' requires a value, but none was supplied"
-                ))
+                parsing(
+                    format!("The argument '{name}' requires a value, but none was supplied."),
+                    format!("MissingValue({name:?})"),
+                )
             })?;
             let multiple = name == "cgroup" || name == "resource-limit";
             if !multiple && seen.iter().any(|(n, _)| n == name) {
-                return Err(ArgsError::Parsing(format!(
-                    "The argument '--{name}' was provided more than once."
-                )));
+                return Err(parsing(
+                    format!("The argument '{name}' was provided more than once."),
+                    format!("DuplicateArgument({name:?})"),
+                ));
             }
             seen.push((name.to_string(), Some(v.clone())));
         } else if SWITCHES.contains(&name) {
             seen.push((name.to_string(), None));
         } else {
-            return Err(ArgsError::Parsing(format!(
-                "Found argument '{a}' which wasn't expected, or isn't valid in this context."
-            )));
+            return Err(unexpected(name));
         }
     }
     let has = |n: &str| seen.iter().any(|(k, _)| k == n);
@@ -97,7 +97,7 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
         ));
     }
     if has("version") {
-        return Err(ArgsError::Info("Jailer v1.16.1 (banger double)".into()));
+        return Err(ArgsError::Info("Jailer v1.16.1".into()));
     }
     let one = |n: &str| -> Option<String> {
         seen.iter()
@@ -111,7 +111,12 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
             .collect()
     };
     let required = |n: &str| {
-        one(n).ok_or_else(|| ArgsError::Parsing(format!("Argument '{n}' required, but not found.")))
+        one(n).ok_or_else(|| {
+            parsing(
+                format!("Argument '{n}' required, but not found."),
+                format!("MissingArgument({n:?})"),
+            )
+        })
     };
     let id = required("id")?;
     let exec_file = PathBuf::from(required("exec-file")?);
@@ -120,17 +125,18 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
     validate_id(&id)?;
     let uid = uid_s
         .parse()
-        .map_err(|_| ArgsError::Invalid(format!("Invalid uid: {uid_s}")))?;
+        .map_err(|_| invalid(format!("Invalid uid: {uid_s}"), format!("Uid({uid_s:?})")))?;
     let gid = gid_s
         .parse()
-        .map_err(|_| ArgsError::Invalid(format!("Invalid gid: {gid_s}")))?;
+        .map_err(|_| invalid(format!("Invalid gid: {gid_s}"), format!("Gid({gid_s:?})")))?;
     let cgroup_version = match one("cgroup-version").as_deref() {
         None | Some("1") => 1,
         Some("2") => 2,
         Some(v) => {
-            return Err(ArgsError::Invalid(format!(
-                "{v} is an invalid cgroup version specifier"
-            )))
+            return Err(invalid(
+                format!("{v} is an invalid cgroup version specifier"),
+                format!("CgroupInvalidVersion({v:?})"),
+            ))
         }
     };
     let mut cgroups = Vec::new();
@@ -140,33 +146,42 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
                 cgroups.push((f.to_string(), v.to_string()))
             }
             _ => {
-                return Err(ArgsError::Invalid(format!(
-                    "Invalid format for cgroups: {c}"
-                )))
+                return Err(invalid(
+                    format!("Invalid format for cgroups: {c}"),
+                    format!("CgroupFormat({c:?})"),
+                ))
             }
         }
     }
     let parent_cgroup = one("parent-cgroup");
     if let Some(p) = &parent_cgroup {
         if p.starts_with('/') || p.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
-            return Err(ArgsError::Invalid(
+            return Err(invalid(
                 "Parent cgroup path is invalid. Path should not be absolute or contain '..' or '.'"
                     .into(),
+                "CgroupInvalidParentPath".into(),
             ));
         }
     }
     let mut resource_limits = Vec::new();
     for r in all("resource-limit") {
         let (k, v) = r.split_once('=').ok_or_else(|| {
-            ArgsError::Invalid(format!("Invalid format for resources limits: {r}"))
+            invalid(
+                format!("Invalid format for resources limits: {r}"),
+                format!("ResLimitFormat({r:?})"),
+            )
         })?;
         if k != "fsize" && k != "no-file" {
-            return Err(ArgsError::Invalid(format!(
-                "Invalid resource argument: {k}"
-            )));
+            return Err(invalid(
+                format!("Invalid resource argument: {k}"),
+                format!("ResLimitArgument({k:?})"),
+            ));
         }
-        let n = v.parse().map_err(|e| {
-            ArgsError::Invalid(format!("Invalid limit value for resource: {k}: {e}"))
+        let n = v.parse().map_err(|e: std::num::ParseIntError| {
+            invalid(
+                format!("Invalid limit value for resource: {k}: {e}"),
+                format!("ResLimitValue({k:?}, {:?})", e.to_string()),
+            )
         })?;
         resource_limits.push((k.to_string(), n));
     }
@@ -187,24 +202,52 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
     })
 }
 
+fn parsing(msg: String, debug: String) -> ArgsError {
+    ArgsError::Parsing(msg, debug)
+}
+
+fn invalid(msg: String, debug: String) -> ArgsError {
+    ArgsError::Invalid(msg, debug)
+}
+
+fn unexpected(name: &str) -> ArgsError {
+    ArgsError::Parsing(
+        format!("Found argument '{name}' which wasn't expected, or isn't valid in this context."),
+        format!("UnexpectedArgument({name:?})"),
+    )
+}
+
 /// Alphanumerics and hyphens, 1..=[`MAX_ID`].
 fn validate_id(id: &str) -> Result<(), ArgsError> {
     if id.is_empty() || id.len() > MAX_ID {
-        return Err(ArgsError::Invalid(format!(
-            "Invalid instance ID: invalid len ({}); the length must be between 1 and {MAX_ID}",
-            id.len()
-        )));
+        let n = id.len();
+        return Err(ArgsError::Invalid(
+            format!("Invalid instance ID: Invalid len ({n});  the length must be between 1 and {MAX_ID}"),
+            format!("InvalidInstanceId(InvalidLen({n}, 1, {MAX_ID}))"),
+        ));
     }
     if let Some((i, c)) = id
         .chars()
         .enumerate()
         .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '-'))
     {
-        return Err(ArgsError::Invalid(format!(
-            "Invalid instance ID: invalid char ({c}) at position {i}"
-        )));
+        return Err(ArgsError::Invalid(
+            format!("Invalid instance ID: Invalid char ({c}) at position {i}"),
+            format!("InvalidInstanceId(InvalidChar({c:?}, {i}))"),
+        ));
     }
     Ok(())
+}
+
+impl ArgsError {
+    /// The real jailer's `Error: …` line (its error's `Debug` form).
+    pub fn debug(&self) -> String {
+        match self {
+            ArgsError::Info(s) => s.clone(),
+            ArgsError::Parsing(_, d) => format!("ArgumentParsing({d})"),
+            ArgsError::Invalid(_, d) => d.clone(),
+        }
+    }
 }
 
 impl Args {
@@ -254,41 +297,62 @@ mod tests {
     #[test]
     fn errors_say_what_the_real_one_says() {
         let p = |s: &str| parse(&v(s)).unwrap_err();
-        assert_eq!(
-            p("--exec-file /f --uid 1 --gid 2"),
-            ArgsError::Parsing("Argument 'id' required, but not found.".into())
-        );
-        assert!(
-            matches!(p("--id a --exec-file /f --uid 1 --gid 2 --bogus"), ArgsError::Parsing(m) if m.contains("'--bogus' which wasn't expected"))
-        );
-        assert!(matches!(
-            p("--id a --id b --exec-file /f --uid 1 --gid 2"),
-            ArgsError::Parsing(_)
+        // The real v1.16.1 jailer's lines, as printed (stderr, exit 1).
+        let cases = [
+            (
+                "--exec-file /f --uid 1 --gid 2",
+                "Failed to parse arguments: Argument 'id' required, but not found.",
+                "ArgumentParsing(MissingArgument(\"id\"))",
+            ),
+            (
+                "--id a --bogus",
+                "Failed to parse arguments: Found argument 'bogus' which wasn't expected, or isn't valid in this context.",
+                "ArgumentParsing(UnexpectedArgument(\"bogus\"))",
+            ),
+            (
+                "--id a --id b --exec-file /f --uid 1 --gid 1",
+                "Failed to parse arguments: The argument 'id' was provided more than once.",
+                "ArgumentParsing(DuplicateArgument(\"id\"))",
+            ),
+            (
+                "--id",
+                "Failed to parse arguments: The argument 'id' requires a value, but none was supplied.",
+                "ArgumentParsing(MissingValue(\"id\"))",
+            ),
+            (
+                "--id a_b --exec-file /f --uid 5 --gid 5",
+                "Invalid instance ID: Invalid char (_) at position 1",
+                "InvalidInstanceId(InvalidChar('_', 1))",
+            ),
+            (
+                "--id a --exec-file /f --uid x --gid 5",
+                "Invalid uid: x",
+                "Uid(\"x\")",
+            ),
+            (
+                "--id a --exec-file /f --uid 5 --gid 5 --cgroup nodot",
+                "Invalid format for cgroups: nodot",
+                "CgroupFormat(\"nodot\")",
+            ),
+        ];
+        for (argv, line, debug) in cases {
+            let e = p(argv);
+            assert_eq!(e.to_string(), line, "{argv}");
+            assert_eq!(e.debug(), debug, "{argv}");
+        }
+        let long = p(&format!(
+            "--id {} --exec-file /f --uid 5 --gid 5",
+            "a".repeat(65)
         ));
-        assert!(
-            matches!(p("--id a_b --exec-file /f --uid 1 --gid 2"), ArgsError::Invalid(m) if m == "Invalid instance ID: invalid char (_) at position 1")
+        assert_eq!(
+            long.to_string(),
+            "Invalid instance ID: Invalid len (65);  the length must be between 1 and 64"
         );
-        assert!(
-            matches!(p("--id a --exec-file /f --uid x --gid 2"), ArgsError::Invalid(m) if m == "Invalid uid: x")
-        );
-        assert!(
-            matches!(p("--id a --exec-file /f --uid 1 --gid 2 --cgroup-version 3"), ArgsError::Invalid(m) if m == "3 is an invalid cgroup version specifier")
-        );
-        assert!(
-            matches!(p("--id a --exec-file /f --uid 1 --gid 2 --cgroup nodot"), ArgsError::Invalid(m) if m == "Invalid format for cgroups: nodot")
-        );
+        assert_eq!(long.debug(), "InvalidInstanceId(InvalidLen(65, 1, 64))");
         assert!(matches!(
             p("--id a --exec-file /f --uid 1 --gid 2 --parent-cgroup ../x"),
-            ArgsError::Invalid(_)
+            ArgsError::Invalid(..)
         ));
-        assert!(matches!(p("--id"), ArgsError::Parsing(m) if m.contains("requires a value")));
         assert!(matches!(p("--version"), ArgsError::Info(_)));
-        assert!(matches!(
-            p(&format!(
-                "--id {} --exec-file /f --uid 1 --gid 2",
-                "a".repeat(65)
-            )),
-            ArgsError::Invalid(_)
-        ));
     }
 }

@@ -2,7 +2,7 @@
 //! steps that build the jail and exec the VMM (`run`), held to what the
 //! real jailer v1.16.1 was observed to do (docs in
 //! `shared/firecracker-api/jailer-v1.16.1.md`):
-//! - `<base>/<exec name>/<id>/root` created with the caller's umask, the
+//! - `<base>/<exec name>/<id>/root` (the base must exist) created with the caller's umask, the
 //!   exec file copied in and handed to `--uid:--gid`, `firecracker.pid`;
 //! - `--cgroup <file>=<value>` written under the per-VM cgroup
 //!   `<controller mount>/<parent cgroup, default exec name>/<id>` found from
@@ -14,8 +14,10 @@
 //!   jail-owned) — as the real jailer's source does;
 //! - setgid/setuid to the jail ids (no capability left), exec of
 //!   `/<exec name> --id <id> --start-time-us <t> --start-time-cpu-us <t>
-//!   <args after -->` with an empty environment; a dynamically linked exec
-//!   file fails here with "No such file or directory" (no loader inside).
+//!   --parent-cpu-time-us <t> <args after -->` with an empty environment; a
+//!   dynamically linked exec file fails here with "No such file or
+//!   directory" (no loader inside);
+//! - every error: its message, then `Error: <Debug form>`, on stderr; exit 1.
 
 pub mod args;
 pub mod run;

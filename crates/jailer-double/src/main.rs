@@ -1,8 +1,6 @@
 //! `jailer-double`: the Firecracker jailer double as a process with the
-//! jailer's argv. Argument errors print `Arguments parsing error: …` on
-//! stdout and exit 1; a failed step prints `Jailer error: …` on stderr and
-//! aborts (the real jailer panics with `panic = "abort"`), so the caller
-//! sees a non-zero exit either way.
+//! jailer's argv. Every error prints, as the real v1.16.1 jailer does, its
+//! message and then `Error: <its Debug form>` on stderr, and exits 1.
 
 use banger_jailer_double::{parse, run, ArgsError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,18 +28,12 @@ fn process_cpu_us() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
-/// Print the jailer's error line and die by SIGABRT, as the real jailer's
-/// panic does (`panic = "abort"`), without leaving a core file behind.
-fn fail(msg: impl std::fmt::Display) -> ! {
-    eprintln!("Jailer error: {msg}");
-    let _ = rustix::process::setrlimit(
-        rustix::process::Resource::Core,
-        rustix::process::Rlimit {
-            current: Some(0),
-            maximum: Some(0),
-        },
-    );
-    std::process::abort()
+/// Print the error as the real jailer's `main` returning `Err` does, and
+/// exit 1.
+fn fail(msg: impl std::fmt::Display, debug: impl std::fmt::Display) -> ! {
+    eprintln!("{msg}");
+    eprintln!("Error: {debug}");
+    std::process::exit(1)
 }
 
 fn main() {
@@ -60,14 +52,10 @@ fn main() {
             println!("{s}\n");
             std::process::exit(0);
         }
-        Err(ArgsError::Parsing(e)) => {
-            println!("Arguments parsing error: {e} \n\nFor more information try --help.");
-            std::process::exit(1);
-        }
-        Err(ArgsError::Invalid(e)) => fail(e),
+        Err(e) => fail(&e, e.debug()),
     };
     let cpu_us = process_cpu_us();
-    if let Err(e) = run::run(&args, start_us, cpu_us) {
-        fail(e);
+    if let Err(e) = run::run(&args, start_us, cpu_us, process_cpu_us) {
+        fail(&e, format!("{e:?}"));
     }
 }

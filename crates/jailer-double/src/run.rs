@@ -19,10 +19,8 @@ pub enum JailerError {
     Canonicalize(PathBuf, io::Error),
     #[error("{0} is not a file")]
     NotAFile(PathBuf),
-    #[error(
-        "Invalid filename. The filename of `--exec-file` option must contain \"firecracker\": {0}"
-    )]
-    ExecFileName(String),
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
     #[error("Failed to extract filename from path {0}")]
     ExtractFileName(PathBuf),
     #[error("Failed to create directory {0}: {1}")]
@@ -82,21 +80,31 @@ const DEVICES: &[(&str, &str, u32, u32)] = &[
     ("/dev/urandom", "/dev/urandom", 1, 9),
 ];
 
-/// The exec file, checked: canonical, a regular file, its name containing
-/// `firecracker`.
+/// The exec file, checked: canonical and a regular file; its name is the
+/// canonical path's last component (v1.16.1 does not require it to contain
+/// `firecracker`, whatever its docs say).
 fn exec_file(a: &Args) -> Result<(PathBuf, String), JailerError> {
     let p = fs::canonicalize(&a.exec_file)
         .map_err(|e| JailerError::Canonicalize(a.exec_file.clone(), e))?;
     if !p.is_file() {
         return Err(JailerError::NotAFile(p));
     }
-    let name = a
-        .exec_name()
+    let name = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
         .ok_or_else(|| JailerError::ExtractFileName(p.clone()))?;
-    if !name.contains("firecracker") {
-        return Err(JailerError::ExecFileName(name));
-    }
     Ok((p, name))
+}
+
+/// `<canonical chroot base>/<exec name>/<id>/root`; the base must exist.
+fn chroot_dir(a: &Args, exec_name: &str) -> Result<PathBuf, JailerError> {
+    let base = fs::canonicalize(&a.chroot_base)
+        .map_err(|e| JailerError::Canonicalize(a.chroot_base.clone(), e))?;
+    if !base.is_dir() {
+        return Err(JailerError::NotADirectory(base));
+    }
+    Ok(base.join(exec_name).join(&a.id).join("root"))
 }
 
 /// Where each `--cgroup` file's controller is mounted, from `mounts`
@@ -271,14 +279,17 @@ fn cstr(s: &[u8]) -> CString {
 
 /// Run the jailer: on success this never returns (the exec file replaced
 /// the process).
-pub fn run(a: &Args, start_us: u64, start_cpu_us: u64) -> Result<(), JailerError> {
+pub fn run(
+    a: &Args,
+    start_us: u64,
+    start_cpu_us: u64,
+    cpu_now_us: impl Fn() -> u64,
+) -> Result<(), JailerError> {
     if a.new_pid_ns {
         return Err(JailerError::NewPidNs);
     }
     let (exec, name) = exec_file(a)?;
-    let chroot = a
-        .chroot_dir()
-        .ok_or_else(|| JailerError::ExtractFileName(exec.clone()))?;
+    let chroot = chroot_dir(a, &name)?;
     fs::create_dir_all(&chroot).map_err(|e| JailerError::CreateDir(chroot.clone(), e))?;
     let inside = chroot.join(&name);
     fs::copy(&exec, &inside).map_err(|e| JailerError::Copy(exec.clone(), inside.clone(), e))?;
@@ -326,6 +337,13 @@ pub fn run(a: &Args, start_us: u64, start_cpu_us: u64) -> Result<(), JailerError
         cstr(start_us.to_string().as_bytes()),
         cstr(b"--start-time-cpu-us"),
         cstr(start_cpu_us.to_string().as_bytes()),
+        cstr(b"--parent-cpu-time-us"),
+        cstr(
+            cpu_now_us()
+                .saturating_sub(start_cpu_us)
+                .to_string()
+                .as_bytes(),
+        ),
     ];
     argv.extend(
         a.extra

@@ -6,12 +6,19 @@
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-const DOUBLE: &str = env!("CARGO_BIN_EXE_jailer-double");
+/// The double, or the real jailer when `BANGER_JAILER` names one (so the
+/// same assertions check the double against the real thing).
+fn jailer_bin() -> PathBuf {
+    match std::env::var_os("BANGER_JAILER").filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_jailer-double")),
+    }
+}
 const UID: u32 = 3_799_001;
 
 fn tmp() -> tempfile::TempDir {
@@ -43,7 +50,7 @@ fn static_vmm(dir: &Path) -> PathBuf {
 }
 
 fn jailer(args: &[&str]) -> Command {
-    let mut c = Command::new(DOUBLE);
+    let mut c = Command::new(jailer_bin());
     c.args(args).stdin(Stdio::null());
     c
 }
@@ -52,48 +59,116 @@ fn run(args: &[&str]) -> Output {
     jailer(args).output().unwrap()
 }
 
-#[test]
-fn argument_errors_exit_1_on_stdout() {
-    let out = run(&["--exec-file", "/x/firecracker", "--uid", "1", "--gid", "1"]);
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("Arguments parsing error: Argument 'id' required, but not found."),
-        "{text}"
-    );
-    let out = run(&["--id", "a", "--bogus"]);
-    assert_eq!(out.status.code(), Some(1));
-    let out = run(&["--version"]);
-    assert_eq!(out.status.code(), Some(0));
+/// stderr's two lines: the message and `Error: <Debug form>`.
+fn err_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
-fn root_step_errors_abort_with_the_real_messages() {
-    if !banger_testkit::require_root("root_step_errors_abort_with_the_real_messages") {
+fn argument_errors_exit_1_with_message_and_debug_on_stderr() {
+    let out = run(&["--exec-file", "/x/firecracker", "--uid", "1", "--gid", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        err_lines(&out),
+        [
+            "Failed to parse arguments: Argument 'id' required, but not found.",
+            "Error: ArgumentParsing(MissingArgument(\"id\"))"
+        ]
+    );
+    assert!(out.stdout.is_empty());
+    let out = run(&["--id", "a", "--bogus"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        err_lines(&out)[1],
+        "Error: ArgumentParsing(UnexpectedArgument(\"bogus\"))"
+    );
+    let out = run(&[
+        "--id",
+        "a_b",
+        "--exec-file",
+        "/f",
+        "--uid",
+        "5",
+        "--gid",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        err_lines(&out),
+        [
+            "Invalid instance ID: Invalid char (_) at position 1",
+            "Error: InvalidInstanceId(InvalidChar('_', 1))"
+        ]
+    );
+    let out = run(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Jailer v1.16.1\n\n");
+}
+
+#[test]
+fn root_step_errors_exit_1_with_the_real_messages() {
+    if !banger_testkit::require_root("root_step_errors_exit_1_with_the_real_messages") {
         return;
     }
     let d = tmp();
     let base = d.path().join("base");
-    let base_s = base.to_str().unwrap();
-    let named = d.path().join("notfc");
-    std::fs::copy("/usr/bin/true", &named).unwrap();
+    let base_s = base.to_str().unwrap().to_string();
+    let missing = d.path().join("missing-firecracker");
+    let dir = d.path().to_path_buf();
+    let vmm = static_vmm(d.path());
     let u = UID.to_string();
-    for (exec, want) in [
-        (d.path().join("missing-firecracker"), "Jailer error: Failed to canonicalize path"),
-        (named, "Jailer error: Invalid filename. The filename of `--exec-file` option must contain \"firecracker\": notfc"),
-        (d.path().to_path_buf(), "is not a file"),
+    for (exec, lines) in [
+        (
+            &missing,
+            [
+                format!(
+                    "Failed to canonicalize path {}: No such file or directory (os error 2)",
+                    missing.display()
+                ),
+                format!(
+                    "Error: Canonicalize({:?}, Os {{ code: 2, kind: NotFound, message: \"No such file or directory\" }})",
+                    missing
+                ),
+            ],
+        ),
+        (
+            &dir,
+            [
+                format!("{} is not a file", dir.display()),
+                format!("Error: NotAFile({dir:?})"),
+            ],
+        ),
+        // The chroot base must exist.
+        (
+            &vmm,
+            [
+                format!(
+                    "Failed to canonicalize path {base_s}: No such file or directory (os error 2)"
+                ),
+                format!(
+                    "Error: Canonicalize({base:?}, Os {{ code: 2, kind: NotFound, message: \"No such file or directory\" }})"
+                ),
+            ],
+        ),
     ] {
         let out = run(&[
-            "--id", "a", "--exec-file", exec.to_str().unwrap(), "--uid", &u, "--gid", &u,
-            "--chroot-base-dir", base_s,
+            "--id",
+            "a",
+            "--exec-file",
+            exec.to_str().unwrap(),
+            "--uid",
+            &u,
+            "--gid",
+            &u,
+            "--chroot-base-dir",
+            &base_s,
         ]);
-        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{exec:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(want), "{err}");
+        assert_eq!(out.status.code(), Some(1), "{exec:?}");
+        assert_eq!(err_lines(&out), lines);
     }
-    let out = run(&["--id", "a_b", "--exec-file", "/f", "--uid", &u, "--gid", &u]);
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("Invalid instance ID: invalid char (_) at position 1"));
     assert!(!base.exists(), "a refused run built something");
 }
 
@@ -183,7 +258,8 @@ fn root_layout_modes_ids_and_cgroups_as_observed() {
     assert_eq!(argv[..3], ["/firecracker", "--id", id.as_str()]);
     assert_eq!(argv[3], "--start-time-us");
     assert_eq!(argv[5], "--start-time-cpu-us");
-    assert_eq!(argv[7..], ["--api-sock", "/run/firecracker.socket"]);
+    assert_eq!(argv[7], "--parent-cpu-time-us");
+    assert_eq!(argv[9..], ["--api-sock", "/run/firecracker.socket"]);
     assert_eq!(
         std::fs::read_to_string(cg.join("pids.max")).unwrap().trim(),
         "20"
@@ -234,6 +310,8 @@ fn root_a_dynamic_exec_file_is_no_such_file() {
     let exec = d.path().join("firecracker");
     std::fs::copy("/usr/bin/sleep", &exec).unwrap();
     let u = UID.to_string();
+    let base = d.path().join("base");
+    std::fs::create_dir(&base).unwrap();
     let out = run(&[
         "--id",
         "dyn",
@@ -244,12 +322,14 @@ fn root_a_dynamic_exec_file_is_no_such_file() {
         "--gid",
         &u,
         "--chroot-base-dir",
-        d.path().join("base").to_str().unwrap(),
+        base.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.signal(), Some(libc::SIGABRT));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("Jailer error: Failed to exec into Firecracker: No such file or directory"),
-        "{err}"
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        err_lines(&out),
+        [
+            "Failed to exec into Firecracker: No such file or directory (os error 2)",
+            "Error: Exec(Os { code: 2, kind: NotFound, message: \"No such file or directory\" })"
+        ]
     );
 }
