@@ -135,7 +135,9 @@ impl Drop for DmNode {
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub h: Helper,
-    pub real: bool,
+    /// The VMM is a Firecracker API server (`BANGER_FIRECRACKER`: the real
+    /// one, or a static fc-double), not the stand-in that only accepts.
+    pub api_vmm: bool,
 }
 
 impl Fixture {
@@ -180,7 +182,7 @@ impl Fixture {
             println!(
                 "note: jailer {}, VMM {} (set BANGER_JAILER and BANGER_FIRECRACKER to run against the real ones)",
                 if real_jailer.is_some() { "real" } else { "double" },
-                if real_fc.is_some() { "real" } else { "static stand-in" },
+                if real_fc.is_some() { "BANGER_FIRECRACKER" } else { "static stand-in" },
             );
         }
         // A range no host user has; distinct per test process.
@@ -197,7 +199,7 @@ impl Fixture {
         Fixture {
             dir,
             h,
-            real: real_fc.is_some() && real_jailer.is_some(),
+            api_vmm: real_fc.is_some(),
         }
     }
 
