@@ -172,6 +172,18 @@ fn root_step_errors_exit_1_with_the_real_messages() {
     assert!(!base.exists(), "a refused run built something");
 }
 
+/// Removes an (empty) cgroup directory on drop, retrying while its last
+/// task is being reaped.
+struct RmdirOnDrop(PathBuf);
+
+impl Drop for RmdirOnDrop {
+    fn drop(&mut self) {
+        banger_testkit::wait_until(Duration::from_secs(5), || {
+            !self.0.exists() || std::fs::remove_dir(&self.0).is_ok()
+        });
+    }
+}
+
 fn mode(p: &Path) -> (char, u32, u32, u32) {
     let md = std::fs::symlink_metadata(p).unwrap();
     let ft = md.file_type();
@@ -233,9 +245,12 @@ fn root_layout_modes_ids_and_cgroups_as_observed() {
             Ok(())
         });
     }
+    let cg = Path::new("/sys/fs/cgroup/pids/firecracker").join(&id);
+    // Dropped after the child (declared first): the cgroup goes even when
+    // an assertion fails.
+    let _cg = RmdirOnDrop(cg.clone());
     let mut child = banger_testkit::KillOnDrop(cmd.spawn().unwrap());
     let pid = child.0.id();
-    let cg = Path::new("/sys/fs/cgroup/pids/firecracker").join(&id);
     assert!(
         banger_testkit::wait_until(Duration::from_secs(10), || {
             std::fs::read(format!("/proc/{pid}/cmdline"))
