@@ -41,6 +41,38 @@ pub fn free_range(texts: &[&str]) -> Option<(u32, u32)> {
     }
 }
 
+/// The name under which `banger system install` reserves the jail uid/gid
+/// range in `/etc/subuid` and `/etc/subgid`, so no later subordinate range
+/// (useradd, usermod) is given ids a jailed Firecracker runs as.
+pub const JAIL_RESERVATION: &str = "banger-jail";
+
+/// Size of the jail uid/gid range `banger system install` reserves.
+pub const JAIL_RANGE: u32 = 1024;
+
+/// `text` with the line `<name>:<start>:<count>` added (once).
+pub fn with_line(text: &str, name: &str, start: u32, count: u32) -> String {
+    let line = format!("{name}:{start}:{count}");
+    if text.lines().any(|l| l.trim() == line) {
+        return text.to_string();
+    }
+    let mut out = text.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
+/// `text` without the line `<name>:<start>:<count>`; every other line kept.
+pub fn without_line(text: &str, name: &str, start: u32, count: u32) -> String {
+    let line = format!("{name}:{start}:{count}");
+    text.lines()
+        .filter(|l| l.trim() != line)
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +93,20 @@ mod tests {
         assert_eq!(free_range(&[t, ""]), Some((262144, 327679)));
         let g = "c:262144:1\n";
         assert_eq!(free_range(&[t, g]), Some((327680, 393215)));
+    }
+
+    #[test]
+    fn reservation_lines_are_added_once_and_removed_exactly() {
+        let t = "alice:100000:65536";
+        let added = with_line(t, JAIL_RESERVATION, 131072, 1024);
+        assert_eq!(added, "alice:100000:65536\nbanger-jail:131072:1024\n");
+        assert_eq!(with_line(&added, JAIL_RESERVATION, 131072, 1024), added);
+        assert_eq!(
+            without_line(&added, JAIL_RESERVATION, 131072, 1024),
+            "alice:100000:65536\n"
+        );
+        // Another range under the same name is not ours to remove.
+        assert_eq!(without_line(&added, JAIL_RESERVATION, 1, 1), added);
+        assert_eq!(free_range(&[&added]), Some((196608, 262143)));
     }
 }

@@ -18,6 +18,15 @@ pub struct Host {
     pub proc_root: PathBuf,
     /// Pidfds of the Firecracker processes this helper launched, by pid.
     pub launched: banger_sys::pidfd::Registry,
+    /// Which launches this helper performs (jailed only, or also unjailed).
+    pub launch_policy: LaunchPolicy,
+    /// Root of sysfs (`/sys`; a fixture in tests): where the cgroup
+    /// hierarchy the jailer uses is found.
+    pub sys_root: PathBuf,
+    /// Root-owned directory of launch records (`/run/banger-helper/launched`):
+    /// one file per launched pid, so a restarted helper (and every
+    /// one-shot helper) knows what it launched.
+    pub launch_records: PathBuf,
     /// Device-mapper (create/info/remove).
     pub dm: Arc<dyn DmOps>,
     /// Loop devices (attach by fd, detach, list).
@@ -30,13 +39,42 @@ pub struct Host {
     pub nft: Arc<Nft>,
 }
 
+/// Which Firecracker launches the helper performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchPolicy {
+    /// The system install (`banger-helper serve`): only jailed launches.
+    /// An unjailed Firecracker runs as root and its API can open any host
+    /// file or block device, so it is never started for the daemon.
+    JailedOnly,
+    /// Development mode (`banger-helper oneshot` through `sudo -n`, or the
+    /// helper in-process in a root `bangerd --dev`): jailed and unjailed.
+    /// The weaker mode: see docs/privileges.md.
+    Development,
+}
+
+/// Default directory of launch records.
+pub const LAUNCH_RECORDS: &str = "/run/banger-helper/launched";
+
 impl Host {
-    /// The real host.
+    /// The real host for the system install (`serve`): jailed launches only.
+    pub fn system() -> Self {
+        Host {
+            launch_policy: LaunchPolicy::JailedOnly,
+            ..Host::real()
+        }
+    }
+
+    /// The real host in development mode ([`LaunchPolicy::Development`]):
+    /// `oneshot` and an in-process helper. The system helper uses
+    /// [`Host::system`].
     pub fn real() -> Self {
         let runner: Arc<dyn Runner> = Arc::new(HostRunner);
         Host {
             proc_root: PathBuf::from("/proc"),
             launched: banger_sys::pidfd::Registry::new(),
+            launch_policy: LaunchPolicy::Development,
+            sys_root: PathBuf::from("/sys"),
+            launch_records: PathBuf::from(LAUNCH_RECORDS),
             dm: Arc::new(DmSetup::new(runner.clone())),
             loops: Arc::new(KernelLoops::new("/sys")),
             ext4: Arc::new(Ext4Tools::new(runner.clone())),
@@ -59,6 +97,9 @@ impl Host {
         Host {
             proc_root: PathBuf::from("/proc"),
             launched: banger_sys::pidfd::Registry::new(),
+            launch_policy: LaunchPolicy::JailedOnly,
+            sys_root: PathBuf::from("/sys"),
+            launch_records: PathBuf::from(LAUNCH_RECORDS),
             dm: Arc::new(banger_sys::dm::RecordingDm::new()),
             loops: Arc::new(banger_sys::loopdev::RecordingLoops::new()),
             ext4: Arc::new(Ext4Tools::new(runner.clone())),

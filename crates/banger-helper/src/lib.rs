@@ -11,6 +11,8 @@ pub mod dispatch;
 pub mod error;
 pub mod gates;
 pub mod host;
+pub mod jail;
+pub mod launched;
 pub mod methods;
 pub mod server;
 pub mod sweep;

@@ -31,6 +31,9 @@ struct Cli {
     /// Override the StateDir.
     #[arg(long, env = "BANGER_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Where launch records are kept (root-owned, 0700).
+    #[arg(long, env = "BANGER_LAUNCH_RECORDS", default_value = banger_helper::host::LAUNCH_RECORDS)]
+    launch_records: PathBuf,
     /// Seconds one request may take before it is answered with a timeout.
     #[arg(long, default_value_t = 120)]
     request_timeout: u64,
@@ -89,11 +92,20 @@ fn run() -> Result<()> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     banger_sys::service::init_logging();
     let cfg = load_config(&cli)?;
-    let helper = Arc::new(Helper {
-        cfg,
-        host: Host::real(),
-    });
-    match cli.cmd.as_ref().unwrap_or(&Command::Serve) {
+    let cmd = cli.cmd.as_ref().unwrap_or(&Command::Serve);
+    // The launch policy follows the mode: the system helper (`serve`)
+    // launches Firecracker only under the jailer; `oneshot` (development
+    // mode through sudo) may also launch it unjailed.
+    let host = match cmd {
+        Command::Serve => Host::system(),
+        Command::Oneshot | Command::Sweep => Host::real(),
+    };
+    let host = Host {
+        launch_records: cli.launch_records.clone(),
+        ..host
+    };
+    let helper = Arc::new(Helper { cfg, host });
+    match cmd {
         Command::Oneshot => {
             let mut input = Vec::new();
             std::io::stdin()
@@ -144,6 +156,8 @@ fn serve(helper: Arc<Helper>, limits: Limits) -> Result<()> {
         bail!("the helper must run as root (development mode needs no helper: bangerd --dev)");
     }
     let cfg = helper.cfg.clone();
+    let adopted = banger_helper::launched::adopt(&helper);
+    tracing::info!(adopted, "re-derived the processes this helper launched");
     std::fs::create_dir_all(&cfg.runtime_dir)
         .with_context(|| format!("creating {}", cfg.runtime_dir.display()))?;
     let path = cfg.helper_socket();

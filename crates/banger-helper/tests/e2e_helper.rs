@@ -79,7 +79,13 @@ fn root_real_helper_serves_every_method_to_the_owner_and_nothing_to_others() {
     let _dm_node = DmNodeGuard::new();
     let _loops = LoopGuard(root.clone());
     let _launched = LaunchedGuard(root.clone());
-    let helper = HelperProc::start(&l.cfg_path, &l.cfg, &[], root.join("helper.log"));
+    let records = root.join("launch-records");
+    let helper = HelperProc::start(
+        &l.cfg_path,
+        &l.cfg,
+        &["--launch-records", records.to_str().unwrap()],
+        root.join("helper.log"),
+    );
     let sock = helper.socket.clone();
     let md = std::fs::metadata(&sock).unwrap();
     assert_eq!(

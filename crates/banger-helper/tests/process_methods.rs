@@ -33,7 +33,10 @@ fn helper(dir: &Path) -> Helper {
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     Helper {
         cfg,
-        host: Host::real(),
+        host: Host {
+            launch_records: dir.join("records"),
+            ..Host::real()
+        },
     }
 }
 
@@ -128,27 +131,58 @@ fn decoy_is_never_signalled_whatever_pid_is_sent() {
     let t = gate_text(h.dispatch(m::KILL_PROCESS, json!({ "pid": decoy.0.id() as i32 })));
     assert_eq!(
         t,
-        "priv.kill_process: pid must be a firecracker process (/proc/<pid>/cmdline argv[0] must contain \"firecracker\")"
+        format!(
+            "priv.kill_process: {}",
+            banger_helper::launched::LAUNCHED_RULE
+        )
     );
 }
 
+/// Hole 8: argv[0] is chosen by whoever starts a process. A root process
+/// named `firecracker-x` that the helper did not launch is refused and
+/// keeps running; so is one running a binary named `firecracker`.
 #[test]
-fn a_firecracker_named_process_is_signalled() {
+fn a_firecracker_named_process_the_helper_did_not_launch_is_refused() {
     let d = tmp();
     let h = helper(d.path());
+    let named = d.path().join("firecracker-x");
+    copy_out_of_process(Path::new("/usr/bin/sleep"), &named);
     let fc = fake_firecracker(d.path());
-    let mut a = spawn(Command::new(&fc).arg("1000"));
-    h.dispatch(m::KILL_PROCESS, json!({ "pid": a.0.id() }))
-        .unwrap();
-    assert_eq!(a.0.wait().unwrap().signal(), Some(libc::SIGKILL));
-
+    let mut a = spawn(Command::new(&named).arg("1000"));
     let mut b = spawn(Command::new(&fc).arg("1000"));
-    h.dispatch(
-        m::SIGNAL_PROCESS,
-        json!({ "pid": b.0.id(), "signal": "SIGTERM" }),
-    )
-    .unwrap();
-    assert_eq!(b.0.wait().unwrap().signal(), Some(libc::SIGTERM));
+    for child in [&a, &b] {
+        let pid = child.0.id() as i32;
+        let t = gate_text(h.dispatch(m::KILL_PROCESS, json!({ "pid": pid })));
+        assert_eq!(
+            t,
+            format!(
+                "priv.kill_process: {}",
+                banger_helper::launched::LAUNCHED_RULE
+            )
+        );
+        for sig in ["SIGTERM", "SIGKILL", "SIGSTOP"] {
+            let t = gate_text(h.dispatch(m::SIGNAL_PROCESS, json!({ "pid": pid, "signal": sig })));
+            assert!(
+                t.starts_with(
+                    "priv.signal_process: pid must be a Firecracker process this helper launched"
+                ),
+                "{t}"
+            );
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        a.0.try_wait().unwrap().is_none(),
+        "firecracker-x was signalled"
+    );
+    assert!(
+        b.0.try_wait().unwrap().is_none(),
+        "firecracker was signalled"
+    );
+    let st = std::fs::read_to_string(format!("/proc/{}/stat", a.0.id())).unwrap();
+    assert!(!st.contains(") T "), "stopped: {st}");
+    let _ = a.0.kill();
+    let _ = b.0.kill();
 
     let c = spawn(Command::new(&fc).arg("1000"));
     let t = gate_text(h.dispatch(
@@ -168,6 +202,32 @@ fn a_firecracker_named_process_is_signalled() {
         h.dispatch(m::KILL_PROCESS, json!({ "pid": "5" })),
         Err(RpcError::Params(_))
     ));
+}
+
+/// Item 1: the system helper's policy refuses every unjailed launch, before
+/// anything is looked at or created.
+#[test]
+fn the_system_policy_refuses_unjailed_launches() {
+    let d = tmp();
+    let mut h = helper(d.path());
+    h.host.launch_policy = banger_helper::host::LaunchPolicy::JailedOnly;
+    let sock = h.cfg.runtime_dir.join("vm.sock");
+    let log = h.cfg.state_dir.join("vm.log");
+    for p in [
+        json!({ "vm_id": "vm-1", "api_socket": sock, "log_file": log }),
+        json!({ "vm_id": "vm-1", "api_socket": sock, "jailed": false, "log_file": log }),
+    ] {
+        let t = gate_text(h.dispatch(m::LAUNCH_FIRECRACKER, p));
+        assert_eq!(
+            t,
+            format!(
+                "priv.launch_firecracker: {}",
+                banger_helper::gates::process::JAILED_ONLY_RULE
+            )
+        );
+    }
+    assert!(!log.exists());
+    assert_eq!(std::fs::read_dir(&h.cfg.runtime_dir).unwrap().count(), 0);
 }
 
 #[test]
@@ -246,20 +306,15 @@ fn root_launch_firecracker_builds_argv_and_log() {
     let md = std::fs::metadata(&log).unwrap();
     assert_eq!((md.uid(), md.gid(), md.mode() & 0o777), (4242, 4243, 0o600));
 
-    let jlog = h.cfg.state_dir.join("vm-2.log");
-    h.dispatch(
-        m::LAUNCH_FIRECRACKER,
-        json!({ "vm_id": "vm-2", "api_socket": "", "jailed": true, "log_file": jlog }),
-    )
-    .unwrap();
-    assert_eq!(
-        wait_for_text(&jlog),
-        format!(
-            "--id vm-2 --exec-file {} --uid 4242 --gid 4243 --chroot-base-dir {} --cgroup-version 2 -- --api-sock /run/firecracker.socket\n",
-            h.cfg.firecracker_bin.display(),
-            h.cfg.jailer_base.display()
-        )
-    );
+    // Launches are recorded in a root-only directory (echo has exited and
+    // been reaped by now, which removed its record: the restart test
+    // checks a live one).
+    let pid = r["pid"].as_i64().unwrap() as i32;
+    wait_for("the record removed with the reaped echo", || {
+        !d.path().join(format!("records/{pid}")).exists()
+    });
+    let md = std::fs::metadata(d.path().join("records")).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o777), (0, 0o700));
 }
 
 #[test]
@@ -279,8 +334,16 @@ fn root_launch_firecracker_gates() {
     );
     assert_eq!(
         t,
-        "priv.launch_firecracker: vm_id must be 1-32 characters of [a-z0-9-]"
+        "priv.launch_firecracker: vm_id must be 1-32 characters of [a-z0-9-] starting with [a-z0-9]"
     );
+    // A leading `-` would be a flag in Firecracker's or the jailer's argv.
+    for id in ["-h", "--help", "-"] {
+        let t = launch(
+            &h,
+            json!({ "vm_id": id, "api_socket": sock, "log_file": log }),
+        );
+        assert!(t.contains("starting with [a-z0-9]"), "{id}: {t}");
+    }
     let t = launch(
         &h,
         json!({ "vm_id": "a", "api_socket": "/tmp/x.sock", "log_file": log }),
@@ -318,14 +381,6 @@ fn root_launch_firecracker_gates() {
         json!({ "vm_id": "a", "api_socket": sock, "log_file": log }),
     );
     assert!(t.contains("must exist"), "{t}");
-    // The jailer binary is validated too when jailed.
-    install_echo(&d.path().join("bin/fc2"));
-    h.cfg.firecracker_bin = d.path().join("bin/fc2");
-    let t = launch(
-        &h,
-        json!({ "vm_id": "a", "api_socket": "", "jailed": true, "log_file": log }),
-    );
-    assert!(t.contains("jailer must exist"), "{t}");
     // The binary path can never come from the caller.
     assert!(matches!(
         h.dispatch(
@@ -335,4 +390,112 @@ fn root_launch_firecracker_gates() {
         Err(RpcError::Params(_))
     ));
     assert!(!log.exists(), "a refused launch must not create the log");
+}
+
+/// A binary built beside the tests (`cargo build -p <pkg>` puts it in the
+/// target dir's profile directory, the parent of `deps/`).
+fn built_binary(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join(name);
+    p.is_file().then_some(p)
+}
+
+fn proc_state(pid: i32) -> Option<char> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    st[st.rfind(')')? + 2..].chars().next()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Hole 8, development mode: an unjailed launch (fc-double as Firecracker)
+/// is recorded under the root-owned records directory; a new helper (a
+/// restart, or the next one-shot helper) still signals it; a process
+/// running the very same binary that the helper did not launch, and a
+/// forged record, are refused.
+#[test]
+fn root_a_launched_process_is_still_accepted_after_a_helper_restart() {
+    if !root_only() {
+        return;
+    }
+    let Some(double) = built_binary("fc-double") else {
+        println!("skipped: no fc-double beside the tests (cargo build -p banger-fc-double)");
+        return;
+    };
+    let d = tmp();
+    let h = helper(d.path());
+    copy_out_of_process(&double, &h.cfg.firecracker_bin);
+    let sock = h.cfg.runtime_dir.join("vm-r.sock");
+    let log = h.cfg.state_dir.join("vm-r.log");
+    let r = h
+        .dispatch(
+            m::LAUNCH_FIRECRACKER,
+            json!({ "vm_id": "vm-r", "api_socket": sock, "log_file": log }),
+        )
+        .unwrap();
+    let pid = r["pid"].as_i64().unwrap() as i32;
+    let _guard = Reaped(pid);
+    wait_for("the API socket", || sock.exists());
+
+    // Not launched by the helper: the same binary, started by root.
+    let mut decoy = spawn(
+        Command::new(&h.cfg.firecracker_bin)
+            .arg("--api-sock")
+            .arg(d.path().join("run/decoy.sock")),
+    );
+    let decoy_pid = decoy.0.id() as i32;
+
+    let restarted = helper(d.path());
+    assert!(restarted.host.launched.is_empty());
+    let t = gate_text(restarted.dispatch(m::KILL_PROCESS, json!({ "pid": decoy_pid })));
+    assert!(t.contains("this helper launched"), "{t}");
+    // A forged record (wrong start time) does not pass, and is dropped.
+    let forged = d.path().join(format!("records/{decoy_pid}"));
+    let exe = std::fs::metadata(&h.cfg.firecracker_bin).unwrap();
+    std::fs::write(&forged, format!("1 {} {}\n", exe.dev(), exe.ino())).unwrap();
+    let t = gate_text(restarted.dispatch(m::KILL_PROCESS, json!({ "pid": decoy_pid })));
+    assert!(t.contains("this helper launched"), "{t}");
+    assert!(!forged.exists(), "a stale record stays");
+    assert!(
+        decoy.0.try_wait().unwrap().is_none(),
+        "the decoy was signalled"
+    );
+
+    restarted
+        .dispatch(
+            m::SIGNAL_PROCESS,
+            json!({ "pid": pid, "signal": "SIGSTOP" }),
+        )
+        .unwrap();
+    wait_for("stopped", || proc_state(pid) == Some('T'));
+    // Adoption at start gives the restarted helper a pidfd for it.
+    let again = helper(d.path());
+    assert_eq!(banger_helper::launched::adopt(&again), 1);
+    assert!(again.host.launched.get(pid).is_some());
+    assert!(again.host.launched.get(decoy_pid).is_none());
+    again
+        .dispatch(m::KILL_PROCESS, json!({ "pid": pid }))
+        .unwrap();
+    wait_for("killed and reaped", || proc_state(pid).is_none());
+    wait_for("record removed by the reaper", || {
+        !d.path().join(format!("records/{pid}")).exists()
+    });
+    assert!(
+        decoy.0.try_wait().unwrap().is_none(),
+        "the decoy was signalled"
+    );
+}
+
+/// SIGKILLs a pid on drop (a launched process the test may not reap).
+struct Reaped(i32);
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a pid this test launched.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
 }

@@ -262,7 +262,8 @@ pub struct LaunchFirecracker {
     pub vm_id: String,
     /// API socket path (under RuntimeDir) when not jailed.
     pub api_socket: String,
-    /// Run under the jailer (chroot under `jailer_base`, owner uid/gid).
+    /// Run under the jailer (chroot under `jailer_base`, a per-VM jail
+    /// uid/gid); needs `jail` in [`LaunchFirecrackerParams`].
     #[serde(default)]
     pub jailed: bool,
     /// Where Firecracker's stdout/stderr (serial console) goes: a file under
@@ -270,11 +271,86 @@ pub struct LaunchFirecracker {
     pub log_file: String,
 }
 
+/// What a jailed launch makes visible in the chroot, and the VM's size for
+/// its cgroup limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct JailSpec {
+    /// Kernel image: a file below StateDir; copied to [`JAILED_KERNEL`].
+    pub kernel: String,
+    /// Initrd: a file below StateDir, or empty for none; copied to [`JAILED_INITRD`].
+    #[serde(default)]
+    pub initrd: String,
+    /// Root disk: a `/dev/mapper/fc-rootfs-*` device; made as the node
+    /// [`JAILED_ROOT_DISK`] in the chroot.
+    pub root_disk: String,
+    /// Guest memory; the cgroup memory limit is this plus the VMM overhead.
+    pub memory_mib: u32,
+    /// Guest vCPUs (bounds the pids limit).
+    pub vcpus: u32,
+    /// Optional CPU cap in percent of one CPU (`200` = two CPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<u32>,
+}
+
+/// Where a jailed Firecracker finds its files, as seen inside the chroot.
+pub const JAILED_KERNEL: &str = "/vmlinux";
+pub const JAILED_INITRD: &str = "/initrd";
+pub const JAILED_ROOT_DISK: &str = "/rootfs";
+/// The chroot's socket directory, where the API socket (and the daemon's
+/// vsock `uds_path`, if it puts it there) live; bound from
+/// `<RuntimeDir>/jails/<vm_id>` on the host. Not `/run`: the jailer makes
+/// `/run` (like `/` and `/dev`) 0700 and the jail's own group, which would
+/// shut the owner out of the directory through the bind.
+pub const JAILED_SOCKET_DIR: &str = "/api";
+/// The jailed API socket, inside the chroot.
+pub const JAILED_API_SOCKET: &str = "/api/firecracker.socket";
+
+/// Every field `priv.launch_firecracker` accepts: [`LaunchFirecracker`]
+/// plus `jail`, which a jailed launch requires. A daemon that only
+/// launches unjailed may keep sending [`LaunchFirecracker`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchFirecrackerParams {
+    pub vm_id: String,
+    /// API socket under RuntimeDir when not jailed; empty when jailed.
+    pub api_socket: String,
+    #[serde(default)]
+    pub jailed: bool,
+    pub log_file: String,
+    /// Required when `jailed`, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<JailSpec>,
+}
+
+impl From<LaunchFirecracker> for LaunchFirecrackerParams {
+    fn from(p: LaunchFirecracker) -> Self {
+        LaunchFirecrackerParams {
+            vm_id: p.vm_id,
+            api_socket: p.api_socket,
+            jailed: p.jailed,
+            log_file: p.log_file,
+            jail: None,
+        }
+    }
+}
+
 /// `priv.launch_firecracker` result.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LaunchFirecrackerResult {
     pub pid: i32,
+    /// Jailed: where the API socket appears on the host
+    /// (`<RuntimeDir>/jails/<vm_id>/firecracker.socket`); hand it to the
+    /// owner with `priv.ensure_socket_access` as it appears.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_socket: Option<String>,
+    /// Jailed: the chroot (`priv.cleanup_jailer_chroot` removes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chroot: Option<String>,
+    /// Jailed: the uid (= gid) the VMM runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail_uid: Option<u32>,
 }
 
 #[cfg(test)]

@@ -43,6 +43,20 @@ pub struct InstallConfig {
     #[serde(default = "defaults::max_taps")]
     pub max_taps: u32,
     // --- end of host network caps.
+    // ---- Jailed launches and launch caps (priv.launch_firecracker) ----
+    /// First uid (and gid) of the range `banger system install` reserves
+    /// for jailed Firecracker processes: VM slot `n` runs as
+    /// `jail_uid_base + n` (uid and gid). Absent: no range is reserved and
+    /// every jailed launch is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail_uid_base: Option<u32>,
+    /// How many ids the range holds (also the most jailed VMs at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail_uid_count: Option<u32>,
+    /// Most Firecracker processes the helper keeps launched at once.
+    #[serde(default = "defaults::max_launches")]
+    pub max_launches: u32,
+    // ---- end of the jailed-launch keys ----
 }
 
 mod defaults {
@@ -74,6 +88,9 @@ mod defaults {
     pub fn max_taps() -> u32 {
         1024
     }
+    pub fn max_launches() -> u32 {
+        256
+    }
 }
 
 /// Why an `install.toml` was refused.
@@ -83,6 +100,27 @@ pub enum InstallConfigError {
     Parse(#[source] toml::de::Error),
     #[error("install.toml: {0} must be an absolute path")]
     NotAbsolute(&'static str),
+    #[error("install.toml: {0}")]
+    JailRange(&'static str),
+}
+
+/// The uid/gid range reserved for jailed Firecracker processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JailRange {
+    pub base: u32,
+    pub count: u32,
+}
+
+impl JailRange {
+    /// The uid (and gid) of slot `n`, if `n` is in the range.
+    pub fn id(&self, slot: u32) -> Option<u32> {
+        (slot < self.count).then(|| self.base + slot)
+    }
+
+    /// Whether `id` is one of the range's ids.
+    pub fn contains(&self, id: u32) -> bool {
+        id >= self.base && id - self.base < self.count
+    }
 }
 
 impl InstallConfig {
@@ -102,6 +140,9 @@ impl InstallConfig {
             domain: defaults::domain(),
             owner_subids: None,
             max_taps: defaults::max_taps(),
+            jail_uid_base: None,
+            jail_uid_count: None,
+            max_launches: defaults::max_launches(),
         }
     }
 
@@ -120,7 +161,41 @@ impl InstallConfig {
                 return Err(InstallConfigError::NotAbsolute(name));
             }
         }
+        cfg.jail_range()?;
         Ok(cfg)
+    }
+
+    /// The reserved jail id range, checked: both keys or neither; count
+    /// 1..=65536; never root, the owner's uid or gid, nor the owner's
+    /// subordinate ids (the owner could map those in a user namespace).
+    /// `Ok(None)` when no range is reserved.
+    pub fn jail_range(&self) -> Result<Option<JailRange>, InstallConfigError> {
+        use InstallConfigError::JailRange as E;
+        let (base, count) = match (self.jail_uid_base, self.jail_uid_count) {
+            (None, None) => return Ok(None),
+            (Some(b), Some(c)) => (b, c),
+            _ => return Err(E("jail_uid_base and jail_uid_count go together")),
+        };
+        if count == 0 || count > 65536 {
+            return Err(E("jail_uid_count must be 1..=65536"));
+        }
+        let r = JailRange { base, count };
+        if base == 0 || base.checked_add(count).is_none() {
+            return Err(E("the jail uid range must not include 0 or wrap"));
+        }
+        if r.contains(self.owner_uid) || r.contains(self.owner_gid) {
+            return Err(E(
+                "the jail uid range must not include the owner's uid or gid",
+            ));
+        }
+        if let Some((s, e)) = self.owner_subids.as_deref().and_then(parse_range) {
+            if s < base + count && base <= e {
+                return Err(E(
+                    "the jail uid range must not overlap the owner's subordinate ids",
+                ));
+            }
+        }
+        Ok(Some(r))
     }
 
     /// Render as TOML text.
@@ -137,6 +212,12 @@ impl InstallConfig {
     pub fn helper_socket(&self) -> PathBuf {
         self.runtime_dir.join(crate::HELPER_SOCKET)
     }
+}
+
+/// `START-END` (inclusive) as written in `owner_subids`.
+fn parse_range(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -183,5 +264,40 @@ domain = "vm"
             InstallConfig::parse(unknown),
             Err(InstallConfigError::Parse(_))
         ));
+    }
+
+    #[test]
+    fn jail_range_keys_are_optional_and_checked() {
+        let base = "owner_uid=1000\nowner_gid=1000\nowner_home=\"/h\"\n";
+        let old = InstallConfig::parse(base).unwrap();
+        assert_eq!(old.jail_range().unwrap(), None);
+        assert_eq!(old.max_launches, 256);
+        let ok = InstallConfig::parse(&format!(
+            "{base}jail_uid_base=900000\njail_uid_count=256\nmax_launches=8\n"
+        ))
+        .unwrap();
+        let r = ok.jail_range().unwrap().unwrap();
+        assert_eq!(
+            (r.id(0), r.id(255), r.id(256)),
+            (Some(900000), Some(900255), None)
+        );
+        assert!(r.contains(900000) && !r.contains(900256) && !r.contains(899999));
+        assert_eq!(InstallConfig::parse(&ok.render()).unwrap(), ok);
+        for bad in [
+            "jail_uid_base=900000\n",
+            "jail_uid_base=0\njail_uid_count=10\n",
+            "jail_uid_base=999\njail_uid_count=2\n",
+            "jail_uid_base=900000\njail_uid_count=0\n",
+            "jail_uid_base=4294967290\njail_uid_count=10\n",
+            "jail_uid_base=100500\njail_uid_count=10\nowner_subids=\"100000-165535\"\n",
+        ] {
+            assert!(
+                matches!(
+                    InstallConfig::parse(&format!("{base}{bad}")),
+                    Err(InstallConfigError::JailRange(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 }

@@ -141,6 +141,20 @@ fn root_system_install_no_start_status_and_uninstall_purge() {
         "{subuid}"
     );
     assert!(cfg.contains("owner_subids = "), "{cfg}");
+    // A jail uid range for jailed Firecracker processes: recorded, clear of
+    // root and the owner, and reserved in /etc/subuid and /etc/subgid.
+    let parsed = banger_proto::install::InstallConfig::parse(&cfg).unwrap();
+    let jr = parsed.jail_range().unwrap().expect("a jail uid range");
+    assert!(!jr.contains(0) && !jr.contains(owner.uid) && !jr.contains(owner.gid));
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let line = format!("banger-jail:{}:{}", jr.base, jr.count);
+        let text = std::fs::read_to_string(f).unwrap();
+        assert_eq!(
+            text.lines().filter(|l| *l == line).count(),
+            1,
+            "{f}: {text}"
+        );
+    }
     let meta = std::fs::metadata("/etc/banger/install.toml").unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o644));
     let unit = std::fs::read_to_string("/etc/systemd/system/bangerd.service").unwrap();

@@ -14,6 +14,7 @@ impl Refused {
     }
 }
 pub mod files;
+pub mod jail;
 pub mod net;
 pub mod process;
 pub mod storage;

@@ -1,15 +1,12 @@
-//! Gates for processes: which PIDs may be signalled, with which signals,
-//! which binaries root may execute, and the shape of a VM id.
+//! Gates for processes: the shape of a pid, which signals, which binaries
+//! root may execute, which launches the mode allows, and the shape of a VM
+//! id. Whether a pid is one the helper launched is `crate::launched`.
 
 use super::Refused;
 use banger_sys::fsops;
 use nix::sys::signal::Signal;
 use std::os::fd::OwnedFd;
 use std::path::Path;
-
-/// Rule text of the Firecracker PID gate.
-pub const FIRECRACKER_RULE: &str =
-    "pid must be a firecracker process (/proc/<pid>/cmdline argv[0] must contain \"firecracker\")";
 
 /// Longest VM id.
 pub const MAX_VM_ID: usize = 32;
@@ -23,27 +20,6 @@ pub fn pid_shape(pid: i32) -> Result<i32, Refused> {
         return Err(Refused::new("pid must not be the helper itself"));
     }
     Ok(pid)
-}
-
-/// `priv.kill_process` / `priv.signal_process`: `<proc_root>/<pid>/cmdline`
-/// must name a Firecracker process: the file name of argv\[0\] contains
-/// `firecracker` (stricter than "anywhere in the cmdline": `sleep
-/// firecracker` or `vim firecracker.json` do not pass). The caller holds a
-/// pidfd for `pid` while this runs and checks it is still alive afterwards.
-pub fn firecracker_pid(proc_root: &Path, pid: i32) -> Result<i32, Refused> {
-    let pid = pid_shape(pid)?;
-    let argv = banger_sys::pidfd::read_cmdline(proc_root, pid)
-        .map_err(|_| Refused::new(FIRECRACKER_RULE))?;
-    let argv0 = argv.first().ok_or_else(|| Refused::new(FIRECRACKER_RULE))?;
-    let name = argv0.rsplit(|b| *b == b'/').next().unwrap_or(argv0);
-    if name
-        .windows(b"firecracker".len())
-        .any(|w| w == b"firecracker")
-    {
-        Ok(pid)
-    } else {
-        Err(Refused::new(FIRECRACKER_RULE))
-    }
 }
 
 /// Signals a caller may ask for, by name.
@@ -72,16 +48,34 @@ pub fn signal_by_name(name: &str) -> Result<Signal, Refused> {
         })
 }
 
-/// `priv.launch_firecracker` `vm_id`: `[a-z0-9-]`, 1..=32 characters.
+/// Rule text of the VM id gate.
+pub const VM_ID_RULE: &str = "vm_id must be 1-32 characters of [a-z0-9-] starting with [a-z0-9]";
+
+/// `priv.launch_firecracker` `vm_id`: `[a-z0-9-]`, 1..=32 characters, the
+/// first one `[a-z0-9]` (a leading `-` would read as a flag in the
+/// jailer's or Firecracker's argv).
 pub fn vm_id(id: &str) -> Result<&str, Refused> {
     let ok = (1..=MAX_VM_ID).contains(&id.len())
         && id
             .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !id.starts_with('-');
     if ok {
         Ok(id)
     } else {
-        Err(Refused::new("vm_id must be 1-32 characters of [a-z0-9-]"))
+        Err(Refused::new(VM_ID_RULE))
+    }
+}
+
+/// Rule text of the launch-mode gate.
+pub const JAILED_ONLY_RULE: &str =
+    "jailed must be true: the system helper launches Firecracker only under the jailer (an unjailed launch is development mode only)";
+
+/// `priv.launch_firecracker` `jailed` under the helper's launch policy.
+pub fn launch_mode(policy: crate::host::LaunchPolicy, jailed: bool) -> Result<(), Refused> {
+    match (policy, jailed) {
+        (crate::host::LaunchPolicy::JailedOnly, false) => Err(Refused::new(JAILED_ONLY_RULE)),
+        _ => Ok(()),
     }
 }
 
@@ -139,55 +133,28 @@ mod tests {
             .unwrap()
     }
 
-    fn fixture(pid: i32, cmdline: &[u8]) -> tempfile::TempDir {
-        let d = tmp();
-        std::fs::create_dir(d.path().join(pid.to_string())).unwrap();
-        std::fs::write(d.path().join(format!("{pid}/cmdline")), cmdline).unwrap();
-        d
+    #[test]
+    fn pid_shape_refuses_init_the_helper_and_negatives() {
+        assert_eq!(pid_shape(1).unwrap_err().0, "pid must be greater than 1");
+        assert!(pid_shape(0).is_err() && pid_shape(-1).is_err());
+        let me = std::process::id() as i32;
+        assert_eq!(
+            pid_shape(me).unwrap_err().0,
+            "pid must not be the helper itself"
+        );
+        assert_eq!(pid_shape(4242), Ok(4242));
     }
 
     #[test]
-    fn firecracker_pid_from_fixtures() {
-        let pid = 4242;
-        for ok in [
-            &b"/usr/local/bin/firecracker\0--api-sock\0/run/x\0"[..],
-            b"/firecracker\0--id\0vm1\0",
-            b"firecracker-v1.16.1\0",
-        ] {
-            assert_eq!(firecracker_pid(fixture(pid, ok).path(), pid), Ok(pid));
-        }
-        for bad in [
-            &b"/usr/sbin/sshd\0-D\0"[..],
-            b"sleep\0firecracker\0",
-            b"/usr/bin/vim\0/srv/firecracker/x.json\0",
-            b"/opt/firecracker/bin/sh\0",
-            b"",
-        ] {
-            assert_eq!(
-                firecracker_pid(fixture(pid, bad).path(), pid),
-                Err(Refused::new(FIRECRACKER_RULE)),
-                "{bad:?}"
-            );
-        }
-        let empty = tmp();
+    fn launch_mode_follows_the_policy() {
+        use crate::host::LaunchPolicy::*;
         assert_eq!(
-            firecracker_pid(empty.path(), pid),
-            Err(Refused::new(FIRECRACKER_RULE))
+            launch_mode(JailedOnly, false).unwrap_err().0,
+            JAILED_ONLY_RULE
         );
-        let fc = fixture(1, b"/firecracker\0");
-        assert_eq!(
-            firecracker_pid(fc.path(), 1).unwrap_err().0,
-            "pid must be greater than 1"
-        );
-        assert!(firecracker_pid(fc.path(), 0).is_err());
-        assert!(firecracker_pid(fc.path(), -1).is_err());
-        let me = std::process::id() as i32;
-        assert_eq!(
-            firecracker_pid(fixture(me, b"/firecracker\0").path(), me)
-                .unwrap_err()
-                .0,
-            "pid must not be the helper itself"
-        );
+        assert!(launch_mode(JailedOnly, true).is_ok());
+        assert!(launch_mode(Development, false).is_ok());
+        assert!(launch_mode(Development, true).is_ok());
     }
 
     #[test]
@@ -210,7 +177,7 @@ mod tests {
 
     #[test]
     fn vm_id_shape() {
-        for ok in ["a", "vm-1", "0123456789abcdef0123456789abcdef"] {
+        for ok in ["a", "vm-1", "0-", "0123456789abcdef0123456789abcdef"] {
             assert_eq!(vm_id(ok), Ok(ok));
         }
         for bad in [
@@ -222,8 +189,11 @@ mod tests {
             "../x",
             "0123456789abcdef0123456789abcdef0",
             "é",
+            "-",
+            "--help",
+            "-vm",
         ] {
-            assert!(vm_id(bad).is_err(), "{bad}");
+            assert_eq!(vm_id(bad).unwrap_err().0, VM_ID_RULE, "{bad}");
         }
     }
 
@@ -293,6 +263,7 @@ mod tests {
                 prop_assert!(id.is_ascii());
                 prop_assert!(!id.contains('/') && !id.contains('\0') && !id.contains(".."));
                 prop_assert!(!id.chars().any(char::is_whitespace));
+                prop_assert!(!id.starts_with('-'));
             }
         }
 

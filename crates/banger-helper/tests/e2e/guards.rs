@@ -173,3 +173,46 @@ pub fn in_netns(helper: &HelperProc, argv: &[&str]) -> Result<String, String> {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// SIGKILLs a pid on drop (a jailed VMM's cmdline does not name the test
+/// directory, so [`LaunchedGuard`] cannot find it).
+pub struct KillPid(pub i64);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a pid the helper launched for this test.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}
+
+/// `/dev/mapper/fc-rootfs-<id>`: a block node standing in for the VM's
+/// root disk (the helper only needs a block device of that name); removed
+/// on drop, with `/dev/mapper` if it was absent and is now empty.
+pub struct DmNode(pub PathBuf, bool);
+
+impl DmNode {
+    pub fn new(id: &str) -> DmNode {
+        let dir = Path::new("/dev/mapper");
+        let made = std::fs::create_dir(dir).is_ok();
+        let path = dir.join(format!("fc-rootfs-{id}"));
+        let _ = std::fs::remove_file(&path);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::BlockDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(7, 251),
+        )
+        .unwrap();
+        DmNode(path, made)
+    }
+}
+
+impl Drop for DmNode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        if self.1 {
+            let _ = std::fs::remove_dir("/dev/mapper");
+        }
+    }
+}

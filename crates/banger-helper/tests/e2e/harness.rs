@@ -147,8 +147,9 @@ pub fn layout(owner: &SystemUser, bridge: &str) -> Layout {
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o770)).unwrap();
 
     let fc = bin.join("firecracker");
+    // Static: the jailer double runs it inside an empty chroot.
     let mut cc = Command::new("cc")
-        .args(["-O1", "-x", "c", "-o"])
+        .args(["-static", "-O1", "-x", "c", "-o"])
         .arg(&fc)
         .arg("-")
         .stdin(Stdio::piped())
@@ -160,7 +161,12 @@ pub fn layout(owner: &SystemUser, bridge: &str) -> Layout {
         .write_all(FAKE_VMM_C.as_bytes())
         .unwrap();
     assert!(cc.wait().unwrap().success(), "compiling the fake VMM");
-    std::fs::copy(&fc, bin.join("jailer")).unwrap();
+    let double = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.join("jailer-double")))
+        .filter(|p| p.is_file())
+        .expect("the jailer double beside the tests (cargo build -p banger-jailer-double)");
+    std::fs::copy(&double, bin.join("jailer")).unwrap();
     for b in ["firecracker", "jailer"] {
         std::fs::set_permissions(bin.join(b), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -173,6 +179,8 @@ pub fn layout(owner: &SystemUser, bridge: &str) -> Layout {
     cfg.jailer_bin = bin.join("jailer");
     cfg.bridge = bridge.to_string();
     cfg.subnet = "10.213.0.0/24".into();
+    cfg.jail_uid_base = Some(3_700_000 + (std::process::id() % 1000) * 16);
+    cfg.jail_uid_count = Some(16);
     let cfg_path = root.join("install.toml");
     std::fs::write(&cfg_path, cfg.render()).unwrap();
     std::fs::set_permissions(&cfg_path, std::fs::Permissions::from_mode(0o644)).unwrap();

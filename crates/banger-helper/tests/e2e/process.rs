@@ -2,7 +2,7 @@
 //! signals and kills (never a decoy), and jail chroot teardown over real
 //! nested mounts.
 
-use crate::guards::{assert_refused, cmdline, proc_state};
+use crate::guards::{assert_refused, cmdline, proc_state, DmNode, KillPid};
 use crate::harness::result;
 use crate::Ctx;
 use banger_proto::helper as m;
@@ -56,85 +56,75 @@ pub fn files_and_processes(c: &Ctx) -> Done {
     assert_eq!((md.uid(), md.gid()), (0, 0), "the canary was chowned");
     c.cover(m::ENSURE_SOCKET_ACCESS);
 
-    // Launch (not jailed and jailed), signal, kill.
+    // Launch: the system helper refuses every unjailed launch; a jailed one
+    // runs the jailer (the double) with a per-VM jail uid.
     let api = run.join("bgtest-vm1.sock");
-    let log1 = state.join("bgtest-vm1.log");
+    let log0 = state.join("bgtest-vm0.log");
     let v = call(
         m::LAUNCH_FIRECRACKER,
-        json!({"vm_id": "bgtest-vm1", "api_socket": api, "log_file": log1}),
+        json!({"vm_id": "bgtest-vm0", "api_socket": api, "log_file": log0}),
     );
-    let pid = result(m::LAUNCH_FIRECRACKER, &v)["pid"].as_i64().unwrap();
-    let want: Vec<String> = [
-        c.cfg.firecracker_bin.to_str().unwrap(),
-        "--id",
-        "bgtest-vm1",
-        "--api-sock",
-        api.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    assert_eq!(cmdline(pid), want);
+    assert_refused(
+        m::LAUNCH_FIRECRACKER,
+        &v,
+        "jailed must be true: the system helper launches Firecracker only under the jailer",
+    );
+    assert!(!log0.exists(), "a refused launch created its log");
+    let vm = format!("bgtest-{}-v1", c.tag);
+    let dm = DmNode::new(&vm);
+    let kernel = state.join("bgtest-vmlinux");
+    std::fs::write(&kernel, b"kernel").unwrap();
+    std::os::unix::fs::chown(&kernel, Some(owner.uid), Some(owner.gid)).unwrap();
+    let log1 = state.join("bgtest-vm1.log");
+    let jail_params = json!({"vm_id": vm, "api_socket": "", "jailed": true, "log_file": log1,
+        "jail": {"kernel": kernel, "root_disk": dm.0, "memory_mib": 64, "vcpus": 1}});
+    let v = call(m::LAUNCH_FIRECRACKER, jail_params.clone());
+    let r = result(m::LAUNCH_FIRECRACKER, &v);
+    let pid = r["pid"].as_i64().unwrap();
+    let _kill = KillPid(pid);
+    let uid = r["jail_uid"].as_u64().unwrap() as u32;
+    assert!(c.cfg.jail_range().unwrap().unwrap().contains(uid));
+    let chroot = jail.join("firecracker").join(&vm).join("root");
+    assert_eq!(r["chroot"], json!(chroot));
+    // The jailer double execs the (static) fake VMM inside the chroot.
+    let want = ["/firecracker", "--id", vm.as_str()];
+    assert!(
+        wait_until(Duration::from_secs(10), || cmdline(pid).len() > 3
+            && cmdline(pid)[..3] == want),
+        "cmdline {:?}; log {:?}",
+        cmdline(pid),
+        std::fs::read_to_string(&log1)
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.contains(&format!("\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")),
+        "{status}"
+    );
+    assert!(status.contains("\nCapEff:\t0000000000000000\n"), "{status}");
     assert!(wait_until(Duration::from_secs(10), || {
         std::fs::read_to_string(&log1)
             .unwrap_or_default()
-            .lines()
-            .count()
-            == want.len()
+            .ends_with("/api/firecracker.socket\n")
     }));
-    assert_eq!(
-        std::fs::read_to_string(&log1).unwrap(),
-        want.join("\n") + "\n"
-    );
     let md = std::fs::metadata(&log1).unwrap();
     assert_eq!(
         (md.uid(), md.gid(), md.mode() & 0o7777),
         (owner.uid, owner.gid, 0o600)
     );
-    let log2 = state.join("bgtest-vm2.log");
-    let v = call(
-        m::LAUNCH_FIRECRACKER,
-        json!({"vm_id": "bgtest-vm2", "api_socket": "", "jailed": true, "log_file": log2}),
-    );
-    let jailed = result(m::LAUNCH_FIRECRACKER, &v)["pid"].as_i64().unwrap();
-    let jail_argv = cmdline(jailed);
-    assert_eq!(jail_argv[0], c.cfg.jailer_bin.to_str().unwrap());
-    assert_eq!(
-        jail_argv[1..],
-        [
-            "--id",
-            "bgtest-vm2",
-            "--exec-file",
-            c.cfg.firecracker_bin.to_str().unwrap(),
-            "--uid",
-            &owner.uid.to_string(),
-            "--gid",
-            &owner.gid.to_string(),
-            "--chroot-base-dir",
-            jail.to_str().unwrap(),
-            "--cgroup-version",
-            "2",
-            "--",
-            "--api-sock",
-            "/run/firecracker.socket",
-        ]
-    );
     for (params, rule) in [
         (
-            json!({"vm_id": "Bad_Id", "api_socket": api, "log_file": log1}),
-            "vm_id must be 1-32 characters of [a-z0-9-]",
-        ),
-        (
-            json!({"vm_id": "vm3", "api_socket": "/tmp/x.sock", "log_file": log1}),
-            "api_socket must be below RuntimeDir",
+            json!({"vm_id": "-vm", "api_socket": "", "jailed": true, "log_file": log1}),
+            "vm_id must be 1-32 characters of [a-z0-9-] starting with [a-z0-9]",
         ),
         (
             json!({"vm_id": "vm3", "api_socket": api, "jailed": true, "log_file": log1}),
             "api_socket must be empty when jailed",
         ),
         (
-            json!({"vm_id": "vm3", "api_socket": api, "log_file": "/etc/bgtest.log"}),
-            "log_file must be below StateDir",
+            json!({"vm_id": "vm3", "api_socket": "", "jailed": true, "log_file": log1}),
+            "jail is required when jailed",
         ),
+        (jail_params.clone(), "already exists"),
         (
             json!({"vm_id": "vm3", "api_socket": api, "log_file": log1, "firecracker_bin": "/bin/sh"}),
             "unknown field `firecracker_bin`",
@@ -155,28 +145,51 @@ pub fn files_and_processes(c: &Ctx) -> Done {
     assert_refused(m::SIGNAL_PROCESS, &v, "signal must be one of SIGTERM");
     c.cover(m::SIGNAL_PROCESS);
 
-    // A decoy: a process that is not Firecracker is never signalled, and
-    // neither is the jailer (argv[0] is not firecracker).
-    let decoy_bin = root.join("bin/decoy");
+    // Decoys: a root process whose argv[0] is "firecracker-x", and root
+    // running the chroot's own copy of the binary; neither was launched by
+    // the helper, neither is signalled.
+    let decoy_bin = root.join("bin/firecracker-x");
     std::fs::copy(&c.cfg.firecracker_bin, &decoy_bin).unwrap();
     let mut decoy = Command::new(&decoy_bin)
-        .arg("firecracker")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let decoy_pid = decoy.id() as i64;
-    for target in [decoy_pid, jailed] {
+    let mut copy = Command::new(chroot.join("firecracker"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    for target in [decoy.id() as i64, copy.id() as i64] {
         let v = call(m::KILL_PROCESS, json!({"pid": target}));
-        assert_refused(m::KILL_PROCESS, &v, "pid must be a firecracker process");
+        assert_refused(
+            m::KILL_PROCESS,
+            &v,
+            "pid must be a Firecracker process this helper launched",
+        );
+        let v = call(
+            m::SIGNAL_PROCESS,
+            json!({"pid": target, "signal": "SIGSTOP"}),
+        );
+        assert_refused(m::SIGNAL_PROCESS, &v, "this helper launched");
     }
     let v = call(m::KILL_PROCESS, json!({"pid": 1}));
     assert_refused(m::KILL_PROCESS, &v, "pid must be greater than 1");
     let v = call(m::KILL_PROCESS, json!({"pid": helper.pid()}));
     assert_refused(m::KILL_PROCESS, &v, "pid must not be the helper itself");
     assert_eq!(decoy.try_wait().unwrap(), None, "the decoy was signalled");
-    assert!(proc_state(jailed).is_some(), "the jailer was signalled");
-    let _ = decoy.kill();
-    let _ = decoy.wait();
+    assert_eq!(
+        copy.try_wait().unwrap(),
+        None,
+        "the root copy was signalled"
+    );
+    assert_eq!(
+        proc_state(decoy.id() as i64),
+        Some('S'),
+        "the decoy was stopped"
+    );
+    for mut p in [decoy, copy] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
     let v = call(m::KILL_PROCESS, json!({"pid": pid}));
     result(m::KILL_PROCESS, &v);
     assert!(
@@ -185,6 +198,19 @@ pub fn files_and_processes(c: &Ctx) -> Done {
         proc_state(pid)
     );
     c.cover(m::KILL_PROCESS);
+    let cg = Path::new("/sys/fs/cgroup/memory/firecracker").join(&vm);
+    assert!(
+        wait_until(Duration::from_secs(10), || !cg.exists()),
+        "{} remains",
+        cg.display()
+    );
+    let v = call(
+        m::CLEANUP_JAILER_CHROOT,
+        json!({"path": chroot.parent().unwrap()}),
+    );
+    result(m::CLEANUP_JAILER_CHROOT, &v);
+    assert!(!chroot.exists(), "the jail remains");
+    drop(dm);
 
     // Jailer chroot: real nested tmpfs mounts, unmounted and removed.
     let chroot = jail.join("firecracker/bgtest-vm9/root");

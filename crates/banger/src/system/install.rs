@@ -77,6 +77,63 @@ fn ensure_subids(owner: &nix::unistd::User) -> Result<Option<String>> {
     Ok(Some(range))
 }
 
+/// Reserve the uid/gid range jailed Firecracker processes run as (one id
+/// per VM): kept from an earlier install, else the first free aligned
+/// block in `/etc/subuid`+`/etc/subgid` whose ids no user or group has;
+/// recorded there as `banger-jail:<base>:<count>` so later subordinate
+/// ranges skip it. Returns a description when a file changed.
+fn ensure_jail_range(cfg: &mut InstallConfig) -> Result<Option<String>> {
+    use banger_core::subids::{self, JAIL_RANGE, JAIL_RESERVATION};
+    let range = cfg.jail_range().context("install.toml's jail uid range")?;
+    let (base, count) = match range {
+        Some(r) => (r.base, r.count),
+        None => {
+            let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+            let subgid = std::fs::read_to_string("/etc/subgid").unwrap_or_default();
+            let mut texts = vec![subuid, subgid];
+            loop {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let (start, _) =
+                    subids::free_range(&refs).context("no free id range left for the jail uids")?;
+                let taken = (start..start + JAIL_RANGE).any(|id| {
+                    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(id))
+                        .ok()
+                        .flatten()
+                        .is_some()
+                        || nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(id))
+                            .ok()
+                            .flatten()
+                            .is_some()
+                });
+                if !taken {
+                    break (start, JAIL_RANGE);
+                }
+                // Skip this block: pretend it is reserved and look again.
+                texts.push(format!("taken:{start}:{}\n", subids::RANGE));
+            }
+        }
+    };
+    cfg.jail_uid_base = Some(base);
+    cfg.jail_uid_count = Some(count);
+    cfg.jail_range()
+        .context("the chosen jail uid range overlaps the owner")?;
+    let mut changed = false;
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let new = subids::with_line(&text, JAIL_RESERVATION, base, count);
+        if new != text {
+            layout::write_file(Path::new(file), new.as_bytes(), 0o644)?;
+            changed = true;
+        }
+    }
+    Ok(changed.then(|| {
+        format!(
+            "/etc/subuid, /etc/subgid: jail uids {base}-{} reserved as {JAIL_RESERVATION}",
+            base + count - 1
+        )
+    }))
+}
+
 pub fn install(opts: Opts, json_out: bool) -> Result<()> {
     super::require_root("install")?;
     if !opts.no_start && !super::systemd_is_pid1() {
@@ -121,6 +178,9 @@ pub fn install(opts: Opts, json_out: bool) -> Result<()> {
             owner.name
         ));
         cfg.owner_subids = Some(range);
+    }
+    if let Some(c) = ensure_jail_range(&mut cfg)? {
+        changed.push(c);
     }
     install_binaries(&mut changed)?;
     for (name, text) in &opts.man_pages {

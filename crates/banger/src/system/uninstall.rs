@@ -75,6 +75,17 @@ pub fn uninstall(purge: bool, man_pages: &[String], json_out: bool) -> Result<()
                 }
             }
         }
+        if let (Some(base), Some(count)) = (cfg.jail_uid_base, cfg.jail_uid_count) {
+            use banger_core::subids::{without_line, JAIL_RESERVATION};
+            for file in ["/etc/subuid", "/etc/subgid"] {
+                let text = std::fs::read_to_string(file).unwrap_or_default();
+                let new = without_line(&text, JAIL_RESERVATION, base, count);
+                if new != text {
+                    layout::write_file(Path::new(file), new.as_bytes(), 0o644)?;
+                    removed.push(format!("{file}: jail uids {base}+{count}"));
+                }
+            }
+        }
         if std::fs::remove_dir(&cfg.jailer_base).is_ok() {
             removed.push(cfg.jailer_base.display().to_string());
         }
