@@ -1,7 +1,8 @@
 //! NAT set-up bench (root, in a fresh network namespace, `bgtest_` table):
 //! `ensure_vm` for N distinct guest addresses (the first makes the static
 //! ruleset), interleaved with the floor — one plain `nft add element` run
-//! by `std::process::Command` — then `clear_vm` for each; prints JSON.
+//! by `std::process::Command` — then `clear_vm` for each, interleaved with
+//! one plain `nft delete element`; prints JSON.
 //!
 //! `cargo bench -p banger-sys --bench nat` (N from `BANGER_BENCH_NAT_N`, default 200)
 
@@ -110,10 +111,15 @@ fn measure(n: usize) -> Value {
         floor.push(t.elapsed());
     }
     assert_eq!(nft.list().unwrap().len(), n, "one element per VM");
+    let mut floor_del = vec![];
     for vm in &vms {
         let t = Instant::now();
         assert_eq!(nft.clear_vm(vm).unwrap(), Cleared::Removed);
         clear.push(t.elapsed());
+        let elem = format!("{{ {} }}", vm.guest_ip);
+        let t = Instant::now();
+        nft_cmd(&["delete", "element", "inet", &table, "floor", &elem]);
+        floor_del.push(t.elapsed());
     }
     assert!(nft.list().unwrap().is_empty());
     nft.delete_table().unwrap();
@@ -134,6 +140,7 @@ fn measure(n: usize) -> Value {
         "last_10_mean_ms": mean(&ensure[n - w..]),
         "floor_add_element_ms": stats(&floor),
         "clear_ms": stats(&clear),
+        "floor_delete_element_ms": stats(&floor_del),
         "ensure_p50_over_floor_p50": ((e50 / f50) * 100.0).round() / 100.0,
         "target_ensure_p50_ms": TARGET_P50_MS,
         "target_met": e50 <= TARGET_P50_MS,

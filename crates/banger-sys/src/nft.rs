@@ -165,12 +165,16 @@ impl Nft {
         }
     }
 
-    /// The VMs in the NAT set; empty when the table or set does not exist.
+    /// The VMs in the NAT set, by address; empty when the table or set does
+    /// not exist.
     pub fn list(&self) -> Result<Vec<NatElement>, NftError> {
         let Some(json) = self.listing("set", Some(GUEST_SET))? else {
             return Ok(Vec::new());
         };
-        parse_elements(&json).map_err(|e| NftError::ParseListing(self.table.as_str().into(), e))
+        let mut elements = parse_elements(&json)
+            .map_err(|e| NftError::ParseListing(self.table.as_str().into(), e))?;
+        elements.sort();
+        Ok(elements)
     }
 
     /// Make the static ruleset for `bridge` unless this process already

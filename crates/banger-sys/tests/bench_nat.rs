@@ -9,7 +9,12 @@ fn nat_bench_runs_with_a_small_n() {
     match nat::run(5) {
         Ok(v) => {
             assert_eq!(v["n"], 5);
-            for k in ["ensure_ms", "floor_add_element_ms", "clear_ms"] {
+            for k in [
+                "ensure_ms",
+                "floor_add_element_ms",
+                "clear_ms",
+                "floor_delete_element_ms",
+            ] {
                 for p in ["p50", "p95", "min", "max"] {
                     assert!(v[k][p].as_f64().is_some_and(|x| x > 0.0), "{k}.{p}: {v}");
                 }

@@ -162,6 +162,41 @@ fn root_nat_moves_vms_of_the_per_vm_layout_into_the_set() {
     .unwrap();
 }
 
+#[test]
+fn root_nat_concurrent_ensures_make_one_ruleset_and_every_element() {
+    if skip() {
+        return;
+    }
+    in_new_netns(|| {
+        let table = format!("bgtest_{}", banger_testkit::unique_suffix());
+        let nft = Arc::new(Nft::new(
+            Arc::new(HostRunner),
+            TableName::new(&table).unwrap(),
+            "/proc",
+        ));
+        let threads: Vec<_> = (2..10u8)
+            .map(|i| {
+                let nft = nft.clone();
+                std::thread::spawn(move || {
+                    nft.ensure_vm(&VmNat {
+                        tap: format!("banger-c{i}"),
+                        guest_ip: Ipv4Addr::new(172, 30, 250, i),
+                        bridge: "br0".into(),
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        let want: Vec<NatElement> = (2..10u8).map(|i| el(i, &format!("banger-c{i}"))).collect();
+        assert_eq!(nft.list().unwrap(), want);
+        assert_eq!(rule_comments(&table).len(), 3);
+        nft.delete_table().unwrap();
+    })
+    .unwrap();
+}
+
 /// `GET /` from the calling netns; the body names the peer the server saw.
 fn http_get(addr: SocketAddr) -> std::io::Result<String> {
     let mut c = TcpStream::connect_timeout(&addr, Duration::from_millis(1500))?;

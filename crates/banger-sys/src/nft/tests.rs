@@ -453,3 +453,30 @@ fn dns_redirect_renders_and_applies_exactly() {
     .to_string();
     assert!(!ruleset.contains("dns_"), "{ruleset}");
 }
+
+#[test]
+fn concurrent_first_ensures_make_the_ruleset_once() {
+    let (r, proc) = (Arc::new(RecordingRunner::new()), procfs());
+    r.answer("list table", missing());
+    let nft = Arc::new(nft_on(&r, &proc));
+    let threads: Vec<_> = (2..10)
+        .map(|i| {
+            let nft = nft.clone();
+            std::thread::spawn(move || nft.ensure_vm(&vm(&format!("banger-{i}"), i)))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    let calls = r.calls();
+    assert_eq!(calls.iter().filter(|c| c[1] == "-f").count(), 1);
+    assert_eq!(calls.iter().filter(|c| c[1] == "-j").count(), 1);
+    let mut adds: Vec<&str> = calls
+        .iter()
+        .filter(|c| c[1] == "add")
+        .map(|c| c[6].as_str())
+        .collect();
+    adds.sort();
+    assert_eq!(adds.len(), 8);
+    assert_eq!(adds[0], "{ 172.30.0.2 comment \"banger-2\" }");
+}
