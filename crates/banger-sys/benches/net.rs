@@ -1,5 +1,5 @@
 //! Network bench (root, in a fresh network namespace): create and delete
-//! 100 taps with their NAT rules; per-VM setup and teardown percentiles.
+//! 100 taps with their NAT set elements; per-VM setup and teardown percentiles.
 //!
 //! `cargo bench -p banger-sys --bench net`
 
@@ -67,11 +67,11 @@ fn main() {
             setup.push(t2 - t0);
         }
         let created = all.elapsed();
-        assert_eq!(nft.list().unwrap().len(), 3 * N as usize);
+        assert_eq!(nft.list().unwrap().len(), N as usize);
         let del = Instant::now();
         for vm in &vms {
             let t0 = Instant::now();
-            nft.clear_vm(&vm.tap).unwrap();
+            nft.clear_vm(vm).unwrap();
             net.delete_tap(&vm.tap).unwrap();
             teardown.push(t0.elapsed());
         }
@@ -79,7 +79,7 @@ fn main() {
         assert!(nft.list().unwrap().is_empty());
         nft.delete_table().unwrap();
         net.delete_bridge(br).unwrap();
-        println!("create {N} taps + NAT rules: {created:.2?}; delete them: {deleted:.2?}");
+        println!("create {N} taps + NAT elements: {created:.2?}; delete them: {deleted:.2?}");
         report("per-VM setup (tap+NAT)", setup);
         report("  create_tap", tap_t);
         report("  ensure_nat", nat_t);

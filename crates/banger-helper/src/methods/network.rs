@@ -124,6 +124,8 @@ fn nat_args(h: &Helper, method: &'static str, p: &m::Nat) -> Result<VmNat, RpcEr
     })
 }
 
+/// The VM's address into banger's NAT set (the static ruleset is made on
+/// the first call): one `nft add element`.
 pub fn ensure_nat(h: &Helper, p: m::Nat) -> Result<m::Empty, RpcError> {
     let vm = nat_args(h, m::ENSURE_NAT, &p)?;
     h.host
@@ -133,12 +135,11 @@ pub fn ensure_nat(h: &Helper, p: m::Nat) -> Result<m::Empty, RpcError> {
     Ok(m::Empty {})
 }
 
+/// The VM's address out of banger's NAT set: one `nft delete element`;
+/// an address already gone is not an error.
 pub fn clear_nat(h: &Helper, p: m::Nat) -> Result<m::Empty, RpcError> {
     let vm = nat_args(h, m::CLEAR_NAT, &p)?;
-    h.host
-        .nft
-        .clear_vm(&vm.tap)
-        .map_err(|e| RpcError::failed(&e))?;
+    h.host.nft.clear_vm(&vm).map_err(|e| RpcError::failed(&e))?;
     Ok(m::Empty {})
 }
 

@@ -286,22 +286,20 @@ fn taps_are_capped_by_max_taps() {
 #[test]
 fn nat_goes_to_bangers_table_only() {
     let f = fixture(RecordingNet::new());
-    for _ in 0..2 {
-        f.runner.answer(
-            "nft -j list table inet banger",
-            CmdOutput {
-                status: 1,
-                stderr: b"Error: No such file or directory".to_vec(),
-                ..Default::default()
-            },
-        );
-    }
-    f.helper
-        .dispatch(
-            "priv.ensure_nat",
-            json!({"guest_ip": "172.30.0.7", "tap": "banger-0a1b2c3d"}),
-        )
-        .unwrap();
+    f.runner.answer(
+        "nft -j list table inet banger",
+        CmdOutput {
+            status: 1,
+            stderr: b"Error: No such file or directory".to_vec(),
+            ..Default::default()
+        },
+    );
+    let nat = |method: &str, ip: &str, tap: &str| {
+        f.helper
+            .dispatch(method, json!({"guest_ip": ip, "tap": tap}))
+            .unwrap();
+    };
+    nat("priv.ensure_nat", "172.30.0.7", "banger-0a1b2c3d");
     let cmds = f.runner.cmds();
     assert_eq!(
         cmds[0].argv(),
@@ -316,19 +314,42 @@ fn nat_goes_to_bangers_table_only() {
                 && l.split_whitespace().nth(3) == Some("banger")),
         "{script}"
     );
+    // The static rules name the configured bridge, never a caller's.
     assert!(script.contains(
-        "add rule inet banger postrouting ip saddr 172.30.0.7 oifname != \"banger0\" masquerade comment \"banger-0a1b2c3d 172.30.0.7 masq banger0\""
+        "add rule inet banger postrouting ip saddr @nat_guests oifname != \"banger0\" masquerade comment \"banger-nat\""
     ));
-    f.helper
-        .dispatch(
-            "priv.clear_nat",
-            json!({"guest_ip": "172.30.0.7", "tap": "banger-0a1b2c3d"}),
-        )
-        .unwrap();
     assert_eq!(
-        f.runner.cmds().len(),
-        3,
-        "clear listed, found nothing to delete"
+        cmds[2].argv(),
+        [
+            "nft",
+            "add",
+            "element",
+            "inet",
+            "banger",
+            "nat_guests",
+            "{ 172.30.0.7 comment \"banger-0a1b2c3d\" }"
+        ]
+    );
+    // A second VM, then clearing both (one already gone): one command each.
+    nat("priv.ensure_nat", "172.30.0.8", "banger-0a1b2c3e");
+    nat("priv.clear_nat", "172.30.0.7", "banger-0a1b2c3d");
+    f.runner.answer(
+        "delete element",
+        CmdOutput {
+            status: 1,
+            stderr: b"Error: Could not process rule: No such file or directory".to_vec(),
+            ..Default::default()
+        },
+    );
+    nat("priv.clear_nat", "172.30.0.8", "banger-0a1b2c3e");
+    let calls: Vec<String> = f.runner.calls()[3..].iter().map(|c| c.join(" ")).collect();
+    assert_eq!(
+        calls,
+        [
+            "nft add element inet banger nat_guests { 172.30.0.8 comment \"banger-0a1b2c3e\" }",
+            "nft delete element inet banger nat_guests { 172.30.0.7 }",
+            "nft delete element inet banger nat_guests { 172.30.0.8 }",
+        ]
     );
 }
 
