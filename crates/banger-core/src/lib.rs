@@ -1,6 +1,7 @@
 //! banger's pure logic: decisions that do not touch the host, so they are
 //! unit-testable anywhere (paths, allocation, state machine, renderings).
 
+pub mod disk;
 pub mod elf;
 pub mod guest;
 pub mod machine;

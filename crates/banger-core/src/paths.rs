@@ -30,6 +30,26 @@ impl Paths {
     pub fn database(&self) -> PathBuf {
         self.state_dir.join("state.db")
     }
+    /// `<state>/vms`: one directory per VM (disk, console log).
+    pub fn vms_dir(&self) -> PathBuf {
+        self.state_dir.join("vms")
+    }
+    /// `<state>/vms/<id>`.
+    pub fn vm_dir(&self, vm_id: &str) -> PathBuf {
+        self.vms_dir().join(vm_id)
+    }
+    /// `<state>/vms/<id>/console.log`: the serial console.
+    pub fn console_log(&self, vm_id: &str) -> PathBuf {
+        self.vm_dir(vm_id).join("console.log")
+    }
+    /// `<runtime>/vms/<id>`: the VM's sockets.
+    pub fn vm_runtime_dir(&self, vm_id: &str) -> PathBuf {
+        self.runtime_dir.join("vms").join(vm_id)
+    }
+    /// `<state>/known_hosts`: the VMs' pinned SSH host keys.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.state_dir.join("known_hosts")
+    }
 }
 
 /// The environment variables that decide paths, read by the caller.

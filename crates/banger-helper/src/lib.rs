@@ -3,13 +3,15 @@
 //! (the owner daemon) may be compromised.
 //!
 //! Layout: `server` (socket, peer check, framing, limits, audit),
-//! `dispatch` (method name → handler), `gates` (pure validators, one per
-//! kind of argument), `methods` (one module per area, gate then host op),
-//! `host` (the host operations the methods call, real or recording).
+//! `helper` (the `Helper` state the methods take), `dispatch` (method name
+//! → handler), `gates` (pure validators, one per kind of argument),
+//! `methods` (one module per area, gate then host op), `host` (the host
+//! operations the methods call, real or recording).
 
 pub mod dispatch;
 pub mod error;
 pub mod gates;
+pub mod helper;
 pub mod host;
 pub mod jail;
 pub mod launched;

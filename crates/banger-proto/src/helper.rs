@@ -353,6 +353,87 @@ pub struct LaunchFirecrackerResult {
     pub jail_uid: Option<u32>,
 }
 
+/// A helper method: its wire name and the types of its params and result,
+/// bound together so a caller cannot send one method's params to another
+/// or decode the wrong answer. The daemon calls `privops.call::<M>(&p)`;
+/// the helper dispatches `M::NAME` to a handler of `M::Params -> M::Result`.
+pub trait Method {
+    /// The JSON-RPC method name (one of [`METHODS`]).
+    const NAME: &'static str;
+    /// What the caller sends.
+    type Params: Serialize + serde::de::DeserializeOwned;
+    /// What the helper answers.
+    type Result: Serialize + serde::de::DeserializeOwned;
+}
+
+/// One marker type per helper method, implementing [`Method`].
+pub mod method {
+    use super::Method;
+
+    macro_rules! methods {
+        ($($(#[$doc:meta])* $ty:ident = $name:ident: $params:ident -> $result:ident;)*) => {
+            $(
+                $(#[$doc])*
+                #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+                pub enum $ty {}
+
+                impl Method for $ty {
+                    const NAME: &'static str = super::$name;
+                    type Params = super::$params;
+                    type Result = super::$result;
+                }
+            )*
+
+            /// Every method's name, from the marker types (the same set as
+            /// [`super::METHODS`]; a test keeps them equal).
+            pub const NAMES: &[&str] = &[$(<$ty as Method>::NAME),*];
+        };
+    }
+
+    methods! {
+        /// `helper.version`.
+        Version = VERSION: NoParams -> VersionResult;
+        /// `priv.ensure_bridge`.
+        EnsureBridge = ENSURE_BRIDGE: EnsureBridge -> Empty;
+        /// `priv.create_tap`.
+        CreateTap = CREATE_TAP: CreateTap -> Empty;
+        /// `priv.delete_tap`.
+        DeleteTap = DELETE_TAP: DeleteTap -> Empty;
+        /// `priv.ensure_nat`.
+        EnsureNat = ENSURE_NAT: Nat -> Empty;
+        /// `priv.clear_nat`.
+        ClearNat = CLEAR_NAT: Nat -> Empty;
+        /// `priv.sync_resolver_routing`.
+        SyncResolverRouting = SYNC_RESOLVER_ROUTING: SyncResolverRouting -> Empty;
+        /// `priv.clear_resolver_routing`.
+        ClearResolverRouting = CLEAR_RESOLVER_ROUTING: ClearResolverRouting -> Empty;
+        /// `priv.ensure_dns_redirect`.
+        EnsureDnsRedirect = ENSURE_DNS_REDIRECT: EnsureDnsRedirect -> Empty;
+        /// `priv.create_dm_snapshot`.
+        CreateDmSnapshot = CREATE_DM_SNAPSHOT: CreateDmSnapshot -> CreateDmSnapshotResult;
+        /// `priv.cleanup_dm_snapshot`.
+        CleanupDmSnapshot = CLEANUP_DM_SNAPSHOT: CleanupDmSnapshot -> Empty;
+        /// `priv.remove_dm_snapshot`.
+        RemoveDmSnapshot = REMOVE_DM_SNAPSHOT: RemoveDmSnapshot -> Empty;
+        /// `priv.fsck_snapshot`.
+        FsckSnapshot = FSCK_SNAPSHOT: FsckSnapshot -> FsckResult;
+        /// `priv.read_ext4_file`.
+        ReadExt4File = READ_EXT4_FILE: ReadExt4File -> ReadExt4FileResult;
+        /// `priv.write_ext4_files`.
+        WriteExt4Files = WRITE_EXT4_FILES: WriteExt4Files -> Empty;
+        /// `priv.ensure_socket_access`.
+        EnsureSocketAccess = ENSURE_SOCKET_ACCESS: EnsureSocketAccess -> Empty;
+        /// `priv.kill_process`.
+        KillProcess = KILL_PROCESS: KillProcess -> Empty;
+        /// `priv.signal_process`.
+        SignalProcess = SIGNAL_PROCESS: SignalProcess -> Empty;
+        /// `priv.cleanup_jailer_chroot`.
+        CleanupJailerChroot = CLEANUP_JAILER_CHROOT: CleanupJailerChroot -> Empty;
+        /// `priv.launch_firecracker`.
+        LaunchFirecracker = LAUNCH_FIRECRACKER: LaunchFirecracker -> LaunchFirecrackerResult;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +445,12 @@ mod tests {
             assert!(seen.insert(*m), "duplicate {m}");
             assert!(m.starts_with("priv.") || m.starts_with("helper."), "{m}");
         }
+    }
+
+    #[test]
+    fn every_method_has_a_marker_type_and_no_other() {
+        assert_eq!(method::NAMES, METHODS);
+        assert_eq!(<method::ClearNat as Method>::NAME, "priv.clear_nat");
     }
 
     #[test]

@@ -23,6 +23,17 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// A 2xx answer: as bangerd sent it (what `--json` prints) and decoded.
+pub struct Answer<T> {
+    pub raw: serde_json::Value,
+    pub body: T,
+}
+
+/// A request body from its API type.
+pub fn body(t: &impl serde::Serialize) -> Option<serde_json::Value> {
+    Some(serde_json::to_value(t).expect("API bodies serialise"))
+}
+
 /// Talks to one daemon socket.
 pub struct Client {
     socket: PathBuf,
@@ -41,6 +52,14 @@ impl Client {
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value> {
         self.call_stream(method, path, body, &mut |_| {}).await
+    }
+
+    /// `GET path`, decoded as the API type `T`.
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Answer<T>> {
+        let raw = self.call("GET", path, None).await?;
+        let body = serde_json::from_value(raw.clone())
+            .with_context(|| format!("bangerd's answer to GET {path} does not parse"))?;
+        Ok(Answer { raw, body })
     }
 
     /// Like [`Client::call`], but a streamed (`application/x-ndjson`)

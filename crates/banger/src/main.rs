@@ -7,8 +7,13 @@ mod system;
 
 use anyhow::{Context, Result};
 use banger_core::paths::{self, PathEnv};
+use banger_core::vm::VmState;
+use banger_proto::api::{
+    Doctor, Health, Image, ImageBuild, ImageImport, ImagePull, Logs, VersionInfo, Vm, VmCreate,
+};
 use banger_proto::install::{InstallConfig, SYSTEM_CONFIG_PATH};
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use client::body;
 use client::{CallError, Client};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -247,12 +252,17 @@ fn main() {
     }
 }
 
-fn print(json_mode: bool, v: &Value, text: impl FnOnce(&Value) -> String) {
+fn print(json_mode: bool, v: &Value, text: impl FnOnce() -> String) {
     if json_mode {
         println!("{}", serde_json::to_string_pretty(v).expect("JSON prints"));
     } else {
-        println!("{}", text(v));
+        println!("{}", text());
     }
+}
+
+/// An optional field as display text (`-` when absent).
+fn or_dash(v: Option<impl ToString>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
 fn detail(v: &Value) -> String {
@@ -284,14 +294,15 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Version => version(&client, j).await,
         Cmd::Doctor => {
-            let v = client.call("GET", "/v1/doctor", None).await?;
-            print(j, &v, |v| {
-                output::table_of(&["STATUS", "CHECK", "DETAIL"], &v["checks"], |c| {
-                    ["status", "name", "detail"]
-                        .iter()
-                        .map(|k| output::field(c, k))
-                        .collect()
-                })
+            let a = client.get::<Doctor>("/v1/doctor").await?;
+            print(j, &a.raw, || {
+                let rows: Vec<Vec<String>> = a
+                    .body
+                    .checks
+                    .iter()
+                    .map(|c| vec![c.status.clone(), c.name.clone(), c.detail.clone()])
+                    .collect();
+                output::table(&["STATUS", "CHECK", "DETAIL"], &rows)
             });
             Ok(())
         }
@@ -325,19 +336,19 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn version(client: &Client, j: bool) -> Result<()> {
-    let daemon = client.call("GET", "/v1/version", None).await;
+    let daemon = client.get::<VersionInfo>("/v1/version").await;
     let v = match &daemon {
-        Ok(d) => json!({"cli": banger_proto::VERSION, "daemon": d}),
+        Ok(d) => json!({"cli": banger_proto::VERSION, "daemon": d.raw}),
         Err(e) => json!({"cli": banger_proto::VERSION, "daemon": null, "error": format!("{e:#}")}),
     };
-    print(j, &v, |v| {
+    print(j, &v, || {
         let mut s = format!("banger (cli)   {}", banger_proto::VERSION);
-        let d = &v["daemon"];
-        if d.is_object() {
-            s.push_str(&format!("\nbangerd        {}", output::field(d, "daemon")));
-            let helper = match (&d["helper"], &d["helper_error"]) {
-                (Value::String(h), _) => format!("{h} (via {})", output::field(d, "privileges")),
-                (_, Value::String(e)) => format!("unavailable: {e}"),
+        if let Ok(a) = &daemon {
+            let d = &a.body;
+            s.push_str(&format!("\nbangerd        {}", d.daemon));
+            let helper = match (&d.helper, &d.helper_error) {
+                (Some(h), _) => format!("{h} (via {})", d.privileges),
+                (_, Some(e)) => format!("unavailable: {e}"),
                 _ => "-".into(),
             };
             s.push_str(&format!("\nbanger-helper  {helper}"));
@@ -350,14 +361,21 @@ async fn version(client: &Client, j: bool) -> Result<()> {
 async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
     let (method, path, body) = match cmd {
         VmCmd::Ls => {
-            let v = client.call("GET", "/v1/vms", None).await?;
-            print(j, &v, |v| {
-                output::table_of(&["NAME", "STATE", "IP", "IMAGE"], v, |vm| {
-                    ["name", "state", "ip", "image"]
-                        .iter()
-                        .map(|k| output::field(vm, k))
-                        .collect()
-                })
+            let a = client.get::<Vec<Vm>>("/v1/vms").await?;
+            print(j, &a.raw, || {
+                let rows: Vec<Vec<String>> = a
+                    .body
+                    .iter()
+                    .map(|vm| {
+                        vec![
+                            vm.name.clone(),
+                            vm.state.clone(),
+                            or_dash(vm.ip.as_ref()),
+                            vm.image.clone(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "STATE", "IP", "IMAGE"], &rows)
             });
             return Ok(());
         }
@@ -371,19 +389,19 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
         } => (
             "POST",
             "/v1/vms".to_string(),
-            Some(json!({
-                "name": name,
-                "image": image,
-                "vcpus": vcpus,
-                "memory_mib": memory,
-                "start": !no_start,
-            })),
+            body(&VmCreate {
+                name,
+                image,
+                vcpus: Some(vcpus),
+                memory_mib: Some(memory),
+                start: Some(!no_start),
+            }),
         ),
         VmCmd::Inspect(n) => {
             let v = client
                 .call("GET", &format!("/v1/vms/{}", n.name), None)
                 .await?;
-            print(j, &v, detail);
+            print(j, &v, || detail(&v));
             return Ok(());
         }
         VmCmd::Start(n) => ("POST", format!("/v1/vms/{}/start", n.name), None),
@@ -391,25 +409,24 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
         VmCmd::Restart(n) => ("POST", format!("/v1/vms/{}/restart", n.name), None),
         VmCmd::Rm { name, force } => ("DELETE", format!("/v1/vms/{name}?force={force}"), None),
         VmCmd::Logs { name, follow } => {
-            let v = client
-                .call("GET", &format!("/v1/vms/{name}/logs"), None)
-                .await?;
+            let a = client.get::<Logs>(&format!("/v1/vms/{name}/logs")).await?;
             if !follow || j {
-                print(j, &v, |v| output::field(v, "text"));
+                print(j, &a.raw, || a.body.text.clone());
                 return Ok(());
             }
             use std::io::Write;
-            let mut v = v;
+            let mut logs = a.body;
             loop {
                 let mut out = std::io::stdout().lock();
-                out.write_all(v["text"].as_str().unwrap_or_default().as_bytes())?;
+                out.write_all(logs.text.as_bytes())?;
                 out.flush()?;
                 drop(out);
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                let offset = v["offset"].as_u64().unwrap_or(0);
-                v = client
-                    .call("GET", &format!("/v1/vms/{name}/logs?offset={offset}"), None)
-                    .await?;
+                let offset = logs.offset;
+                logs = client
+                    .get::<Logs>(&format!("/v1/vms/{name}/logs?offset={offset}"))
+                    .await?
+                    .body;
             }
         }
     };
@@ -418,7 +435,8 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
         .call_stream(method, &path, body, &mut |e| view.event(e))
         .await;
     view.finish();
-    print(j, &v?, detail);
+    let v = v?;
+    print(j, &v, || detail(&v));
     Ok(())
 }
 
@@ -426,18 +444,18 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
 /// (the process is replaced by ssh; its exit status is ssh's).
 async fn ssh(client: &Client, name: &str, command: &[String]) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let vm = client.call("GET", &format!("/v1/vms/{name}"), None).await?;
-    let Some(ip) = vm["ip"].as_str() else {
+    let vm = client.get::<Vm>(&format!("/v1/vms/{name}")).await?.body;
+    let Some(ip) = vm.ip else {
         anyhow::bail!("VM {name} has no address");
     };
-    if vm["state"] != "running" {
+    if vm.state.parse::<VmState>().ok() != Some(VmState::Running) {
         anyhow::bail!(
             "VM {name} is {}; start it with `banger vm start {name}`",
-            output::field(&vm, "state")
+            vm.state
         );
     }
-    let health = client.call("GET", "/v1/health", None).await?;
-    let state_dir = PathBuf::from(output::field(&health, "state_dir"));
+    let health = client.get::<Health>("/v1/health").await?.body;
+    let state_dir = PathBuf::from(health.state_dir);
     let err = std::process::Command::new("ssh")
         .arg("-o")
         .arg(format!(
@@ -455,16 +473,21 @@ async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
     let abs = |p: PathBuf| -> Result<String> { Ok(std::path::absolute(&p)?.display().to_string()) };
     let (method, path, body) = match cmd {
         ImageCmd::Ls => {
-            let v = client.call("GET", "/v1/images", None).await?;
-            print(j, &v, |v| {
-                output::table_of(&["NAME", "SIZE", "SOURCE", "ID"], v, |i| {
-                    vec![
-                        output::field(i, "name"),
-                        output::size(i["size_bytes"].as_u64().unwrap_or(0)),
-                        output::field(i, "source"),
-                        output::field(i, "id"),
-                    ]
-                })
+            let a = client.get::<Vec<Image>>("/v1/images").await?;
+            print(j, &a.raw, || {
+                let rows: Vec<Vec<String>> = a
+                    .body
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.name.clone(),
+                            output::size(i.size_bytes),
+                            i.source.clone(),
+                            i.id.clone(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "SIZE", "SOURCE", "ID"], &rows)
             });
             return Ok(());
         }
@@ -476,12 +499,12 @@ async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
         } => (
             "POST",
             "/v1/images".to_string(),
-            Some(json!({
-                "name": name,
-                "rootfs": abs(rootfs)?,
-                "kernel": abs(kernel)?,
-                "initrd": initrd.map(abs).transpose()?,
-            })),
+            body(&ImageImport {
+                name,
+                rootfs: abs(rootfs)?,
+                kernel: abs(kernel)?,
+                initrd: initrd.map(abs).transpose()?,
+            }),
         ),
         ImageCmd::Build {
             name,
@@ -493,14 +516,14 @@ async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
         } => (
             "POST",
             "/v1/images/build".to_string(),
-            Some(json!({
-                "name": name,
-                "from_oci": from.map(abs).transpose()?,
-                "debian": debian,
-                "kernel": kernel.map(abs).transpose()?,
-                "headroom_mib": headroom,
-                "mirror": mirror,
-            })),
+            body(&ImageBuild {
+                name,
+                from_oci: from.map(abs).transpose()?,
+                debian,
+                kernel: kernel.map(abs).transpose()?,
+                headroom_mib: headroom,
+                mirror,
+            }),
         ),
         ImageCmd::Pull {
             reference,
@@ -509,9 +532,11 @@ async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
         } => (
             "POST",
             "/v1/images/pull".to_string(),
-            Some(
-                json!({"reference": reference, "name": name, "kernel": kernel.map(abs).transpose()?}),
-            ),
+            body(&ImagePull {
+                reference,
+                name,
+                kernel: kernel.map(abs).transpose()?,
+            }),
         ),
         ImageCmd::Inspect { name } => ("GET", format!("/v1/images/{name}"), None),
         ImageCmd::Rm { name } => ("DELETE", format!("/v1/images/{name}"), None),
@@ -521,6 +546,7 @@ async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
         .call_stream(method, &path, body, &mut |e| view.event(e))
         .await;
     view.finish();
-    print(j, &v?, detail);
+    let v = v?;
+    print(j, &v, || detail(&v));
     Ok(())
 }

@@ -30,13 +30,6 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// A JSON field as display text (`-` when absent).
-/// A table of the items of the JSON array `v` (nothing when it is not
-/// one), one row per item as `row` renders it.
-pub fn table_of(headers: &[&str], v: &Value, row: impl Fn(&Value) -> Vec<String>) -> String {
-    let rows: Vec<Vec<String>> = v.as_array().into_iter().flatten().map(row).collect();
-    table(headers, &rows)
-}
-
 pub fn field(v: &Value, key: &str) -> String {
     match &v[key] {
         Value::Null => "-".into(),

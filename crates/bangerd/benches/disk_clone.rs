@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench -p bangerd --bench disk_clone`
 
-use bangerd::disks::clone::clone_file;
+use bangerd::vmdisk::clone::clone_file;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

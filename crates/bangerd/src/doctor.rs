@@ -88,11 +88,11 @@ fn linked_dynamically(bin: &Path) -> Option<String> {
     banger_core::elf::interpreter(&head).ok().flatten()
 }
 
-/// Which VM-disk driver to use, and why ([`crate::disks::driver::select`]:
+/// Which VM-disk driver to use, and why ([`crate::vmdisk::driver::select`]:
 /// device-mapper listed in `<root>/proc/misc`, else the copy fallback with a
 /// reflink probe of the StateDir).
 pub fn disk_driver(f: &Facts) -> Check {
-    use crate::disks::driver::{select, Driver};
+    use crate::vmdisk::driver::{select, Driver};
     let c = select(&at(f.root, "/proc"), f.state_dir);
     match c.driver {
         Driver::DmSnapshot => check(

@@ -1,19 +1,36 @@
-//! bangerd, banger's owner daemon: the state store, the privileged-ops
-//! seam, the HTTP API and (in later modules) images, VMs, network and DNS.
+//! bangerd, banger's owner daemon.
+//!
+//! # Layout
+//!
+//! - [`daemon`]: the context every operation gets (config, paths, store,
+//!   privileged ops, image host paths, the VMM registry); imports none of
+//!   the modules that use it.
+//! - [`http`]: the API under `/v1`: router, error→status mapping, the
+//!   authorized socket and serve loop, ndjson job streams, handlers per
+//!   resource (system, images, vms).
+//! - [`vms`]: the VM lifecycle: the `vms` row, create, start/stop/restart,
+//!   remove, and reconcile at start.
+//! - [`vmm`]: the monitors: the registry of running VMMs, Firecracker (API
+//!   client, launch through the helper, socket access), QEMU microvm, the
+//!   boot plan.
+//! - [`vmdisk`]: each VM's root disk: driver choice, create (dm snapshot or
+//!   copy), activate/deactivate/destroy, customisation, orphan reconcile.
+//! - [`images`]: the image catalog and builds: import, OCI (layout, layers,
+//!   registry pulls), Debian rootfs, host kernel and initramfs.
+//! - [`network`]: the bridge, taps, NAT and addresses through privops, host
+//!   route and resolver checks, and the DNS server for the VM domain.
+//! - [`progress`]: progress of a long operation as events (no HTTP).
+//! - [`store`]: the SQLite state database and its migrations.
+//! - [`privops`]: the privileged-ops seam (helper, `sudo -n`, direct).
+//! - [`doctor`]: the host checks `banger doctor` shows.
 
-pub mod api;
-pub mod builds;
-pub mod catalog;
 pub mod daemon;
-pub mod debian;
-pub mod disks;
-pub mod dns;
 pub mod doctor;
+pub mod http;
 pub mod images;
-pub mod jobs;
-pub mod listener;
 pub mod network;
 pub mod privops;
+pub mod progress;
 pub mod store;
 pub mod vmdisk;
 pub mod vmm;

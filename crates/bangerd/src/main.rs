@@ -2,11 +2,12 @@
 
 use anyhow::{bail, Context, Result};
 use banger_core::paths::{self, Mode, PathEnv};
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_proto::install::{InstallConfig, SYSTEM_CONFIG_PATH};
 use banger_sys::runner::HostRunner;
-use bangerd::daemon::{self, Daemon};
+use bangerd::daemon::Daemon;
+use bangerd::http;
 use bangerd::privops::{DirectOps, HelperClient, PrivOps, SudoOps};
 use bangerd::store::Store;
 use clap::Parser;
@@ -115,7 +116,7 @@ fn run(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     rt.block_on(async move {
         let socket = paths.daemon_socket();
-        let listener = daemon::bind_socket(&socket, cfg.owner_uid, cfg.owner_gid)?;
+        let listener = http::bind_socket(&socket, cfg.owner_uid, cfg.owner_gid)?;
         tracing::info!(
             socket = %socket.display(),
             mode = ?mode,
@@ -130,12 +131,12 @@ fn run(cli: Cli) -> Result<()> {
             store,
             privops,
             host_paths: Default::default(),
-            vms: Default::default(),
+            vmms: Default::default(),
         });
         bangerd::vms::reconcile::run(&d, std::path::Path::new("/proc")).await;
         bangerd::vmdisk::reconcile::at_start(&d);
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        daemon::serve(d, listener, banger_sys::service::shutdown_signal()).await?;
+        http::serve(d, listener, banger_sys::service::shutdown_signal()).await?;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         tracing::info!("bangerd stopped");
         Ok(())

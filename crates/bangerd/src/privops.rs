@@ -3,16 +3,15 @@
 //! install), `sudo -n` with argv (development mode as a normal user), and
 //! direct in-process calls (development mode when already root).
 
-use banger_helper::dispatch::Helper;
 use banger_helper::error::{gate, RpcError};
 use banger_helper::gates::files::{self as file_gates, Chroot};
-use banger_proto::helper as m;
+use banger_helper::helper::Helper;
+use banger_proto::helper::Method;
+use banger_proto::helper::{self as m, method};
 use banger_proto::install::InstallConfig;
 use banger_proto::jsonrpc::{Request, Response, MAX_MESSAGE_BYTES};
 use banger_sys::runner::{Cmd, Runner};
 use banger_sys::{fsops, mounts};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -70,15 +69,11 @@ pub trait PrivOps: Send + Sync {
     fn call_value(&self, method: &str, params: Value) -> Result<Value, PrivError>;
 }
 
-impl dyn PrivOps {
-    /// Typed call: serialise params, decode the result.
-    pub fn call<P: Serialize, R: DeserializeOwned>(
-        &self,
-        method: &str,
-        params: &P,
-    ) -> Result<R, PrivError> {
+impl dyn PrivOps + '_ {
+    /// The one typed call: `M`'s params in, `M`'s result out.
+    pub fn call<M: Method>(&self, params: &M::Params) -> Result<M::Result, PrivError> {
         let params = serde_json::to_value(params).expect("params always serialise");
-        let v = self.call_value(method, params)?;
+        let v = self.call_value(M::NAME, params)?;
         serde_json::from_value(v).map_err(PrivError::BadAnswer)
     }
 }
@@ -210,19 +205,19 @@ impl SudoOps {
         InstallConfig::parse(&text).map_err(|e| PrivError::ParseConfig(self.config.clone(), e))
     }
 
-    fn params<P: DeserializeOwned>(method: &str, params: Value) -> Result<P, PrivError> {
+    fn params<M: Method>(params: Value) -> Result<M::Params, PrivError> {
         let params = if params.is_null() {
             Value::Object(Default::default())
         } else {
             params
         };
         serde_json::from_value(params)
-            .map_err(|e| PrivError::from_rpc(method, &RpcError::Params(e.to_string())))
+            .map_err(|e| PrivError::from_rpc(M::NAME, &RpcError::Params(e.to_string())))
     }
 
     fn ensure_socket_access(&self, params: Value) -> Result<Value, PrivError> {
         const M: &str = m::ENSURE_SOCKET_ACCESS;
-        let p: m::EnsureSocketAccess = Self::params(M, params)?;
+        let p = Self::params::<method::EnsureSocketAccess>(params)?;
         let cfg = self.install()?;
         let path = gate(M, file_gates::socket_path(&cfg.runtime_dir, &p.path))
             .map_err(|e| PrivError::from_rpc(M, &e))?;
@@ -236,7 +231,7 @@ impl SudoOps {
 
     fn cleanup_jailer_chroot(&self, params: Value) -> Result<Value, PrivError> {
         const M: &str = m::CLEANUP_JAILER_CHROOT;
-        let p: m::CleanupJailerChroot = Self::params(M, params)?;
+        let p = Self::params::<method::CleanupJailerChroot>(params)?;
         let cfg = self.install()?;
         let chroot = gate(M, file_gates::jailer_chroot(&cfg.jailer_base, &p.path))
             .map_err(|e| PrivError::from_rpc(M, &e))?;

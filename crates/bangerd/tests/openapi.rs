@@ -4,7 +4,8 @@
 use banger_core::paths::{Mode, Paths};
 use banger_proto::install::InstallConfig;
 use banger_testkit::http_unix;
-use bangerd::daemon::{self, Daemon};
+use bangerd::daemon::Daemon;
+use bangerd::http;
 use bangerd::privops::RecordingPriv;
 use bangerd::store::Store;
 use std::collections::BTreeSet;
@@ -27,7 +28,7 @@ fn documented() -> BTreeSet<(String, String)> {
 }
 
 fn served() -> BTreeSet<(String, String)> {
-    bangerd::api::routes()
+    bangerd::http::routes()
         .iter()
         .map(|r| (r.method.to_string(), r.path.to_string()))
         .collect()
@@ -70,7 +71,7 @@ fn every_documented_route_answers_on_a_real_socket() {
     let server = rt.spawn({
         let socket = socket.clone();
         async move {
-            let listener = daemon::bind_socket(&socket, me, me).unwrap();
+            let listener = http::bind_socket(&socket, me, me).unwrap();
             let d = Arc::new(Daemon {
                 cfg,
                 paths,
@@ -78,9 +79,9 @@ fn every_documented_route_answers_on_a_real_socket() {
                 store,
                 privops: Arc::new(RecordingPriv::new()),
                 host_paths: Default::default(),
-                vms: Default::default(),
+                vmms: Default::default(),
             });
-            daemon::serve(d, listener, async {
+            http::serve(d, listener, async {
                 let _ = rx.await;
             })
             .await

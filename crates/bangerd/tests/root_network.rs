@@ -14,13 +14,13 @@
 mod common;
 
 use banger_core::net::{allocate, mac_for, Subnet};
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_proto::install::InstallConfig;
 use banger_sys::netns::NamedNetns;
 use banger_sys::nft::{Nft, TableName};
 use banger_sys::runner::HostRunner;
-use bangerd::dns::{serve, DnsConfig, Records};
+use bangerd::network::dns::{serve, DnsConfig, Records};
 use common::dns::resolve_udp;
 use hickory_proto::op::{Message, MessageType, OpCode};
 use hickory_proto::rr::rdata::A;

@@ -9,14 +9,14 @@
 mod common;
 
 use banger_core::net::Subnet;
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_proto::install::InstallConfig;
 use banger_sys::net::RealNet;
 use banger_sys::netns::NamedNetns;
 use banger_sys::nft::{Nft, TableName};
 use banger_sys::runner::{Cmd, HostRunner, Runner};
-use bangerd::dns::DnsConfig;
+use bangerd::network::dns::DnsConfig;
 use bangerd::network::{self, DnsServer, NetPlan, Resolver, StoreRecords};
 use bangerd::privops::{DirectOps, PrivOps};
 use bangerd::store::Store;

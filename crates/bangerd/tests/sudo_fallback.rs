@@ -5,7 +5,7 @@
 //! deepest first and the tree removed; a bind-mounted canary outside
 //! survives; a real socket is handed to the owner without following links.
 
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_proto::helper as m;
 use banger_proto::install::InstallConfig;

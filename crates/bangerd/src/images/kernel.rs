@@ -6,6 +6,24 @@ use super::cpio::Cpio;
 use banger_sys::runner::{Cmd, RunError, Runner};
 use std::path::{Path, PathBuf};
 
+/// Where host kernels and busybox are looked up (injected for tests).
+#[derive(Debug, Clone)]
+pub struct HostPaths {
+    pub boot: PathBuf,
+    pub modules: PathBuf,
+    pub busybox: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        HostPaths {
+            boot: "/boot".into(),
+            modules: "/lib/modules".into(),
+            busybox: "/bin/busybox".into(),
+        }
+    }
+}
+
 /// The modules a Firecracker/QEMU-microvm guest needs before `/dev/vda`,
 /// in the order asked (deps are added before each).
 pub const VIRTIO_MODULES: &[&str] = &[

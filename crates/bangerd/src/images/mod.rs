@@ -1,6 +1,10 @@
-//! Image building blocks: OCI rootfs builds, host kernels and initramfs.
+//! Images: the catalog of stored images and every way one is made (import,
+//! OCI build, registry pull, Debian), with their building blocks.
 
+pub mod build;
+pub mod catalog;
 pub mod cpio;
+pub mod debian;
 pub mod kernel;
 pub mod layer;
 pub mod oci;

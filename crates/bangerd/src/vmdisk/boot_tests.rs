@@ -39,7 +39,9 @@ async fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
 
     // The image, through the daemon's build path.
     let built = build_debian(&d.store, &state);
-    let image = crate::catalog::find(&d.store, "deb").unwrap().unwrap();
+    let image = crate::images::catalog::find(&d.store, "deb")
+        .unwrap()
+        .unwrap();
 
     // The VM disk and its customisation, with a real owner key.
     let key = owner_key(&d.cfg.owner_home);
@@ -51,7 +53,7 @@ async fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
         file_sync: vec![],
     };
     custom::customise(&d, VM, &c, &HostRunner).unwrap();
-    let known_hosts = custom::known_hosts_path(&d);
+    let known_hosts = d.paths.known_hosts();
 
     // The guest's network: bridge + tap in a namespace of its own.
     let ns = NamedNetns::add(&format!("bgtest-{}-boot", banger_testkit::unique_suffix())).unwrap();

@@ -3,15 +3,18 @@
 //! host key pinned in banger's `known_hosts`, and file_sync entries (sources
 //! locked to the owner's home).
 
-use super::{call, check_vm_id, load, save, VmDiskError};
+pub use super::error::CustomError;
+use super::error::VmDiskError;
+use super::handles::{call, check_vm_id, load, save};
+use super::known_hosts::pin_host;
 use crate::daemon::Daemon;
-use banger_core::guest::{self, GuestError, GuestIdentity};
-use banger_proto::helper as m;
-use banger_sys::beneath::{self, Access, BeneathError};
-use banger_sys::runner::{Cmd, RunError, Runner};
+use banger_core::guest::{self, GuestIdentity};
+use banger_proto::helper::{self as m, method};
+use banger_sys::beneath::{self, Access};
+use banger_sys::runner::{Cmd, Runner};
 use base64::Engine;
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Largest single file sent to the guest (its base64 must fit a 1 MiB message).
@@ -20,41 +23,6 @@ pub const FILE_MAX_BYTES: u64 = 512 << 10;
 const BATCH_BYTES: usize = 512 << 10;
 /// Files per call (the helper's limit).
 const BATCH_FILES: usize = 256;
-
-/// Why customisation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CustomError {
-    #[error(transparent)]
-    Guest(#[from] GuestError),
-    #[error("resolve owner home {0}")]
-    Home(PathBuf, #[source] std::io::Error),
-    #[error("resolve {0}")]
-    Resolve(PathBuf, #[source] std::io::Error),
-    #[error("{0} resolves outside the owner's home: refused")]
-    OutsideHome(PathBuf),
-    #[error("open {0} in the owner's home")]
-    Open(PathBuf, #[source] BeneathError),
-    #[error("read {0}")]
-    Read(PathBuf, #[source] std::io::Error),
-    #[error("{0} is larger than {1} bytes")]
-    TooLarge(PathBuf, u64),
-    #[error("list {0}")]
-    ListKeys(PathBuf, #[source] std::io::Error),
-    #[error("no SSH public key (*.pub) in {0}")]
-    NoOwnerKey(PathBuf),
-    #[error("{0} is not an SSH public key")]
-    BadKey(PathBuf, #[source] GuestError),
-    #[error("invalid file_sync destination {0:?}: absolute, [A-Za-z0-9._/@+-], no . or ..")]
-    BadDest(String),
-    #[error("create private temp dir for the host key")]
-    TempDir(#[source] std::io::Error),
-    #[error("run ssh-keygen")]
-    Keygen(#[source] RunError),
-    #[error("read generated host key {0}")]
-    HostKeyRead(PathBuf, #[source] std::io::Error),
-    #[error("write {0}")]
-    KnownHosts(PathBuf, #[source] std::io::Error),
-}
 
 /// One file copied from the owner's home into the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,9 +241,8 @@ fn write_batched(
         if batch.is_empty() {
             return Ok(());
         }
-        call::<_, m::Empty>(
+        call::<method::WriteExt4Files>(
             d,
-            m::WRITE_EXT4_FILES,
             &m::WriteExt4Files {
                 image: image.to_string(),
                 files: std::mem::take(batch),
@@ -299,45 +266,4 @@ fn write_batched(
         });
     }
     flush(&mut batch)
-}
-
-/// `<state>/known_hosts`.
-pub fn known_hosts_path(d: &Daemon) -> PathBuf {
-    d.paths.state_dir.join("known_hosts")
-}
-
-/// Replace every line naming any of `names` with `add` (or nothing), written
-/// atomically (temp file 0600 + rename).
-fn pin_host(d: &Daemon, names: &[String], add: Option<&str>) -> Result<(), CustomError> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _held = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let path = known_hosts_path(d);
-    let old = match std::fs::read_to_string(&path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(CustomError::KnownHosts(path, e)),
-    };
-    let new = guest::known_hosts_replace(&old, names, add);
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(new.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        CustomError::KnownHosts(path.clone(), e)
-    })
-}
-
-/// Drop the VM's `known_hosts` lines (on destroy).
-pub fn unpin_host(d: &Daemon, names: &[String]) -> Result<(), VmDiskError> {
-    Ok(pin_host(d, names, None)?)
 }

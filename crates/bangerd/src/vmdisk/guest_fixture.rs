@@ -2,8 +2,9 @@
 //! through the daemon's build path, the owner's key, `ssh` with banger's
 //! pinned known_hosts only, and the console's tail for failure messages.
 
-use crate::builds::{self, HostPaths};
-use crate::jobs::Progress;
+use crate::images::build;
+use crate::images::kernel::HostPaths;
+use crate::progress::Progress;
 use crate::store::Store;
 use banger_proto::api::ImageBuild;
 use banger_sys::runner::{Cmd, HostRunner, Runner};
@@ -56,7 +57,7 @@ pub(crate) fn build_debian(store: &Store, state_dir: &Path) -> Duration {
         mirror: None,
     };
     let t = Instant::now();
-    builds::build(
+    build::build(
         store,
         state_dir,
         &HostPaths::default(),

@@ -6,7 +6,7 @@
 use super::tests::{add_vm, fixture};
 use super::*;
 use crate::privops::DirectOps;
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_sys::dm::{DmRequest, RecordingDm};
 use banger_sys::loopdev::{LoopRequest, RecordingLoops};

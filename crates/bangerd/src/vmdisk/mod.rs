@@ -2,20 +2,25 @@
 //! helper, or the copy fallback), recorded in `vms.disk_driver` /
 //! `vms.disk_handles`, customised before first boot, and destroyed exactly.
 
+pub mod clone;
 pub mod custom;
+pub mod driver;
+pub mod error;
+pub mod handles;
+pub mod known_hosts;
+pub mod orphans;
 pub mod reconcile;
 
-use crate::catalog::Stored;
 use crate::daemon::Daemon;
-use crate::disks::clone::{self, CloneError};
-use crate::disks::driver::{self, Driver};
-use crate::privops::{PrivError, PrivOps};
-use crate::store::StoreError;
-use banger_proto::helper as m;
-use rusqlite::OptionalExtension;
-use serde::{Deserialize, Serialize};
+use crate::images::catalog::Stored;
+use banger_proto::helper::{self as m, method};
+use driver::Driver;
+use handles::{call, driver_name, parse_driver};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+pub use error::{CustomError, VmDiskError};
+pub use handles::{check_vm_id, load, save, DiskHandles};
 
 /// The COW file of a dm-snapshot VM, inside its directory.
 pub const COW_FILE: &str = "cow.img";
@@ -23,66 +28,6 @@ pub const COW_FILE: &str = "cow.img";
 pub const COPY_FILE: &str = "rootfs.ext4";
 /// Prefix of every banger dm snapshot name.
 pub const DM_PREFIX: &str = "fc-rootfs-";
-
-/// Why a VM-disk step failed.
-#[derive(Debug, thiserror::Error)]
-pub enum VmDiskError {
-    #[error("invalid VM id {0:?}: 1-32 of a-z, 0-9, '-'")]
-    BadVmId(String),
-    #[error("no VM with id {0:?}")]
-    NoVm(String),
-    #[error("VM {0} already has a disk")]
-    HasDisk(String),
-    #[error("VM {0} has no disk")]
-    NoDisk(String),
-    #[error("VM {0}'s dm snapshot is not active")]
-    NotActive(String),
-    #[error("VM {0} uses the copy driver: fsck runs only on dm snapshots")]
-    FsckNeedsDm(String),
-    #[error("unknown disk driver {1:?} recorded for VM {0}")]
-    UnknownDriver(String, String),
-    #[error("stat {0}")]
-    Stat(PathBuf, #[source] std::io::Error),
-    #[error("create VM directory {0}")]
-    CreateDir(PathBuf, #[source] std::io::Error),
-    #[error("remove VM directory {0}")]
-    RemoveDir(PathBuf, #[source] std::io::Error),
-    #[error("clone the image into the VM disk")]
-    Clone(#[source] CloneError),
-    #[error("{0}")]
-    Priv(&'static str, #[source] Box<PrivError>),
-    #[error("disk handles of VM {0} do not parse")]
-    Handles(String, #[source] serde_json::Error),
-    #[error(transparent)]
-    Custom(#[from] custom::CustomError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<rusqlite::Error> for VmDiskError {
-    fn from(e: rusqlite::Error) -> Self {
-        VmDiskError::Store(StoreError::Sql(e))
-    }
-}
-
-/// What `vms.disk_handles` holds (JSON). Every field defaults, so the
-/// column's `{}` means "no disk yet".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiskHandles {
-    /// The active dm snapshot (dm driver), exactly as the helper made it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dm: Option<m::DmHandles>,
-    /// The COW file (dm driver) or the disk copy (copy driver).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub file: String,
-    /// The image rootfs the snapshot reads (dm driver).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub base: String,
-    /// Names pinned for this VM in `<state>/known_hosts`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub known_hosts: Vec<String>,
-}
 
 /// A VM's disk as the VMM should see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,47 +38,6 @@ pub struct DiskInfo {
     pub handles: DiskHandles,
 }
 
-/// The `disk_driver` column value.
-pub fn driver_name(d: Driver) -> &'static str {
-    match d {
-        Driver::DmSnapshot => "dm_snapshot",
-        Driver::Copy => "copy",
-    }
-}
-
-fn parse_driver(vm_id: &str, s: &str) -> Result<Driver, VmDiskError> {
-    match s {
-        "dm_snapshot" => Ok(Driver::DmSnapshot),
-        "copy" => Ok(Driver::Copy),
-        other => Err(VmDiskError::UnknownDriver(vm_id.into(), other.into())),
-    }
-}
-
-/// A VM id as used in `fc-rootfs-<id>` and `<state>/vms/<id>`.
-pub fn check_vm_id(id: &str) -> Result<(), VmDiskError> {
-    let ok = !id.is_empty()
-        && id.len() <= 32
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !id.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(VmDiskError::BadVmId(id.into()))
-    }
-}
-
-/// `<state>/vms`.
-pub fn vms_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("vms")
-}
-
-/// `<state>/vms/<id>`.
-pub fn vm_dir(state_dir: &Path, vm_id: &str) -> PathBuf {
-    vms_dir(state_dir).join(vm_id)
-}
-
 /// Size of a new COW file: enough for the whole base rewritten plus the
 /// snapshot's exception metadata (sparse: costs nothing until written).
 pub fn cow_size_for(base_len: u64) -> u64 {
@@ -141,50 +45,15 @@ pub fn cow_size_for(base_len: u64) -> u64 {
     s.div_ceil(512) * 512
 }
 
-fn call<P: Serialize, R: serde::de::DeserializeOwned>(
-    d: &Daemon,
-    method: &'static str,
-    p: &P,
-) -> Result<R, VmDiskError> {
-    <dyn PrivOps>::call(d.privops.as_ref(), method, p)
-        .map_err(|e| VmDiskError::Priv(method, Box::new(e)))
-}
-
-/// The row's `(disk_driver, handles)`.
-pub fn load(d: &Daemon, vm_id: &str) -> Result<(String, DiskHandles), VmDiskError> {
-    let row: Option<(String, String)> = d.store.read(|c| {
-        c.query_row(
-            "SELECT disk_driver, disk_handles FROM vms WHERE id=?1",
-            [vm_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-    })?;
-    let (drv, json) = row.ok_or_else(|| VmDiskError::NoVm(vm_id.into()))?;
-    let h = serde_json::from_str(&json).map_err(|e| VmDiskError::Handles(vm_id.into(), e))?;
-    Ok((drv, h))
-}
-
-/// Record `driver` and `handles` on the row.
-pub fn save(d: &Daemon, vm_id: &str, drv: &str, h: &DiskHandles) -> Result<(), VmDiskError> {
-    let json = serde_json::to_string(h).expect("handles serialise");
-    let n = d.store.write(|tx| {
-        tx.execute(
-            "UPDATE vms SET disk_driver=?2, disk_handles=?3 WHERE id=?1",
-            rusqlite::params![vm_id, drv, json],
-        )
-    })?;
-    if n == 0 {
-        return Err(VmDiskError::NoVm(vm_id.into()));
-    }
-    Ok(())
-}
-
-/// Create the VM's disk with the driver this host supports
+/// Create the VM's disk — the one place a VM disk is made — with the
+/// driver the registry pins (tests) or else the one this host supports
 /// ([`driver::select`] on `/proc`).
 pub fn create(d: &Daemon, vm_id: &str, image: &Stored) -> Result<DiskInfo, VmDiskError> {
-    let choice = driver::select(Path::new("/proc"), &d.paths.state_dir);
-    create_with(d, vm_id, image, choice.driver)
+    let drv = match d.vmms.disk_driver {
+        Some(drv) => drv,
+        None => driver::select(Path::new("/proc"), &d.paths.state_dir).driver,
+    };
+    create_with(d, vm_id, image, drv)
 }
 
 /// Removes a half-made VM directory unless disarmed.
@@ -200,7 +69,7 @@ impl Drop for DirGuard {
 
 /// Create the VM's disk with `drv`; the row `vm_id` must exist and have no
 /// disk yet. The base image is never written by either driver.
-pub fn create_with(
+pub(crate) fn create_with(
     d: &Daemon,
     vm_id: &str,
     image: &Stored,
@@ -211,13 +80,13 @@ pub fn create_with(
     if !old.file.is_empty() {
         return Err(VmDiskError::HasDisk(vm_id.into()));
     }
-    let vms = vms_dir(&d.paths.state_dir);
+    let vms = d.paths.vms_dir();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&vms)
         .map_err(|e| VmDiskError::CreateDir(vms.clone(), e))?;
-    let dir = vm_dir(&d.paths.state_dir, vm_id);
+    let dir = d.paths.vm_dir(vm_id);
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)
@@ -230,9 +99,8 @@ pub fn create_with(
                 .map_err(|e| VmDiskError::Stat(base.clone(), e))?
                 .len();
             let cow = dir.join(COW_FILE);
-            let r: m::CreateDmSnapshotResult = call(
+            let r = call::<method::CreateDmSnapshot>(
                 d,
-                m::CREATE_DM_SNAPSHOT,
                 &m::CreateDmSnapshot {
                     name: format!("{DM_PREFIX}{vm_id}"),
                     base_image: base.display().to_string(),
@@ -269,9 +137,8 @@ pub fn create_with(
     };
     if let Err(e) = save(d, vm_id, driver_name(drv), &handles) {
         if let Some(dm) = &handles.dm {
-            let _: Result<m::Empty, _> = call(
+            let _ = call::<method::CleanupDmSnapshot>(
                 d,
-                m::CLEANUP_DM_SNAPSHOT,
                 &m::CleanupDmSnapshot {
                     handles: dm.clone(),
                 },
@@ -308,9 +175,8 @@ pub fn activate(d: &Daemon, vm_id: &str) -> Result<DiskInfo, VmDiskError> {
         let len = std::fs::metadata(&h.base)
             .map_err(|e| VmDiskError::Stat(h.base.clone().into(), e))?
             .len();
-        let r: m::CreateDmSnapshotResult = call(
+        let r = call::<method::CreateDmSnapshot>(
             d,
-            m::CREATE_DM_SNAPSHOT,
             &m::CreateDmSnapshot {
                 name: format!("{DM_PREFIX}{vm_id}"),
                 base_image: h.base.clone(),
@@ -335,11 +201,7 @@ pub fn deactivate(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
     check_vm_id(vm_id)?;
     let (drv, mut h) = load(d, vm_id)?;
     if let Some(dm) = h.dm.take() {
-        call::<_, m::Empty>(
-            d,
-            m::CLEANUP_DM_SNAPSHOT,
-            &m::CleanupDmSnapshot { handles: dm },
-        )?;
+        call::<method::CleanupDmSnapshot>(d, &m::CleanupDmSnapshot { handles: dm })?;
         save(d, vm_id, &drv, &h)?;
     }
     Ok(())
@@ -353,9 +215,8 @@ pub fn fsck(d: &Daemon, vm_id: &str) -> Result<i32, VmDiskError> {
         return Err(VmDiskError::FsckNeedsDm(vm_id.into()));
     }
     let dm = h.dm.ok_or_else(|| VmDiskError::NotActive(vm_id.into()))?;
-    let r: m::FsckResult = call(
+    let r = call::<method::FsckSnapshot>(
         d,
-        m::FSCK_SNAPSHOT,
         &m::FsckSnapshot {
             device: dm.dm_device,
         },
@@ -371,22 +232,18 @@ pub fn destroy(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
     check_vm_id(vm_id)?;
     let (drv, mut h) = load(d, vm_id)?;
     if let Some(dm) = h.dm.clone() {
-        call::<_, m::Empty>(
-            d,
-            m::CLEANUP_DM_SNAPSHOT,
-            &m::CleanupDmSnapshot { handles: dm },
-        )?;
+        call::<method::CleanupDmSnapshot>(d, &m::CleanupDmSnapshot { handles: dm })?;
         h.dm = None;
         save(d, vm_id, &drv, &h)?;
     }
-    let dir = vm_dir(&d.paths.state_dir, vm_id);
+    let dir = d.paths.vm_dir(vm_id);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(VmDiskError::RemoveDir(dir, e)),
     }
     if !h.known_hosts.is_empty() {
-        custom::unpin_host(d, &h.known_hosts)?;
+        known_hosts::unpin_host(d, &h.known_hosts)?;
     }
     save(d, vm_id, &drv, &DiskHandles::default())?;
     Ok(())

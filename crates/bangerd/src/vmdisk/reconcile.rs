@@ -2,12 +2,11 @@
 //! (no VM row records them) through the helper, and mark VM rows whose disk
 //! vanished `broken` (never deleted).
 
-use super::{vms_dir, DiskHandles, VmDiskError};
+use super::{DiskHandles, VmDiskError};
 use crate::daemon::Daemon;
-use crate::disks::reconcile::{self as plan, HostDisks, Recorded};
-use crate::privops::PrivOps;
+use crate::vmdisk::orphans::{self as plan, HostDisks, Recorded};
 use banger_core::vm::VmState;
-use banger_proto::helper as m;
+use banger_proto::helper::{self as m, method};
 use banger_sys::loopdev::{KernelLoops, LoopOps};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -54,7 +53,7 @@ pub fn at_start(d: &Daemon) {
 }
 
 /// Read rows and the host under `sys_root`, decide with
-/// [`crate::disks::reconcile::plan`], act.
+/// [`crate::vmdisk::orphans::plan`], act.
 pub fn run(d: &Daemon, sys_root: &Path) -> Result<Report, VmDiskError> {
     let rows: Vec<(String, String, String)> = d.store.read(|c| {
         let mut st = c.prepare("SELECT id, state, disk_handles FROM vms ORDER BY id")?;
@@ -104,11 +103,9 @@ pub fn run(d: &Daemon, sys_root: &Path) -> Result<Report, VmDiskError> {
         } else {
             h.dm_name.clone()
         };
-        let r: Result<m::Empty, _> = <dyn PrivOps>::call(
-            d.privops.as_ref(),
-            m::CLEANUP_DM_SNAPSHOT,
-            &m::CleanupDmSnapshot { handles: h },
-        );
+        let r = d
+            .privops
+            .call::<method::CleanupDmSnapshot>(&m::CleanupDmSnapshot { handles: h });
         match r {
             Ok(_) => report.cleaned.push(what),
             Err(e) => report
@@ -124,7 +121,7 @@ pub fn run(d: &Daemon, sys_root: &Path) -> Result<Report, VmDiskError> {
         .into_iter()
         .map(|l| l.backing_file)
         .collect();
-    let vms = vms_dir(&d.paths.state_dir);
+    let vms = d.paths.vms_dir();
     if let Ok(rd) = std::fs::read_dir(&vms) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

@@ -5,7 +5,7 @@ use super::custom::{self, Customisation, FileSync};
 use super::tests::{add_vm, fixture, identity};
 use super::*;
 use crate::privops::DirectOps;
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_sys::runner::{Cmd, HostRunner, Runner};
 use sha2::{Digest, Sha256};

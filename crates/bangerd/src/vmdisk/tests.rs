@@ -2,6 +2,7 @@
 
 use super::custom::{self, CustomError, Customisation, FileSync};
 use super::*;
+use crate::privops::PrivOps;
 use crate::privops::RecordingPriv;
 use banger_core::guest::{GuestIdentity, GuestNet};
 use banger_core::paths::{Mode, Paths};
@@ -81,7 +82,7 @@ pub(super) fn fixture(privops: Arc<dyn PrivOps>, base_bytes: Option<&[u8]>) -> F
         store,
         privops,
         host_paths: Default::default(),
-        vms: Default::default(),
+        vmms: Default::default(),
     };
     Fixture { tmp, d, image }
 }

@@ -8,7 +8,7 @@ use super::firecracker::{wait_for_api, BootPlan, FirecrackerClient, FirecrackerE
 use super::socket_access::{ensure_socket_access_for_async, SocketAccessError, WaitPolicy};
 use super::Stopped;
 use crate::privops::{PrivError, PrivOps};
-use banger_proto::helper as m;
+use banger_proto::helper::{self as m, method};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,10 +80,7 @@ impl FirecrackerVm {
             log_file: l.log_file.display().to_string(),
         };
         let p = privops.clone();
-        let launched = blocking(move || {
-            p.call::<_, m::LaunchFirecrackerResult>(m::LAUNCH_FIRECRACKER, &params)
-        })
-        .await?;
+        let launched = blocking(move || p.call::<method::LaunchFirecracker>(&params)).await?;
         let pid = match launched {
             Ok(r) => r.pid,
             Err(e) => {
@@ -147,8 +144,7 @@ impl FirecrackerVm {
     async fn kill(&mut self) -> Result<(), FcVmError> {
         let (p, pid) = (self.privops.clone(), self.pid);
         let killed =
-            blocking(move || p.call::<_, m::Empty>(m::KILL_PROCESS, &m::KillProcess { pid }))
-                .await?;
+            blocking(move || p.call::<method::KillProcess>(&m::KillProcess { pid })).await?;
         match killed {
             Ok(_) => {}
             // Gone in between: the helper refuses a pid that is no longer Firecracker.

@@ -5,7 +5,7 @@ use super::*;
 use crate::privops::{DirectOps, RecordingPriv};
 use crate::vmm::plan::{firecracker_plan, FcFiles};
 use banger_core::machine::MachineSpec;
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_proto::firecracker::InstanceState;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

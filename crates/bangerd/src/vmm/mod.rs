@@ -2,10 +2,12 @@
 //! API (launched through the helper), and QEMU `microvm` where Firecracker
 //! cannot run; both booted from one backend-neutral machine spec.
 
+pub mod adopted;
 pub mod fc_process;
 pub mod firecracker;
 pub mod plan;
 pub mod qemu;
+pub mod registry;
 pub mod socket_access;
 
 /// How a stop ended.

@@ -4,7 +4,7 @@
 //! spawned right before the launch and awaited right after it.
 
 use crate::privops::{PrivError, PrivOps};
-use banger_proto::helper as m;
+use banger_proto::helper::{self as m, method};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,12 +98,9 @@ pub async fn ensure_socket_access(
     wait_for_path(&path, &label, policy, cancel).await?;
     let p = path.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        privops.call::<_, m::Empty>(
-            m::ENSURE_SOCKET_ACCESS,
-            &m::EnsureSocketAccess {
-                path: p.display().to_string(),
-            },
-        )
+        privops.call::<method::EnsureSocketAccess>(&m::EnsureSocketAccess {
+            path: p.display().to_string(),
+        })
     })
     .await
     .map_err(SocketAccessError::Task)?;

@@ -212,7 +212,7 @@ async fn for_async_stops_when_the_launch_is_abandoned() {
 /// registered owner when the task ends.
 #[tokio::test]
 async fn root_for_async_hands_a_late_socket_to_the_registered_owner() {
-    use banger_helper::dispatch::Helper;
+    use banger_helper::helper::Helper;
     use banger_helper::host::Host;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if !rustix::process::geteuid().is_root() {

@@ -6,10 +6,10 @@
 
 use super::{find, VmRow};
 use crate::daemon::Daemon;
-use crate::privops::PrivOps;
 use crate::vmdisk;
+use crate::vmm::adopted;
 use banger_core::vm::{self, Found, Repair, VmState};
-use banger_proto::helper as m;
+use banger_proto::helper::{self as m, method};
 use std::path::Path;
 
 /// What reconcile did to one VM.
@@ -21,50 +21,10 @@ pub struct Fixed {
     pub repair: Repair,
 }
 
-/// Whether `pid` under `proc_root` is a VMM (QEMU or Firecracker) of VM `id`:
-/// its command line names the binary and the VM's id (its disk, socket or
-/// `--id`), so a reused pid is never taken for the VM.
-pub fn vmm_alive(proc_root: &Path, pid: i64, id: &str) -> bool {
-    let Ok(raw) = std::fs::read(proc_root.join(pid.to_string()).join("cmdline")) else {
-        return false;
-    };
-    let args: Vec<String> = raw
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let is_vmm = args.first().is_some_and(|a0| {
-        let base = a0.rsplit('/').next().unwrap_or(a0);
-        base.starts_with("qemu-system") || base == "firecracker"
-    });
-    is_vmm && args.iter().any(|a| a.contains(id))
-}
-
 fn disk_present(d: &Daemon, id: &str) -> bool {
     match vmdisk::load(d, id) {
         Ok((_, h)) => !h.file.is_empty() && Path::new(&h.file).exists(),
         Err(_) => false,
-    }
-}
-
-pub(crate) fn kill(d: &Daemon, row: &VmRow, pid: i64) {
-    let r = if row.backend.as_deref() == Some("firecracker") {
-        <dyn PrivOps>::call::<_, m::Empty>(
-            d.privops.as_ref(),
-            m::KILL_PROCESS,
-            &m::KillProcess { pid: pid as i32 },
-        )
-        .map(drop)
-        .map_err(|e| crate::render_chain(&e))
-    } else {
-        // QEMU runs as the daemon's user.
-        match rustix::process::Pid::from_raw(pid as i32) {
-            Some(p) => rustix::process::kill_process(p, rustix::process::Signal::Kill)
-                .map_err(|e| e.to_string()),
-            None => Ok(()),
-        }
-    };
-    if let Err(e) = r {
-        tracing::warn!(vm = %row.name, pid, error = %e, "reconcile: killing the VMM");
     }
 }
 
@@ -73,20 +33,14 @@ pub(crate) fn kill(d: &Daemon, row: &VmRow, pid: i64) {
 fn clear_network(d: &Daemon, row: &VmRow) {
     let tap = banger_core::net::tap_for(&row.id);
     if let Some(ip) = row.ip {
-        let _ = <dyn PrivOps>::call::<_, m::Empty>(
-            d.privops.as_ref(),
-            m::CLEAR_NAT,
-            &m::Nat {
-                guest_ip: ip.to_string(),
-                tap: tap.clone(),
-            },
-        );
+        let _ = d.privops.call::<method::ClearNat>(&m::Nat {
+            guest_ip: ip.to_string(),
+            tap: tap.clone(),
+        });
     }
-    let _ = <dyn PrivOps>::call::<_, m::Empty>(
-        d.privops.as_ref(),
-        m::DELETE_TAP,
-        &m::DeleteTap { name: tap },
-    );
+    let _ = d
+        .privops
+        .call::<method::DeleteTap>(&m::DeleteTap { name: tap });
     if let Err(e) = vmdisk::deactivate(d, &row.id) {
         tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: deactivating the disk");
     }
@@ -105,7 +59,9 @@ pub async fn run(d: &Daemon, proc_root: &Path) -> Vec<Fixed> {
     let mut fixed = Vec::new();
     for id in ids {
         let Ok(row) = find(d, &id) else { continue };
-        let alive = row.pid.is_some_and(|p| vmm_alive(proc_root, p, &row.id));
+        let alive = row
+            .pid
+            .is_some_and(|p| adopted::alive(proc_root, p, &row.id));
         let found = Found {
             process_alive: alive,
             disk_present: disk_present(d, &row.id),
@@ -116,12 +72,15 @@ pub async fn run(d: &Daemon, proc_root: &Path) -> Vec<Fixed> {
         }
         if repair == Repair::KillProcess {
             if let Some(pid) = row.pid {
-                kill(d, &row, pid);
+                let jailed = row.backend.as_deref() == Some("firecracker");
+                if let Err(e) = adopted::kill(d.privops.as_ref(), jailed, pid) {
+                    tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: killing the VMM");
+                }
             }
         }
         if repair == Repair::FinishDelete {
             // remove() clears tap and NAT too (both absent is fine).
-            let p = crate::jobs::Progress::new(tokio::sync::mpsc::unbounded_channel().0);
+            let p = crate::progress::Progress::new(tokio::sync::mpsc::unbounded_channel().0);
             if let Err(e) = super::remove(d, &row.id, true, &p).await {
                 tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: finishing the delete");
             }

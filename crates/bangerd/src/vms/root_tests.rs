@@ -6,9 +6,12 @@
 
 use super::tests::fx;
 use super::*;
+use crate::daemon::Daemon;
+use crate::network::{self, NetPlan};
 use crate::privops::DirectOps;
+use crate::progress::Progress;
 use crate::vmdisk::guest_fixture::{build_debian, gate, owner_key, pinned_ssh, tail, Writable};
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_sys::net::RealNet;
 use banger_sys::netns::NamedNetns;
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn console_tail(d: &Daemon, id: &str) -> String {
-    tail(&run::console_log(d, id))
+    tail(&d.paths.console_log(id))
 }
 
 /// `ssh` as the CLI runs it, from the calling thread's namespace.
@@ -50,8 +53,8 @@ fn root_vm_lifecycle_create_ssh_stop_start_ssh_rm_leaves_nothing() {
         cfg: hcfg,
         host: Host::real(),
     }));
-    d.vms.backend = None; // as the host says (QEMU here: no Firecracker)
-    d.vms.grace = Duration::from_secs(120);
+    d.vmms.backend = None; // as the host says (QEMU here: no Firecracker)
+    d.vmms.grace = Duration::from_secs(120);
 
     // The owner's key (replacing the fixture's placeholder).
     let key = owner_key(&d.cfg.owner_home);
@@ -76,7 +79,7 @@ fn root_vm_lifecycle_create_ssh_stop_start_ssh_rm_leaves_nothing() {
             let routes = network::host_routes(&RealNet::default()).unwrap();
             let up = network::set_up(&plan, d.privops.as_ref(), &routes, &run_root).unwrap();
             assert!(up.status.problems.is_empty(), "{:?}", up.status.problems);
-            let known_hosts = custom::known_hosts_path(&d);
+            let known_hosts = d.paths.known_hosts();
             let req = CreateReq {
                 name: "bgtest-life".into(),
                 image: "deb".into(),
@@ -158,7 +161,7 @@ fn root_vm_lifecycle_create_ssh_stop_start_ssh_rm_leaves_nothing() {
                 !rules.contains(&tap) && !rules.contains(&ip.to_string()),
                 "{rules}"
             );
-            assert!(!vmdisk::vm_dir(&d.paths.state_dir, &row.id).exists());
+            assert!(!d.paths.vm_dir(&row.id).exists());
             assert!(matches!(find(&d, "bgtest-life"), Err(VmError::NotFound(_))));
             let n: i64 = d
                 .store

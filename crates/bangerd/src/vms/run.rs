@@ -2,46 +2,37 @@
 //! host supports, readiness by SSH banner, and the teardown that leaves no
 //! process or tap behind.
 
-use super::{find, transition, VmError, VmRow, Vmm};
+use super::{find, transition, Failures, VmError, VmRow};
 use crate::daemon::Daemon;
-use crate::jobs::Progress;
 use crate::network::NetPlan;
-use crate::privops::PrivOps;
+use crate::progress::Progress;
 use crate::vmdisk;
+use crate::vmm::adopted;
 use crate::vmm::fc_process::{FcLaunch, FirecrackerVm};
 use crate::vmm::plan::{firecracker_plan, FcFiles};
 use crate::vmm::qemu::QemuVm;
+use crate::vmm::registry::Vmm;
 use crate::vmm::socket_access::WaitPolicy;
-use crate::vmm::Stopped;
 use banger_core::machine::{choose_backend, Backend, GuestNet, MachineSpec, QemuIo};
 use banger_core::vm::{Event, VmState};
-use banger_proto::helper as m;
+use banger_proto::helper::{self as m, method, Method};
 use banger_sys::runner::{Cmd, HostRunner, Runner};
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn call<P: serde::Serialize>(d: &Daemon, method: &'static str, p: &P) -> Result<(), VmError> {
-    <dyn PrivOps>::call::<_, m::Empty>(d.privops.as_ref(), method, p)
+fn call<M: Method<Result = m::Empty>>(d: &Daemon, p: &M::Params) -> Result<(), VmError> {
+    d.privops
+        .call::<M>(p)
         .map(drop)
-        .map_err(|e| VmError::Priv(method, Box::new(e)))
-}
-
-/// `<runtime>/vms/<id>`: the VM's sockets.
-pub fn runtime_dir(d: &Daemon, id: &str) -> PathBuf {
-    d.paths.runtime_dir.join("vms").join(id)
-}
-
-/// `<state>/vms/<id>/console.log`: the serial console.
-pub fn console_log(d: &Daemon, id: &str) -> PathBuf {
-    vmdisk::vm_dir(&d.paths.state_dir, id).join("console.log")
+        .map_err(|e| VmError::Priv(M::NAME, Box::new(e)))
 }
 
 /// The backend for this host (as `banger doctor` reports it).
 pub fn backend(d: &Daemon) -> Backend {
-    if let Some(b) = d.vms.backend {
+    if let Some(b) = d.vmms.backend {
         return b;
     }
     choose_backend(crate::doctor::host_facts(
@@ -80,7 +71,7 @@ fn mkdir(p: &Path) -> Result<(), VmError> {
 /// Start a created or stopped VM and wait until it answers SSH.
 pub async fn start(d: &Daemon, name: &str, p: &Progress) -> Result<VmRow, VmError> {
     let row = find(d, name)?;
-    let _claim = d.vms.claim(&row)?;
+    let _claim = d.vmms.claim(&row.id, &row.name)?;
     start_claimed(d, &row, p).await?;
     find(d, &row.id)
 }
@@ -118,24 +109,22 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
     let disk = vmdisk::activate(d, &row.id)?;
     let tap = banger_core::net::tap_for(&row.id);
     p.log(format!("tap {tap} on {}", plan.bridge));
-    call(
+    call::<method::CreateTap>(
         d,
-        m::CREATE_TAP,
         &m::CreateTap {
             name: tap.clone(),
             bridge: plan.bridge.clone(),
         },
     )?;
-    call(
+    call::<method::EnsureNat>(
         d,
-        m::ENSURE_NAT,
         &m::Nat {
             guest_ip: ip.to_string(),
             tap: tap.clone(),
         },
     )?;
-    let image = crate::catalog::find(&d.store, &row.image_id)?
-        .ok_or_else(|| crate::catalog::CatalogError::NotFound(row.image_id.clone()))?;
+    let image = crate::images::catalog::find(&d.store, &row.image_id)?
+        .ok_or_else(|| crate::images::catalog::CatalogError::NotFound(row.image_id.clone()))?;
     let backend = backend(d);
     let spec = MachineSpec {
         vcpus: row.vcpus,
@@ -155,9 +144,9 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
             None
         },
     };
-    let rt = runtime_dir(d, &row.id);
+    let rt = d.paths.vm_runtime_dir(&row.id);
     mkdir(&rt)?;
-    let console = console_log(d, &row.id);
+    let console = d.paths.console_log(&row.id);
     p.log(format!("launching {}", backend_name(backend)));
     let vmm = match backend {
         Backend::Firecracker => {
@@ -180,8 +169,8 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
             )
         }
         Backend::QemuKvm | Backend::QemuTcg => {
-            if !d.vms.qemu_bin.is_file() {
-                return Err(VmError::NoQemu(d.vms.qemu_bin.clone()));
+            if !d.vmms.qemu_bin.is_file() {
+                return Err(VmError::NoQemu(d.vmms.qemu_bin.clone()));
             }
             let qmp = rt.join("qmp.sock");
             let _ = std::fs::remove_file(&qmp);
@@ -190,13 +179,13 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
                 qmp_socket: Some(qmp),
             };
             Vmm::Qemu(
-                QemuVm::spawn(&d.vms.qemu_bin, &d.vms.wrapper, &spec, backend, &io)
+                QemuVm::spawn(&d.vmms.qemu_bin, &d.vmms.wrapper, &spec, backend, &io)
                     .map_err(|e| VmError::Qemu(row.name.clone(), Box::new(e)))?,
             )
         }
     };
     let pid = vmm.pid();
-    d.vms.put(&row.id, vmm);
+    d.vmms.put(&row.id, vmm);
     d.store.write(|tx| {
         tx.execute(
             "UPDATE vms SET pid=?2, backend=?3 WHERE id=?1",
@@ -204,29 +193,6 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
         )
     })?;
     wait_ready(d, row, ip, p).await
-}
-
-impl Vmm {
-    pub fn pid(&self) -> i64 {
-        match self {
-            Vmm::Qemu(q) => q.pid() as i64,
-            Vmm::Firecracker(f) => f.pid() as i64,
-        }
-    }
-
-    fn exited(&mut self) -> bool {
-        match self {
-            Vmm::Qemu(q) => !matches!(q.try_exited(), Ok(None)),
-            Vmm::Firecracker(f) => !Path::new("/proc").join(f.pid().to_string()).exists(),
-        }
-    }
-
-    async fn stop(&mut self, grace: Duration) -> Result<Stopped, String> {
-        match self {
-            Vmm::Qemu(q) => q.stop(grace).await.map_err(|e| crate::render_chain(&e)),
-            Vmm::Firecracker(f) => f.stop(grace).await.map_err(|e| crate::render_chain(&e)),
-        }
-    }
 }
 
 /// Whether `addr` answers with an SSH banner within `timeout`.
@@ -241,14 +207,10 @@ pub fn ssh_banner(addr: SocketAddr, timeout: Duration) -> bool {
 
 async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(), VmError> {
     let t = Instant::now();
-    let limit = d.vms.ready_timeout;
+    let limit = d.vmms.ready_timeout;
     let addr = SocketAddr::from((ip, 22));
     loop {
-        let exited = {
-            let mut h = d.vms.handles.lock().unwrap_or_else(|p| p.into_inner());
-            h.get_mut(&row.id).is_none_or(|v| v.exited())
-        };
-        if exited {
+        if d.vmms.exited(&row.id) {
             return Err(VmError::ExitedEarly(row.name.clone()));
         }
         if ssh_banner(addr, Duration::from_secs(1)) {
@@ -264,24 +226,26 @@ async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Resu
 }
 
 /// Stop the VMM (Ctrl+Alt+Del, `grace`, then forced), then remove NAT, tap
-/// and the active disk. Every step is tried; the first error is returned.
+/// and the active disk. Every step is tried; a single failure is returned
+/// as it is, several as [`VmError::Teardown`] naming each.
 pub(crate) async fn tear_down(d: &Daemon, row: &VmRow, grace: Duration) -> Result<(), VmError> {
-    let mut first: Option<VmError> = None;
-    if let Some(mut vmm) = d.vms.take(&row.id) {
+    let mut failed: Vec<VmError> = Vec::new();
+    if let Some(mut vmm) = d.vmms.take(&row.id) {
         match vmm.stop(grace).await {
             Ok(how) => tracing::info!(vm = %row.name, ?how, "VMM stopped"),
-            Err(e) => tracing::error!(vm = %row.name, error = %e, "stopping the VMM"),
+            Err(e) => failed.push(VmError::StopVmm(row.name.clone(), e)),
         }
     } else if let Some(pid) = row.pid {
         // A VMM a previous daemon started (adopted at reconcile): no QMP or
         // API session here, so it is killed.
         let proc_root = Path::new("/proc");
-        if super::reconcile::vmm_alive(proc_root, pid, &row.id) {
-            super::reconcile::kill(d, row, pid);
+        if adopted::alive(proc_root, pid, &row.id) {
+            let jailed = row.backend.as_deref() == Some("firecracker");
+            if let Err(e) = adopted::kill(d.privops.as_ref(), jailed, pid) {
+                failed.push(VmError::Kill(row.name.clone(), e));
+            }
             let t = Instant::now();
-            while super::reconcile::vmm_alive(proc_root, pid, &row.id)
-                && t.elapsed() < Duration::from_secs(5)
-            {
+            while adopted::alive(proc_root, pid, &row.id) && t.elapsed() < Duration::from_secs(5) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -292,26 +256,27 @@ pub(crate) async fn tear_down(d: &Daemon, row: &VmRow, grace: Duration) -> Resul
             guest_ip: ip.to_string(),
             tap: tap.clone(),
         };
-        if let Err(e) = call(d, m::CLEAR_NAT, &nat) {
-            first.get_or_insert(e);
+        if let Err(e) = call::<method::ClearNat>(d, &nat) {
+            failed.push(e);
         }
     }
-    if let Err(e) = call(d, m::DELETE_TAP, &m::DeleteTap { name: tap }) {
-        first.get_or_insert(e);
+    if let Err(e) = call::<method::DeleteTap>(d, &m::DeleteTap { name: tap }) {
+        failed.push(e);
     }
     if let Err(e) = vmdisk::deactivate(d, &row.id) {
-        first.get_or_insert(e.into());
+        failed.push(e.into());
     }
-    match first {
-        Some(e) => Err(e),
-        None => Ok(()),
+    match failed.len() {
+        0 => Ok(()),
+        1 => Err(failed.remove(0)),
+        _ => Err(VmError::Teardown(row.name.clone(), Failures(failed))),
     }
 }
 
 /// Stop a VM: graceful within the grace period unless `force`.
 pub async fn stop(d: &Daemon, name: &str, force: bool, p: &Progress) -> Result<VmRow, VmError> {
     let row = find(d, name)?;
-    let _claim = d.vms.claim(&row)?;
+    let _claim = d.vmms.claim(&row.id, &row.name)?;
     stop_claimed(d, &row, force, p).await?;
     find(d, &row.id)
 }
@@ -322,7 +287,7 @@ async fn stop_claimed(d: &Daemon, row: &VmRow, force: bool, p: &Progress) -> Res
         return Ok(());
     }
     p.log(format!("stopping {}", row.name));
-    let grace = if force { Duration::ZERO } else { d.vms.grace };
+    let grace = if force { Duration::ZERO } else { d.vmms.grace };
     if let Err(e) = tear_down(d, row, grace).await {
         let _ = transition(d, row, Event::Failed);
         return Err(e);
@@ -335,7 +300,7 @@ async fn stop_claimed(d: &Daemon, row: &VmRow, force: bool, p: &Progress) -> Res
 /// Stop (if running) then start.
 pub async fn restart(d: &Daemon, name: &str, p: &Progress) -> Result<VmRow, VmError> {
     let row = find(d, name)?;
-    let _claim = d.vms.claim(&row)?;
+    let _claim = d.vmms.claim(&row.id, &row.name)?;
     if row.state != VmState::Created && row.state != VmState::Stopped {
         stop_claimed(d, &row, false, p).await?;
     }

@@ -2,8 +2,16 @@
 //! calls of start, stop and rm, refusals, and the undo of a failed create.
 
 use super::*;
+use crate::daemon::Daemon;
+use crate::images::catalog::CatalogError;
 use crate::privops::RecordingPriv;
+use crate::progress::Progress;
+use crate::vmdisk;
+use crate::vmdisk::driver::Driver;
+use crate::vmm::registry::Registry;
+use banger_core::machine::Backend;
 use banger_core::paths::{Mode, Paths};
+use banger_core::vm::VmState;
 use banger_proto::install::InstallConfig;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -50,11 +58,9 @@ pub(super) fn fx(privops: Arc<dyn crate::privops::PrivOps>) -> Fx {
             )
         })
         .unwrap();
-    let vms = Registry {
-        backend: Some(Backend::QemuTcg),
-        disk_driver: Some(Driver::Copy),
-        ..Registry::default()
-    };
+    let mut vms = Registry::default();
+    vms.backend = Some(Backend::QemuTcg);
+    vms.disk_driver = Some(Driver::Copy);
     let d = Daemon {
         cfg,
         paths,
@@ -62,7 +68,7 @@ pub(super) fn fx(privops: Arc<dyn crate::privops::PrivOps>) -> Fx {
         store,
         privops,
         host_paths: Default::default(),
-        vms,
+        vmms: vms,
     };
     Fx { tmp, d }
 }
@@ -127,9 +133,9 @@ async fn create_no_start_records_the_vm_its_address_and_its_customised_disk() {
         .decode(hostname["content_b64"].as_str().unwrap())
         .unwrap();
     assert_eq!(text, b"web\n");
-    let disk = vmdisk::vm_dir(&f.d.paths.state_dir, &row.id).join(vmdisk::COPY_FILE);
+    let disk = f.d.paths.vm_dir(&row.id).join(vmdisk::COPY_FILE);
     assert!(disk.is_file());
-    let kh = std::fs::read_to_string(custom::known_hosts_path(&f.d)).unwrap();
+    let kh = std::fs::read_to_string(f.d.paths.known_hosts()).unwrap();
     assert!(kh.contains("web.vm") && kh.contains("172.30.0.2"), "{kh}");
     // The name is taken now; a second VM gets the next address.
     assert!(matches!(
@@ -154,9 +160,9 @@ async fn a_failed_create_leaves_no_row_no_address_no_disk_no_pin() {
     assert!(matches!(e, VmError::Disk(_)), "{e:?}");
     assert_eq!(count(&f.d, "SELECT count(*) FROM vms"), 0);
     assert_eq!(count(&f.d, "SELECT count(*) FROM ip_allocations"), 0);
-    let vms = vmdisk::vms_dir(&f.d.paths.state_dir);
+    let vms = f.d.paths.vms_dir();
     assert_eq!(std::fs::read_dir(&vms).unwrap().count(), 0);
-    let kh = std::fs::read_to_string(custom::known_hosts_path(&f.d)).unwrap_or_default();
+    let kh = std::fs::read_to_string(f.d.paths.known_hosts()).unwrap_or_default();
     assert!(!kh.contains("web.vm"), "{kh}");
 }
 
@@ -183,7 +189,7 @@ async fn bad_names_and_unknown_images_are_refused_before_anything_is_made() {
 async fn a_start_that_cannot_launch_removes_nat_and_tap_and_leaves_broken() {
     let rec = Arc::new(RecordingPriv::new());
     let mut f = fx(rec.clone());
-    f.d.vms.qemu_bin = f.tmp.path().join("no-such-qemu");
+    f.d.vmms.qemu_bin = f.tmp.path().join("no-such-qemu");
     let row = create(&f.d, &req("web", false), &progress()).await.unwrap();
     let before = rec.calls().len();
     let e = start(&f.d, "web", &progress()).await.unwrap_err();
@@ -204,7 +210,7 @@ async fn a_start_that_cannot_launch_removes_nat_and_tap_and_leaves_broken() {
     let row = find(&f.d, "web").unwrap();
     assert_eq!(row.state, VmState::Broken);
     assert_eq!(row.pid, None);
-    assert!(!f.d.vms.holds(&row.id));
+    assert!(!f.d.vmms.holds(&row.id));
     // Broken: only rm helps; start is refused with the CLI's wording.
     let e = start(&f.d, "web", &progress()).await.unwrap_err();
     assert!(e.to_string().contains("is broken"), "{e}");
@@ -219,7 +225,7 @@ async fn a_start_that_cannot_launch_removes_nat_and_tap_and_leaves_broken() {
 async fn create_whose_start_fails_is_undone_entirely() {
     let rec = Arc::new(RecordingPriv::new());
     let mut f = fx(rec.clone());
-    f.d.vms.qemu_bin = f.tmp.path().join("no-such-qemu");
+    f.d.vmms.qemu_bin = f.tmp.path().join("no-such-qemu");
     let e = create(&f.d, &req("web", true), &progress())
         .await
         .unwrap_err();
@@ -237,12 +243,7 @@ async fn create_whose_start_fails_is_undone_entirely() {
     );
     assert_eq!(count(&f.d, "SELECT count(*) FROM vms"), 0);
     assert_eq!(count(&f.d, "SELECT count(*) FROM ip_allocations"), 0);
-    assert_eq!(
-        std::fs::read_dir(vmdisk::vms_dir(&f.d.paths.state_dir))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(std::fs::read_dir(f.d.paths.vms_dir()).unwrap().count(), 0);
 }
 
 #[tokio::test]
@@ -265,8 +266,8 @@ async fn rm_of_a_running_vm_is_refused_without_force_and_cleans_up_with_it() {
     assert_eq!(rec.calls()[n..].to_vec(), net_calls(&tap, "172.30.0.2"));
     assert!(matches!(find(&f.d, "web"), Err(VmError::NotFound(_))));
     assert_eq!(count(&f.d, "SELECT count(*) FROM ip_allocations"), 0);
-    assert!(!vmdisk::vm_dir(&f.d.paths.state_dir, &row.id).exists());
-    let kh = std::fs::read_to_string(custom::known_hosts_path(&f.d)).unwrap();
+    assert!(!f.d.paths.vm_dir(&row.id).exists());
+    let kh = std::fs::read_to_string(f.d.paths.known_hosts()).unwrap();
     assert!(!kh.contains("web.vm"), "{kh}");
 }
 
@@ -304,11 +305,39 @@ async fn a_failed_teardown_leaves_the_vm_broken() {
 }
 
 #[tokio::test]
+async fn a_teardown_reports_every_step_that_failed() {
+    let rec = Arc::new(RecordingPriv::new());
+    let f = fx(rec.clone());
+    let row = create(&f.d, &req("web", false), &progress()).await.unwrap();
+    set_state(&f.d, &row.id, "running");
+    rec.answer("priv.clear_nat", Err((-32000, "bgtest: nft gone".into())));
+    rec.answer("priv.delete_tap", Err((-32000, "bgtest: busy".into())));
+    let e = stop(&f.d, "web", false, &progress()).await.unwrap_err();
+    let VmError::Teardown(name, Failures(all)) = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(name, "web");
+    assert!(
+        matches!(
+            &all[..],
+            [
+                VmError::Priv("priv.clear_nat", _),
+                VmError::Priv("priv.delete_tap", _)
+            ]
+        ),
+        "{all:?}"
+    );
+    let text = crate::render_chain(&e);
+    assert!(text.contains("nft gone") && text.contains("busy"), "{text}");
+    assert_eq!(find(&f.d, "web").unwrap().state, VmState::Broken);
+}
+
+#[tokio::test]
 async fn a_second_operation_on_a_busy_vm_is_refused() {
     let rec = Arc::new(RecordingPriv::new());
     let f = fx(rec.clone());
     let row = create(&f.d, &req("web", false), &progress()).await.unwrap();
-    let _held = f.d.vms.claim(&row).unwrap();
+    let _held = f.d.vmms.claim(&row.id, &row.name).unwrap();
     let e = start(&f.d, "web", &progress()).await.unwrap_err();
     assert!(matches!(e, VmError::Busy(_)), "{e:?}");
     let e = remove(&f.d, "web", true, &progress()).await.unwrap_err();
@@ -340,7 +369,7 @@ fn the_ssh_banner_is_what_readiness_waits_for() {
 
 mod reconcile_tests {
     use super::*;
-    use crate::vms::reconcile::{run as reconcile, vmm_alive};
+    use crate::vms::reconcile::run as reconcile;
     use banger_core::vm::Repair;
 
     fn proc_with(root: &Path, pid: i64, argv: &[&str]) {
@@ -360,36 +389,6 @@ mod reconcile_tests {
                 )
             })
             .unwrap();
-    }
-
-    #[test]
-    fn a_vmm_is_recognised_by_binary_and_vm_id() {
-        let tmp = tempfile::tempdir().unwrap();
-        proc_with(
-            tmp.path(),
-            10,
-            &[
-                "/usr/bin/qemu-system-x86_64",
-                "-drive",
-                "file=/s/vms/abc/rootfs.ext4",
-            ],
-        );
-        proc_with(
-            tmp.path(),
-            11,
-            &[
-                "/usr/bin/qemu-system-x86_64",
-                "-drive",
-                "file=/s/vms/other/rootfs.ext4",
-            ],
-        );
-        proc_with(tmp.path(), 12, &["/bin/sleep", "abc"]);
-        proc_with(tmp.path(), 13, &["firecracker", "--id", "abc"]);
-        assert!(vmm_alive(tmp.path(), 10, "abc"));
-        assert!(!vmm_alive(tmp.path(), 11, "abc"), "another VM's QEMU");
-        assert!(!vmm_alive(tmp.path(), 12, "abc"), "a reused pid");
-        assert!(vmm_alive(tmp.path(), 13, "abc"));
-        assert!(!vmm_alive(tmp.path(), 14, "abc"), "gone");
     }
 
     #[tokio::test]
@@ -413,10 +412,7 @@ mod reconcile_tests {
         record(&f.d, &half.id, "starting", Some(103), "firecracker");
         record(&f.d, &nodisk.id, "stopped", None, "qemu-tcg");
         record(&f.d, &del.id, "deleting", None, "qemu-tcg");
-        std::fs::remove_file(
-            vmdisk::vm_dir(&f.d.paths.state_dir, &nodisk.id).join(vmdisk::COPY_FILE),
-        )
-        .unwrap();
+        std::fs::remove_file(f.d.paths.vm_dir(&nodisk.id).join(vmdisk::COPY_FILE)).unwrap();
         let n = rec.calls().len();
 
         let fixed = reconcile(&f.d, &procs).await;
@@ -488,7 +484,7 @@ async fn stop_kills_a_vmm_adopted_from_a_previous_daemon() {
     );
     let pid = child.0.id() as i64;
     let t = std::time::Instant::now();
-    while !reconcile::vmm_alive(Path::new("/proc"), pid, &row.id) {
+    while !crate::vmm::adopted::alive(Path::new("/proc"), pid, &row.id) {
         assert!(
             t.elapsed() < std::time::Duration::from_secs(5),
             "stand-in not seen"
@@ -516,7 +512,7 @@ fn the_api_streams_create_start_failure_and_rm() {
     use banger_testkit::http_unix;
     let rec = Arc::new(RecordingPriv::new());
     let mut f = fx(rec.clone());
-    f.d.vms.qemu_bin = f.tmp.path().join("no-such-qemu");
+    f.d.vmms.qemu_bin = f.tmp.path().join("no-such-qemu");
     let Fx { tmp, d } = f;
     let socket = d.paths.daemon_socket();
     let me = rustix::process::getuid().as_raw();
@@ -525,8 +521,8 @@ fn the_api_streams_create_start_failure_and_rm() {
     let server = rt.spawn({
         let socket = socket.clone();
         async move {
-            let listener = crate::daemon::bind_socket(&socket, me, me).unwrap();
-            crate::daemon::serve(Arc::new(d), listener, async {
+            let listener = crate::http::bind_socket(&socket, me, me).unwrap();
+            crate::http::serve(Arc::new(d), listener, async {
                 let _ = rx.await;
             })
             .await

@@ -2,7 +2,7 @@
 //! (`rootfs.ext4`, `vmlinux`, optional `initrd.img`) with SHA-256 digests
 //! recorded in the state DB; import, lookup and removal.
 
-use crate::jobs::Progress;
+use crate::progress::Progress;
 use crate::store::{Store, StoreError};
 use banger_proto::api::Image;
 use rusqlite::OptionalExtension;
@@ -32,6 +32,16 @@ pub enum CatalogError {
     Write(PathBuf, #[source] std::io::Error),
     #[error("extracting the kernel")]
     Kernel(#[source] crate::images::kernel::KernelError),
+    #[error("building the initramfs")]
+    Initramfs(#[source] crate::images::kernel::KernelError),
+    #[error("building the rootfs")]
+    Rootfs(#[source] crate::images::oci::OciError),
+    #[error("building the Debian rootfs")]
+    Debian(#[source] crate::images::debian::DebianError),
+    #[error("pulling the image")]
+    Pull(#[source] crate::images::registry::RegistryError),
+    #[error("reading random bytes for a new id")]
+    Random(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -67,12 +77,12 @@ pub fn images_dir(state_dir: &Path) -> PathBuf {
 }
 
 /// A new random id (12 hex chars).
-pub fn new_id() -> String {
+pub fn new_id() -> Result<String, CatalogError> {
     let mut b = [0u8; 6];
     // getrandom(2) without flags blocks only before the pool is seeded.
     rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
-        .expect("getrandom never fails once the pool is seeded");
-    banger_core::names::id_from_bytes(&b)
+        .map_err(|e| CatalogError::Random(e.into()))?;
+    Ok(banger_core::names::id_from_bytes(&b))
 }
 
 fn read_head(p: &Path, len: usize, at: u64) -> Result<Vec<u8>, CatalogError> {
@@ -198,7 +208,7 @@ pub struct Staging {
 
 impl Staging {
     pub fn new(state_dir: &Path) -> Result<Staging, CatalogError> {
-        let id = new_id();
+        let id = new_id()?;
         let dir = images_dir(state_dir).join(format!(".{id}.partial"));
         std::fs::create_dir_all(&dir).map_err(|e| CatalogError::Write(dir.clone(), e))?;
         Ok(Staging {

@@ -2,36 +2,15 @@
 //! turned into an ext4 rootfs, paired with a kernel (given, or the newest
 //! Debian kernel on the host with a generated virtio initramfs).
 
-use crate::catalog::{self, CatalogError, Digests, Staging};
-use crate::debian;
-use crate::images::{kernel, oci, registry};
-use crate::jobs::Progress;
+use crate::images::catalog::{self, CatalogError, Digests, Staging};
+use crate::images::debian;
+use crate::images::kernel::{self, HostPaths};
+use crate::images::{oci, registry};
+use crate::progress::Progress;
 use crate::store::Store;
 use banger_proto::api::{Image, ImageBuild, ImagePull};
 use banger_sys::runner::{HostRunner, Runner};
 use std::path::{Path, PathBuf};
-
-/// Where host kernels and busybox are looked up (injected for tests).
-#[derive(Debug, Clone)]
-pub struct HostPaths {
-    pub boot: PathBuf,
-    pub modules: PathBuf,
-    pub busybox: PathBuf,
-}
-
-impl Default for HostPaths {
-    fn default() -> Self {
-        HostPaths {
-            boot: "/boot".into(),
-            modules: "/lib/modules".into(),
-            busybox: "/bin/busybox".into(),
-        }
-    }
-}
-
-fn failed(what: &str, e: &(dyn std::error::Error + 'static)) -> CatalogError {
-    CatalogError::Invalid(format!("{what}: {}", crate::render_chain(e)))
-}
 
 /// Pair the staged rootfs with a kernel: the one given, else the host's.
 fn add_kernel(
@@ -63,7 +42,7 @@ fn add_kernel(
         &host.busybox,
         kernel::VIRTIO_MODULES,
     )
-    .map_err(|e| failed("building the initramfs", &e))?;
+    .map_err(CatalogError::Initramfs)?;
     let path = staging.dir.join(catalog::INITRD);
     std::fs::write(&path, initrd).map_err(|e| CatalogError::Write(path, e))?;
     Ok(digest)
@@ -107,7 +86,7 @@ fn rootfs_from_oci(
             }
         },
     )
-    .map_err(|e| failed("building the rootfs", &e))?;
+    .map_err(CatalogError::Rootfs)?;
     p.log(format!(
         "rootfs: {} layers, {} MiB of content in a {} MiB ext4",
         built.layers,
@@ -182,10 +161,7 @@ pub fn pull(
     req: &ImagePull,
     p: &Progress,
 ) -> Result<Image, CatalogError> {
-    let r: registry::Reference = req
-        .reference
-        .parse()
-        .map_err(|e| failed("bad reference", &e))?;
+    let r: registry::Reference = req.reference.parse().map_err(CatalogError::Pull)?;
     let name = match &req.name {
         Some(n) => n.clone(),
         None => default_name(&r),
@@ -201,7 +177,7 @@ pub fn pull(
         .block_on(registry::pull(&r, &layout, &mut |what, bytes| {
             p.step(what, bytes, None)
         }))
-        .map_err(|e| failed("pulling", &e))?;
+        .map_err(CatalogError::Pull)?;
     p.log(format!(
         "pulled {} ({} layers, {} bytes)",
         pulled.manifest_digest, pulled.layers, pulled.bytes
@@ -280,7 +256,7 @@ fn rootfs_from_debian(
     headroom_mib: Option<u64>,
     p: &Progress,
 ) -> Result<String, CatalogError> {
-    let deb = |e: debian::DebianError| failed("building the Debian rootfs", &e);
+    let deb = CatalogError::Debian;
     debian::check_suite(suite).map_err(deb)?;
     debian::check_mirror(mirror).map_err(deb)?;
     let out = staging.dir.join(catalog::ROOTFS);

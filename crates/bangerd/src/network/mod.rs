@@ -8,15 +8,17 @@
 //! `<bridge address>:53` to it in banger's nft table. Guests and the host
 //! (systemd-resolved) both use `<bridge address>:53`.
 
-use crate::dns::{self, DnsConfig, Records};
+pub mod dns;
+
 use crate::privops::{PrivError, PrivOps};
 use crate::store::{Store, StoreError};
 use banger_core::net::{self as core_net, BadSubnet, HostRoute, RouteCollision, Subnet};
 use banger_proto::api::Check;
-use banger_proto::helper as m;
+use banger_proto::helper::{self as m, method, Method};
 use banger_proto::install::InstallConfig;
 use banger_sys::net::{NetOps, RealNet};
 use banger_sys::resolved;
+use dns::{DnsConfig, Records};
 use rusqlite::OptionalExtension;
 use std::collections::BTreeSet;
 use std::io;
@@ -226,13 +228,8 @@ pub struct SetUp {
     pub dns: Option<DnsSockets>,
 }
 
-fn priv_call<P: serde::Serialize>(
-    privops: &dyn PrivOps,
-    method: &str,
-    params: &P,
-) -> Result<(), PrivError> {
-    let params = serde_json::to_value(params).expect("params always serialise");
-    privops.call_value(method, params).map(drop)
+fn priv_call<M: Method>(privops: &dyn PrivOps, params: &M::Params) -> Result<(), PrivError> {
+    privops.call::<M>(params).map(drop)
 }
 
 /// The start-up steps, in the calling thread's network namespace:
@@ -259,7 +256,7 @@ pub fn set_up(
         name: plan.bridge.clone(),
         address: plan.subnet.gateway_cidr(),
     };
-    if let Err(e) = priv_call(privops, m::ENSURE_BRIDGE, &bridge) {
+    if let Err(e) = priv_call::<method::EnsureBridge>(privops, &bridge) {
         note(&e);
     }
     let dns = match bind_dns(plan.gateway()) {
@@ -275,7 +272,7 @@ pub fn set_up(
             bridge: plan.bridge.clone(),
             port: s.port,
         };
-        if let Err(e) = priv_call(privops, m::ENSURE_DNS_REDIRECT, &redirect) {
+        if let Err(e) = priv_call::<method::EnsureDnsRedirect>(privops, &redirect) {
             note(&e);
         }
         resolver = if resolved::resolved_running(run_root) {
@@ -284,7 +281,7 @@ pub fn set_up(
                 resolver: plan.gateway().to_string(),
                 domain: plan.domain.clone(),
             };
-            match priv_call(privops, m::SYNC_RESOLVER_ROUTING, &sync) {
+            match priv_call::<method::SyncResolverRouting>(privops, &sync) {
                 Ok(()) => Resolver::Routed,
                 Err(e) => Resolver::Failed(crate::render_chain(&e)),
             }

@@ -4,15 +4,7 @@
 
 use std::path::Path;
 
-/// The per-VM root disk driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Driver {
-    /// Loop + COW file + dm `snapshot` target, via the helper. O(1) create.
-    DmSnapshot,
-    /// A clone that never writes the base (`disks::clone`).
-    Copy,
-}
+pub use banger_core::disk::Driver;
 
 /// The choice and its reason, one line each for `banger doctor`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

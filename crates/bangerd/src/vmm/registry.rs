@@ -1,0 +1,146 @@
+//! The VMMs the daemon holds and the VMs with an operation under way (not
+//! in the database), plus how VMMs are launched (overridable in tests).
+
+use super::fc_process::FirecrackerVm;
+use super::qemu::QemuVm;
+use super::Stopped;
+use banger_core::disk::Driver;
+use banger_core::machine::Backend;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A VMM the daemon launched and still holds.
+pub enum Vmm {
+    Qemu(QemuVm),
+    Firecracker(FirecrackerVm),
+}
+
+impl Vmm {
+    pub fn pid(&self) -> i64 {
+        match self {
+            Vmm::Qemu(q) => q.pid() as i64,
+            Vmm::Firecracker(f) => f.pid() as i64,
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        match self {
+            Vmm::Qemu(q) => !matches!(q.try_exited(), Ok(None)),
+            Vmm::Firecracker(f) => !Path::new("/proc").join(f.pid().to_string()).exists(),
+        }
+    }
+
+    /// Ctrl+Alt+Del, `grace`, then forced; the error rendered.
+    pub async fn stop(&mut self, grace: Duration) -> Result<Stopped, String> {
+        match self {
+            Vmm::Qemu(q) => q.stop(grace).await.map_err(|e| crate::render_chain(&e)),
+            Vmm::Firecracker(f) => f.stop(grace).await.map_err(|e| crate::render_chain(&e)),
+        }
+    }
+}
+
+/// Another operation holds the VM (its name).
+#[derive(Debug, thiserror::Error)]
+#[error("VM {0} is busy with another operation; try again when it finishes")]
+pub struct Busy(pub String);
+
+/// Lifecycle state that is not in the database: the running VMMs, the VMs
+/// with an operation under way, and how VMMs are launched.
+pub struct Registry {
+    handles: Mutex<HashMap<String, Vmm>>,
+    busy: Mutex<HashSet<String>>,
+    /// `qemu-system-x86_64`.
+    pub qemu_bin: PathBuf,
+    /// argv before the VMM (tests: `ip netns exec NS`); empty in the daemon.
+    pub wrapper: Vec<String>,
+    /// The backend, when not chosen from the host (tests).
+    pub backend: Option<Backend>,
+    /// The disk driver, when not chosen from the host (tests).
+    pub disk_driver: Option<Driver>,
+    /// How long `start` waits for the SSH banner.
+    pub ready_timeout: Duration,
+    /// How long `stop` waits for a graceful shutdown.
+    pub grace: Duration,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let qemu_bin = ["/usr/bin", "/usr/local/bin"]
+            .iter()
+            .map(|d| PathBuf::from(d).join("qemu-system-x86_64"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/qemu-system-x86_64"));
+        Registry {
+            handles: Mutex::default(),
+            busy: Mutex::default(),
+            qemu_bin,
+            wrapper: Vec::new(),
+            backend: None,
+            disk_driver: None,
+            ready_timeout: Duration::from_secs(300),
+            grace: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Registry {
+    /// Hold `vmm` as VM `id`'s.
+    pub fn put(&self, id: &str, vmm: Vmm) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), vmm);
+    }
+
+    /// Give up VM `id`'s VMM (to stop it).
+    pub fn take(&self, id: &str) -> Option<Vmm> {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+
+    /// Whether the daemon holds a VMM for `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
+    /// Whether VM `id`'s VMM is gone (never held, or exited).
+    pub fn exited(&self, id: &str) -> bool {
+        let mut h = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        h.get_mut(id).is_none_or(|v| v.exited())
+    }
+
+    /// Mark VM `id` (called `name`) busy until the claim drops.
+    pub fn claim<'a>(&'a self, id: &str, name: &str) -> Result<Claim<'a>, Busy> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if !busy.insert(id.to_string()) {
+            return Err(Busy(name.to_string()));
+        }
+        Ok(Claim {
+            reg: self,
+            id: id.to_string(),
+        })
+    }
+}
+
+/// One VM's operation under way; released on drop.
+pub struct Claim<'a> {
+    reg: &'a Registry,
+    id: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.reg
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}

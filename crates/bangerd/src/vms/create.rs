@@ -1,0 +1,145 @@
+//! `banger vm create`: row, address, disk and customisation, undone
+//! entirely on failure; then started unless asked not to.
+
+use super::record::{find, VmRow};
+use super::{run, VmError};
+use crate::daemon::Daemon;
+use crate::images::catalog::{self, CatalogError, Stored};
+use crate::network::{self, NetPlan};
+use crate::progress::Progress;
+use crate::store::StoreError;
+use crate::vmdisk;
+use crate::vmdisk::custom::{self, Customisation};
+use banger_core::guest::{GuestIdentity, GuestNet};
+use banger_sys::runner::HostRunner;
+use rusqlite::OptionalExtension;
+use std::net::Ipv4Addr;
+
+/// `POST /v1/vms` body, checked.
+#[derive(Debug, Clone)]
+pub struct CreateReq {
+    pub name: String,
+    pub image: String,
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    pub start: bool,
+}
+
+/// Undoes a half-made create unless disarmed: disk destroyed, row deleted
+/// (which frees the IP).
+struct CreateUndo<'a> {
+    d: &'a Daemon,
+    id: Option<String>,
+}
+
+impl Drop for CreateUndo<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            if let Err(e) = vmdisk::destroy(self.d, &id) {
+                tracing::error!(vm = %id, error = %crate::render_chain(&e), "undoing create: disk");
+            }
+            let _ = network::release_ip(&self.d.store, &id);
+            let r: Result<usize, StoreError> = self
+                .d
+                .store
+                .write(|tx| Ok(tx.execute("DELETE FROM vms WHERE id=?1", [&id])?));
+            if let Err(e) = r {
+                tracing::error!(vm = %id, error = %crate::render_chain(&e), "undoing create: row");
+            }
+        }
+    }
+}
+
+/// The guest identity of VM `row` on `plan`.
+pub fn identity(plan: &NetPlan, row: &VmRow, ip: Ipv4Addr) -> GuestIdentity {
+    GuestIdentity {
+        hostname: row.name.clone(),
+        domain: plan.domain.clone(),
+        net: GuestNet {
+            ip,
+            prefix: plan.subnet.prefix(),
+            gateway: plan.gateway(),
+            dns: vec![plan.gateway()],
+            mac: banger_core::net::mac_for(&row.id),
+            iface: "eth0".into(),
+        },
+    }
+}
+
+impl CreateReq {
+    /// The API body with its defaults applied (1 vCPU, 512 MiB, started).
+    pub fn from_api(req: banger_proto::api::VmCreate) -> Self {
+        CreateReq {
+            name: req.name,
+            image: req.image,
+            vcpus: req.vcpus.unwrap_or(1).max(1),
+            memory_mib: req.memory_mib.unwrap_or(512).max(128),
+            start: req.start.unwrap_or(true),
+        }
+    }
+
+    /// The checks a create makes before anything is made (the API runs
+    /// them before answering): a valid name not taken, a known image.
+    pub fn check(&self, d: &Daemon) -> Result<Stored, VmError> {
+        banger_core::names::validate_vm_name(&self.name).map_err(VmError::BadName)?;
+        if find(d, &self.name).is_ok() {
+            return Err(VmError::Exists(self.name.clone()));
+        }
+        Ok(catalog::find(&d.store, &self.image)?
+            .ok_or_else(|| CatalogError::NotFound(self.image.clone()))?)
+    }
+}
+
+/// Create a VM: row (`created`), IP, disk, customisation; then start it
+/// unless `req.start` is false. Any failure undoes everything.
+pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, VmError> {
+    let image = req.check(d)?;
+    let plan = NetPlan::from_config(&d.cfg)?;
+    let id = catalog::new_id()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs() as i64);
+    let inserted = d.store.write(|tx| {
+        let taken: Option<String> = tx
+            .query_row("SELECT id FROM vms WHERE name=?1", [&req.name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if taken.is_some() {
+            return Err(VmError::Exists(req.name.clone()));
+        }
+        tx.execute(
+            "INSERT INTO vms (id, name, image_id, state, vcpus, memory_mib, disk_driver, created_at)
+             VALUES (?1, ?2, ?3, 'created', ?4, ?5, '', ?6)",
+            rusqlite::params![id, req.name, image.image.id, req.vcpus, req.memory_mib, now],
+        )?;
+        Ok(())
+    });
+    inserted?;
+    let mut undo = CreateUndo {
+        d,
+        id: Some(id.clone()),
+    };
+    p.log(format!("VM {} ({id}) recorded", req.name));
+    // No other operation on the VM until it is made (and started).
+    let _claim = d.vmms.claim(&id, &req.name)?;
+    let ip = network::allocate_ip(&d.store, &plan.subnet, &id)?;
+    p.log(format!("address {ip}"));
+    p.step("disk", 0, Some(1));
+    vmdisk::create(d, &id, &image)?;
+    let row = find(d, &id)?;
+    let c = Customisation {
+        identity: identity(&plan, &row, ip),
+        ssh_public_key: None,
+        file_sync: vec![],
+    };
+    custom::customise(d, &id, &c, &HostRunner)?;
+    // A dm snapshot is re-activated by start.
+    vmdisk::deactivate(d, &id)?;
+    p.step("disk", 1, Some(1));
+    if req.start {
+        run::start_claimed(d, &find(d, &id)?, p).await?;
+    }
+    undo.id = None;
+    find(d, &id)
+}

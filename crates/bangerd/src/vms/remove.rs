@@ -1,0 +1,43 @@
+//! `banger vm rm`: refused while the VM runs unless forced; VMM, tap, NAT,
+//! disk, runtime directory, address and row all go.
+
+use super::record::{find, transition, VmRow};
+use super::{run, VmError};
+use crate::daemon::Daemon;
+use crate::network;
+use crate::progress::Progress;
+use crate::store::StoreError;
+use crate::vmdisk;
+use banger_core::vm::{Event, VmState};
+
+/// Remove a VM: refused while it runs unless `force`; otherwise its VMM
+/// stopped (forced), tap and NAT removed, disk destroyed, IP freed, row gone.
+pub async fn remove(d: &Daemon, name: &str, force: bool, p: &Progress) -> Result<VmRow, VmError> {
+    let row = find(d, name)?;
+    let _claim = d.vmms.claim(&row.id, &row.name)?;
+    if matches!(
+        row.state,
+        VmState::Starting | VmState::Running | VmState::Stopping
+    ) && !force
+    {
+        return Err(VmError::IsRunning(row.name.clone(), row.state));
+    }
+    let had_host = row.state.may_have_process() || d.vmms.holds(&row.id);
+    transition(d, &row, Event::Delete)?;
+    if had_host {
+        p.log(format!("stopping {}", row.name));
+        run::tear_down(d, &row, std::time::Duration::ZERO).await?;
+    }
+    p.log(format!("removing {}'s disk", row.name));
+    vmdisk::destroy(d, &row.id)?;
+    let rt = d.paths.vm_runtime_dir(&row.id);
+    match std::fs::remove_dir_all(&rt) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(VmError::RemoveDir(rt, e)),
+    }
+    network::release_ip(&d.store, &row.id)?;
+    d.store
+        .write(|tx| Ok::<_, StoreError>(tx.execute("DELETE FROM vms WHERE id=?1", [&row.id])?))?;
+    Ok(row)
+}
