@@ -430,7 +430,7 @@ pub mod method {
         /// `priv.cleanup_jailer_chroot`.
         CleanupJailerChroot = CLEANUP_JAILER_CHROOT: CleanupJailerChroot -> Empty;
         /// `priv.launch_firecracker`.
-        LaunchFirecracker = LAUNCH_FIRECRACKER: LaunchFirecracker -> LaunchFirecrackerResult;
+        LaunchFirecracker = LAUNCH_FIRECRACKER: LaunchFirecrackerParams -> LaunchFirecrackerResult;
     }
 }
 

@@ -73,12 +73,13 @@ impl FirecrackerVm {
             policy,
             rx,
         );
-        let params = m::LaunchFirecracker {
+        let params: m::LaunchFirecrackerParams = m::LaunchFirecracker {
             vm_id: l.vm_id.clone(),
             api_socket: l.api_socket.display().to_string(),
             jailed: false,
             log_file: l.log_file.display().to_string(),
-        };
+        }
+        .into();
         let p = privops.clone();
         let launched = blocking(move || p.call::<method::LaunchFirecracker>(&params)).await?;
         let pid = match launched {
