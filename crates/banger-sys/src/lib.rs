@@ -7,6 +7,7 @@
 //! `// SAFETY:` comment where `unsafe` is needed.
 
 pub mod beneath;
+pub mod child;
 pub mod dm;
 pub mod exec;
 pub mod ext4;
