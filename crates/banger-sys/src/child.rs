@@ -129,6 +129,7 @@ struct Stream {
     pipe: Option<std::fs::File>,
     buf: Vec<u8>,
     name: &'static str,
+    max: usize,
 }
 
 /// What ended the collection early.
@@ -199,11 +200,16 @@ pub fn run(cmd: &Cmd) -> Result<CmdOutput, RunError> {
             })
         }
         Err(Stop::Overflow(stream)) => {
+            let max = if stream == "stdout" {
+                cmd.limits.max_stdout
+            } else {
+                cmd.limits.max_stderr
+            };
             return Err(RunError::OutputTooLarge {
                 program,
                 stream,
-                max: cmd.limits.max_output,
-            })
+                max,
+            });
         }
     };
     use std::os::unix::process::ExitStatusExt;
@@ -228,11 +234,13 @@ fn collect(cmd: &Cmd, child: &mut Child, pgid: u32) -> Result<(Vec<u8>, Vec<u8>)
             pipe: child.stdout.take().map(|p| OwnedFd::from(p).into()),
             buf: Vec::new(),
             name: "stdout",
+            max: limits.max_stdout,
         },
         Stream {
             pipe: child.stderr.take().map(|p| OwnedFd::from(p).into()),
             buf: Vec::new(),
             name: "stderr",
+            max: limits.max_stderr,
         },
     ];
     for s in &streams {
@@ -310,7 +318,7 @@ fn collect(cmd: &Cmd, child: &mut Child, pgid: u32) -> Result<(Vec<u8>, Vec<u8>)
                         break;
                     }
                     Ok(n) => {
-                        let room = limits.max_output.saturating_sub(s.buf.len());
+                        let room = s.max.saturating_sub(s.buf.len());
                         if n > room {
                             s.buf.extend_from_slice(&chunk[..room]);
                             if limits.on_overflow == Overflow::Kill {

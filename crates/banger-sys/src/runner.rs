@@ -5,15 +5,14 @@ use std::os::fd::RawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// What happens when a child writes more than [`Limits::max_output`] bytes
-/// to stdout or stderr.
+/// What happens when a child writes more than its cap to stdout or stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overflow {
     /// Kill the child's process group; the run fails with
     /// [`RunError::OutputTooLarge`].
     #[default]
     Kill,
-    /// Keep the first `max_output` bytes, discard the rest, let it finish.
+    /// Keep the first bytes up to the cap, discard the rest, let it finish.
     Truncate,
 }
 
@@ -23,9 +22,10 @@ pub struct Limits {
     /// Wall-clock budget: past it the child's whole process group is
     /// SIGKILLed and reaped and the run fails with [`RunError::TimedOut`].
     pub timeout: Option<Duration>,
-    /// Most bytes kept from each of stdout and stderr (never more is held
-    /// in memory).
-    pub max_output: usize,
+    /// Most bytes kept from stdout (never more is held in memory).
+    pub max_stdout: usize,
+    /// Most bytes kept from stderr.
+    pub max_stderr: usize,
     pub on_overflow: Overflow,
 }
 
@@ -34,15 +34,21 @@ impl Limits {
     /// an image build).
     pub const NONE: Limits = Limits {
         timeout: None,
-        max_output: usize::MAX,
+        max_stdout: usize::MAX,
+        max_stderr: usize::MAX,
         on_overflow: Overflow::Kill,
     };
 
-    /// `timeout` and a `max_output` cap that kills.
-    pub const fn new(timeout: Duration, max_output: usize) -> Limits {
+    /// Cap on stderr set by [`Limits::new`].
+    pub const STDERR_MAX: usize = 1 << 20;
+
+    /// `timeout`, a `max_stdout` cap and a [`Limits::STDERR_MAX`] cap on
+    /// stderr, both killing.
+    pub const fn new(timeout: Duration, max_stdout: usize) -> Limits {
         Limits {
             timeout: Some(timeout),
-            max_output,
+            max_stdout,
+            max_stderr: Limits::STDERR_MAX,
             on_overflow: Overflow::Kill,
         }
     }
