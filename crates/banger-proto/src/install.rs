@@ -35,7 +35,15 @@ pub struct InstallConfig {
     /// exactly that; absent when the owner already had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_subids: Option<String>,
+    /// Largest COW file (`priv.create_dm_snapshot` `cow_size_bytes`) the
+    /// helper creates for one VM. Absent in older files: [`DEFAULT_MAX_COW_BYTES`].
+    #[serde(default = "defaults::max_cow_bytes")]
+    pub max_cow_bytes: u64,
 }
+
+/// Default per-VM COW cap: 256 GiB (sparse, so only what the guest writes
+/// takes space; the cap bounds what one VM can make the host hold).
+pub const DEFAULT_MAX_COW_BYTES: u64 = 256 << 30;
 
 mod defaults {
     use std::path::PathBuf;
@@ -62,6 +70,9 @@ mod defaults {
     }
     pub fn domain() -> String {
         "vm".into()
+    }
+    pub fn max_cow_bytes() -> u64 {
+        super::DEFAULT_MAX_COW_BYTES
     }
 }
 
@@ -90,6 +101,7 @@ impl InstallConfig {
             subnet: defaults::subnet(),
             domain: defaults::domain(),
             owner_subids: None,
+            max_cow_bytes: defaults::max_cow_bytes(),
         }
     }
 
@@ -152,6 +164,19 @@ domain = "vm"
             cfg.helper_socket(),
             PathBuf::from("/run/banger/helper.sock")
         );
+        assert_eq!(InstallConfig::parse(&cfg.render()).unwrap(), cfg);
+    }
+
+    #[test]
+    fn max_cow_bytes_defaults_when_absent_and_is_read_when_present() {
+        let old = "owner_uid=1\nowner_gid=1\nowner_home=\"/h\"\n";
+        assert_eq!(
+            InstallConfig::parse(old).unwrap().max_cow_bytes,
+            DEFAULT_MAX_COW_BYTES
+        );
+        let set = format!("{old}max_cow_bytes = 1048576\n");
+        let cfg = InstallConfig::parse(&set).unwrap();
+        assert_eq!(cfg.max_cow_bytes, 1 << 20);
         assert_eq!(InstallConfig::parse(&cfg.render()).unwrap(), cfg);
     }
 

@@ -6,16 +6,13 @@ use crate::error::{gate, RpcError};
 use crate::gates::storage as g;
 use crate::gates::Refused;
 use banger_proto::helper as m;
-use banger_sys::beneath::{self, Access};
+use banger_sys::beneath::{self, Access, Owners};
 use banger_sys::dm::{self, DmError, SnapshotTable};
-use banger_sys::ext4::GuestFile;
+use banger_sys::ext4::{GuestFile, ImageRef};
+use banger_sys::runner::Privilege;
 use base64::Engine;
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-
-/// Largest COW file the helper creates (4 TiB).
-pub const COW_MAX_BYTES: u64 = 4 << 40;
 /// Largest file `priv.read_ext4_file` returns (base64 must fit a 1 MiB message).
 pub const READ_MAX_BYTES: usize = 512 << 10;
 /// Most files in one `priv.write_ext4_files`.
@@ -64,14 +61,18 @@ pub fn create_dm_snapshot(
             refused: Refused::new("cow_file must differ from base_image"),
         });
     }
-    if p.cow_size_bytes == 0 || p.cow_size_bytes > COW_MAX_BYTES {
+    let max_cow = h.cfg.max_cow_bytes;
+    if p.cow_size_bytes == 0 || p.cow_size_bytes > max_cow {
         return Err(RpcError::Gate {
             method: M,
-            refused: Refused::new("cow_size_bytes must be 1..=4 TiB"),
+            refused: Refused::new(format!(
+                "cow_size_bytes must be 1..={max_cow} (max_cow_bytes of install.toml)"
+            )),
         });
     }
     let state = state_dir(h)?;
-    let base = beneath::open_file(&state, &base_rel, Access::Read).map_err(failed)?;
+    let owners = Owners::OwnerOrRoot(h.cfg.owner_uid);
+    let base = beneath::open_checked(&state, &base_rel, Access::Read, owners).map_err(failed)?;
     let base_len = base
         .metadata()
         .map_err(|e| RpcError::Failed(format!("stat base image: {e}")))?
@@ -82,27 +83,28 @@ pub fn create_dm_snapshot(
         ));
     }
     let cow_path = state.join(&cow_rel);
-    let (cow, created) = match beneath::open_file(&state, &cow_rel, Access::CreateNew) {
-        Ok(f) => {
+    let mut undo = Undo {
+        h,
+        loops: Vec::new(),
+        cow: None,
+    };
+    let cow = match beneath::create_new(&state, &cow_rel) {
+        Ok(c) => {
+            let f = c.file.try_clone().map_err(|e| {
+                RpcError::Failed(format!("duplicate COW fd {}: {e}", cow_path.display()))
+            })?;
+            undo.cow = Some(c);
             f.set_len(p.cow_size_bytes).map_err(|e| {
                 RpcError::Failed(format!("size COW file {}: {e}", cow_path.display()))
             })?;
-            (f, true)
+            f
         }
         Err(beneath::BeneathError::Open(_, _, e))
             if e.kind() == std::io::ErrorKind::AlreadyExists =>
         {
-            (
-                beneath::open_file(&state, &cow_rel, Access::ReadWrite).map_err(failed)?,
-                false,
-            )
+            beneath::open_checked(&state, &cow_rel, Access::ReadWrite, owners).map_err(failed)?
         }
         Err(e) => return Err(failed(e)),
-    };
-    let mut undo = Undo {
-        h,
-        loops: Vec::new(),
-        cow: created.then(|| cow_path.clone()),
     };
     let base_loop = h
         .host
@@ -136,11 +138,14 @@ pub fn create_dm_snapshot(
     })
 }
 
-/// What a half-made snapshot leaves behind, undone on drop.
+/// What a half-made snapshot leaves behind, undone on drop. The COW file
+/// is removed through the parent directory fd it was created in, and only
+/// if that name still is the very file created (dev/ino): a parent swapped
+/// for a symlink, or the name swapped for another file, is never followed.
 struct Undo<'a> {
     h: &'a Helper,
     loops: Vec<PathBuf>,
-    cow: Option<PathBuf>,
+    cow: Option<beneath::Created>,
 }
 
 impl Undo<'_> {
@@ -158,7 +163,14 @@ impl Drop for Undo<'_> {
             }
         }
         if let Some(c) = &self.cow {
-            let _ = std::fs::remove_file(c);
+            match c.unlink() {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    cow = %c.path.display(),
+                    "undo: the COW file name no longer names the file created; left alone"
+                ),
+                Err(e) => tracing::warn!(cow = %c.path.display(), error = %e, "undo: remove failed"),
+            }
         }
     }
 }
@@ -215,15 +227,22 @@ pub fn remove_dm_snapshot(h: &Helper, p: m::RemoveDmSnapshot) -> Result<m::Empty
 pub fn fsck_snapshot(h: &Helper, p: m::FsckSnapshot) -> Result<m::FsckResult, RpcError> {
     let name = gate(m::FSCK_SNAPSHOT, g::fsck_device(&p.device))?;
     banger_dm(h, name)?;
-    let code = h.host.ext4.fsck(Path::new(&p.device)).map_err(failed)?;
+    let img = ImageRef {
+        name: PathBuf::from(&p.device),
+        privilege: Privilege::RootNoCaps,
+        pass_fd: None,
+    };
+    let code = h.host.ext4.fsck_ref(&img).map_err(failed)?;
     Ok(m::FsckResult { exit_code: code })
 }
 
-/// An image debugfs may open: a banger dm device, or a file under StateDir
-/// held open by the helper and named to debugfs as `/proc/<pid>/fd/<n>`, so
-/// the file checked is the file used.
+/// An image debugfs may open: a banger dm device (run as uid 0 with no
+/// capability: root owns the node), or a file under StateDir opened and
+/// checked by the helper (regular, one link, the owner's) and passed to
+/// debugfs as an inherited fd named `/proc/self/fd/N`, so the file checked
+/// is the file used; debugfs then runs as the owner with no capability.
 struct OpenImage {
-    path: PathBuf,
+    image: ImageRef,
     _file: Option<File>,
 }
 
@@ -237,16 +256,24 @@ fn open_image(
         g::Ext4Target::Dm(name) => {
             banger_dm(h, &name)?;
             Ok(OpenImage {
-                path: PathBuf::from(image),
+                image: ImageRef {
+                    name: PathBuf::from(image),
+                    privilege: Privilege::RootNoCaps,
+                    pass_fd: None,
+                },
                 _file: None,
             })
         }
         g::Ext4Target::File(rel) => {
             let state = state_dir(h)?;
-            let f = beneath::open_file(&state, &rel, access).map_err(failed)?;
-            let path = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd()));
+            let f = beneath::open_checked(&state, &rel, access, Owners::Owner(h.cfg.owner_uid))
+                .map_err(failed)?;
+            let privilege = Privilege::User {
+                uid: h.cfg.owner_uid,
+                gid: h.cfg.owner_gid,
+            };
             Ok(OpenImage {
-                path,
+                image: ImageRef::fd(&f, privilege),
                 _file: Some(f),
             })
         }
@@ -261,7 +288,7 @@ pub fn read_ext4_file(h: &Helper, p: m::ReadExt4File) -> Result<m::ReadExt4FileR
     let bytes = h
         .host
         .ext4
-        .read_file(&img.path, path, READ_MAX_BYTES)
+        .read(&img.image, path, READ_MAX_BYTES)
         .map_err(failed)?;
     Ok(m::ReadExt4FileResult {
         content_b64: base64::engine::general_purpose::STANDARD.encode(bytes),
@@ -296,7 +323,7 @@ pub fn write_ext4_files(h: &Helper, p: m::WriteExt4Files) -> Result<m::Empty, Rp
         });
     }
     let img = open_image(h, M, &p.image, Access::ReadWrite)?;
-    h.host.ext4.write_files(&img.path, &files).map_err(failed)?;
+    h.host.ext4.write(&img.image, &files).map_err(failed)?;
     Ok(m::Empty {})
 }
 
