@@ -2,6 +2,7 @@
 //! chroots under the jailer base, log files under StateDir.
 
 use super::Refused;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
@@ -130,9 +131,42 @@ pub fn jailer_chroot(jailer_base: &Path, raw: &str) -> Result<Chroot, Refused> {
 }
 
 /// `priv.launch_firecracker` `api_socket` (not jailed): a clean path below
-/// RuntimeDir; Firecracker creates it, so it need not exist.
+/// RuntimeDir; Firecracker creates it, so the leaf need not exist, but its
+/// directory must: resolved beneath RuntimeDir with no symlink in any
+/// component and no mount crossed (`openat2` `RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`), and a leaf that exists must
+/// not be a symlink (looked up from that directory fd).
 pub fn api_socket(runtime_dir: &Path, raw: &str) -> Result<PathBuf, Refused> {
-    clean_path_below(runtime_dir, raw, "api_socket", "RuntimeDir")
+    let path = clean_path_below(runtime_dir, raw, "api_socket", "RuntimeDir")?;
+    let rel = path
+        .strip_prefix(runtime_dir)
+        .expect("clean_path_below checked the prefix");
+    let parent = rel.parent().filter(|p| !p.as_os_str().is_empty());
+    let leaf = rel.file_name().expect("a clean path has a last component");
+    let anchor = rustix::fs::open(
+        runtime_dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|_| Refused::new("api_socket: RuntimeDir must be a directory"))?;
+    let dir = rustix::fs::openat2(
+        &anchor,
+        parent.unwrap_or(Path::new(".")),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        banger_sys::beneath::strict(),
+    )
+    .map_err(|_| {
+        Refused::new(
+            "api_socket directory must exist below RuntimeDir with no symlink and no mount in its path",
+        )
+    })?;
+    match rustix::fs::statat(&dir, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+            Err(Refused::new("api_socket must not be a symlink"))
+        }
+        _ => Ok(path),
+    }
 }
 
 /// `priv.launch_firecracker` `log_file`: a clean path below StateDir whose
@@ -286,6 +320,25 @@ mod tests {
             .contains("below StateDir"));
         assert!(api_socket(st, &s("fc.sock")).is_ok());
         assert!(api_socket(st, "/tmp/../fc.sock").is_err());
+        // Intermediate directories: must exist, no symlink among them.
+        std::fs::create_dir_all(st.join("vms/a")).unwrap();
+        assert!(api_socket(st, &s("vms/a/fc.sock")).is_ok());
+        std::fs::create_dir(d.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), st.join("vms/b")).unwrap();
+        for bad in ["vms/b/fc.sock", "vms/missing/fc.sock"] {
+            assert!(
+                api_socket(st, &s(bad))
+                    .unwrap_err()
+                    .0
+                    .starts_with("api_socket directory must exist below RuntimeDir"),
+                "{bad}"
+            );
+        }
+        std::os::unix::fs::symlink("/etc/shadow", st.join("vms/a/link.sock")).unwrap();
+        assert_eq!(
+            api_socket(st, &s("vms/a/link.sock")).unwrap_err().0,
+            "api_socket must not be a symlink"
+        );
     }
 
     proptest! {
