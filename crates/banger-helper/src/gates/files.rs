@@ -96,6 +96,26 @@ pub fn socket_path(runtime_dir: &Path, raw: &str) -> Result<PathBuf, Refused> {
     Ok(path)
 }
 
+/// The rule a socket broke when the helper opened it (checked on the fd, or
+/// refused by the kernel's resolve flags), or `None` for a host failure.
+pub fn socket_opened(e: &banger_sys::fsops::FsError) -> Option<Refused> {
+    use banger_sys::fsops::FsError;
+    let rule = match e {
+        FsError::WrongType(..) => "socket path must be a socket".to_string(),
+        FsError::HardLinked(_, n) => format!("socket path must have exactly one link (it has {n})"),
+        FsError::ForeignOwner(_, uid) => {
+            format!("socket path must be owned by the owner or root (it is owned by uid {uid})")
+        }
+        FsError::Open(_, io) => match io.raw_os_error() {
+            Some(libc::ELOOP) => "socket path must not pass through a symlink".to_string(),
+            Some(libc::EXDEV) => "socket path must not cross a mount below RuntimeDir".to_string(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(Refused::new(rule))
+}
+
 /// A validated jail chroot: present (symlink-free, a directory) or absent
 /// (already cleaned up: nothing to do).
 #[derive(Debug, Clone, PartialEq, Eq)]

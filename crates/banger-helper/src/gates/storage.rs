@@ -2,6 +2,7 @@
 
 use super::Refused;
 use banger_proto::helper::DmHandles;
+use banger_sys::beneath::BeneathError;
 use std::path::{Component, Path, PathBuf};
 
 /// Every dm device banger creates is named `fc-rootfs-<id>`.
@@ -201,6 +202,28 @@ pub fn file_mode(mode: u32) -> Result<u32, Refused> {
     } else {
         Err(Refused::new("mode must be at most 0o7777"))
     }
+}
+
+/// The rule a daemon-named file broke when the helper opened it (checked on
+/// the fd, or refused by the kernel's resolve flags), or `None` when the
+/// open failed for another reason (a host failure, not a refusal).
+pub fn opened(what: &str, e: &BeneathError) -> Option<Refused> {
+    let rule = match e {
+        BeneathError::NotRegular(_) => {
+            format!("{what} must be a regular file (not a FIFO, socket, device or directory)")
+        }
+        BeneathError::HardLinked(_, n) => format!("{what} must have exactly one link (it has {n})"),
+        BeneathError::ForeignOwner(_, uid, who) => {
+            format!("{what} must be owned by {who} (it is owned by uid {uid})")
+        }
+        BeneathError::Open(_, _, io) => match io.raw_os_error() {
+            Some(libc::ELOOP) => format!("{what} must not pass through a symlink"),
+            Some(libc::EXDEV) => format!("{what} must not cross a mount below StateDir"),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(Refused::new(rule))
 }
 
 #[cfg(test)]

@@ -22,6 +22,15 @@ fn failed(e: impl std::error::Error + 'static) -> RpcError {
     RpcError::failed(&e)
 }
 
+/// A failed open of a daemon-named file: a refusal (`-32602`, the rule
+/// named) when the file broke a rule, otherwise a host failure.
+fn open_failed(method: &'static str, what: &str, e: beneath::BeneathError) -> RpcError {
+    match g::opened(what, &e) {
+        Some(refused) => RpcError::Gate { method, refused },
+        None => failed(e),
+    }
+}
+
 fn state_dir(h: &Helper) -> Result<PathBuf, RpcError> {
     h.cfg.state_dir.canonicalize().map_err(|e| {
         RpcError::Failed(format!(
@@ -72,7 +81,8 @@ pub fn create_dm_snapshot(
     }
     let state = state_dir(h)?;
     let owners = Owners::OwnerOrRoot(h.cfg.owner_uid);
-    let base = beneath::open_checked(&state, &base_rel, Access::Read, owners).map_err(failed)?;
+    let base = beneath::open_checked(&state, &base_rel, Access::Read, owners)
+        .map_err(|e| open_failed(M, "base_image", e))?;
     let base_len = base
         .metadata()
         .map_err(|e| RpcError::Failed(format!("stat base image: {e}")))?
@@ -102,9 +112,10 @@ pub fn create_dm_snapshot(
         Err(beneath::BeneathError::Open(_, _, e))
             if e.kind() == std::io::ErrorKind::AlreadyExists =>
         {
-            beneath::open_checked(&state, &cow_rel, Access::ReadWrite, owners).map_err(failed)?
+            beneath::open_checked(&state, &cow_rel, Access::ReadWrite, owners)
+                .map_err(|e| open_failed(M, "cow_file", e))?
         }
-        Err(e) => return Err(failed(e)),
+        Err(e) => return Err(open_failed(M, "cow_file", e)),
     };
     let base_loop = h
         .host
@@ -267,7 +278,7 @@ fn open_image(
         g::Ext4Target::File(rel) => {
             let state = state_dir(h)?;
             let f = beneath::open_checked(&state, &rel, access, Owners::Owner(h.cfg.owner_uid))
-                .map_err(failed)?;
+                .map_err(|e| open_failed(method, "image", e))?;
             let privilege = Privilege::User {
                 uid: h.cfg.owner_uid,
                 gid: h.cfg.owner_gid,
