@@ -200,7 +200,11 @@ fn root_cow_undo_never_follows_a_parent_swapped_for_a_symlink() {
         "{r:?}"
     );
     assert!(decoy_dir.join("cow").exists(), "root unlinked the decoy");
-    assert_eq!(snap(&decoy_dir.join("cow")), before, "the decoy was touched");
+    assert_eq!(
+        snap(&decoy_dir.join("cow")),
+        before,
+        "the decoy was touched"
+    );
     assert!(
         !moved.join("cow").exists(),
         "the COW the helper created was not undone"
@@ -225,7 +229,11 @@ fn root_cow_undo_never_removes_a_file_swapped_in_under_the_cow_name() {
         std::fs::rename(&cow2, &aside2).unwrap();
         std::fs::rename(&victim2, &cow2).unwrap();
     });
-    let r = call(&t, m::CREATE_DM_SNAPSHOT, snapshot_params(&base, &cow, 1 << 20));
+    let r = call(
+        &t,
+        m::CREATE_DM_SNAPSHOT,
+        snapshot_params(&base, &cow, 1 << 20),
+    );
     assert!(matches!(r, Err(RpcError::Failed(_))), "{r:?}");
     assert!(cow.exists(), "root unlinked the file swapped in");
     assert_eq!(std::fs::read(&cow).unwrap(), b"victim");
@@ -290,13 +298,19 @@ fn root_hard_links_are_refused_as_cow_base_and_ext4_images() {
             m::READ_EXT4_FILE,
             json!({"image": s(&img), "path": "/etc/hostname"}),
         ));
-        assert!(e.starts_with("priv.read_ext4_file: ") && e.contains(rule), "{e}");
+        assert!(
+            e.starts_with("priv.read_ext4_file: ") && e.contains(rule),
+            "{e}"
+        );
         let e = refused(call(
             &t,
             m::WRITE_EXT4_FILES,
             json!({"image": s(&img), "files": [{"path": "/pwn", "content_b64": "eA==", "mode": 0o4755, "uid": 0, "gid": 0}]}),
         ));
-        assert!(e.starts_with("priv.write_ext4_files: ") && e.contains(rule), "{e}");
+        assert!(
+            e.starts_with("priv.write_ext4_files: ") && e.contains(rule),
+            "{e}"
+        );
     }
     // A single-link image that is root's, not the owner's, is refused too.
     let rootimg = t.state.join("images/root.ext4");

@@ -97,7 +97,8 @@ fn check_regular(file: &File, rel: &Path, owners: Owners) -> Result<(), BeneathE
             owners.rule(),
         ));
     }
-    let fl = rustix::fs::fcntl_getfl(file).map_err(|e| BeneathError::Flags(rel.into(), e.into()))?;
+    let fl =
+        rustix::fs::fcntl_getfl(file).map_err(|e| BeneathError::Flags(rel.into(), e.into()))?;
     rustix::fs::fcntl_setfl(file, fl - OFlags::NONBLOCK)
         .map_err(|e| BeneathError::Flags(rel.into(), e.into()))
 }
@@ -182,7 +183,8 @@ pub fn create_new(dir: &Path, rel: &Path) -> Result<Created, BeneathError> {
     let meta = file
         .metadata()
         .map_err(|e| BeneathError::Stat(rel.into(), e))?;
-    let fl = rustix::fs::fcntl_getfl(&file).map_err(|e| BeneathError::Flags(rel.into(), e.into()))?;
+    let fl =
+        rustix::fs::fcntl_getfl(&file).map_err(|e| BeneathError::Flags(rel.into(), e.into()))?;
     rustix::fs::fcntl_setfl(&file, fl - OFlags::NONBLOCK)
         .map_err(|e| BeneathError::Flags(rel.into(), e.into()))?;
     Ok(Created {

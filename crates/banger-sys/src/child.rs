@@ -98,13 +98,7 @@ fn drop_privileges(p: Privilege) -> io::Result<()> {
     }; 2];
     // SAFETY: capset reads a v3 header and two data structs, both live
     // `#[repr(C)]` values of the kernel's layout.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut hdr as *mut CapHeader,
-            data.as_ptr(),
-        )
-    })
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) })
 }
 
 /// Between fork and exec: let the fds the command passes survive the exec

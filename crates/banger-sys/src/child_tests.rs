@@ -97,7 +97,11 @@ fn output_past_the_cap_kills_the_child_and_never_buffers_more() {
     let mut l = Limits::new(Duration::from_secs(20), 1000);
     l.on_overflow = Overflow::Truncate;
     let out = crate::runner::HostRunner
-        .run(&Cmd::new("head").args(["-c", "3000000", "/dev/zero"]).limits(l))
+        .run(
+            &Cmd::new("head")
+                .args(["-c", "3000000", "/dev/zero"])
+                .limits(l),
+        )
         .unwrap();
     assert_eq!(out.stdout.len(), 1000);
     assert_eq!(out.status, 0);

@@ -227,7 +227,8 @@ pub fn open_log_beneath(
         .map_err(|e| FsError::ChangeFileOwner(path.to_path_buf(), e))?;
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))
         .map_err(|e| FsError::ChangeFileMode(path.to_path_buf(), io_err(e)))?;
-    let fl = rustix::fs::fcntl_getfl(&fd).map_err(|e| FsError::Flags(path.to_path_buf(), io_err(e)))?;
+    let fl =
+        rustix::fs::fcntl_getfl(&fd).map_err(|e| FsError::Flags(path.to_path_buf(), io_err(e)))?;
     rustix::fs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK)
         .map_err(|e| FsError::Flags(path.to_path_buf(), io_err(e)))?;
     Ok(std::fs::File::from(fd))

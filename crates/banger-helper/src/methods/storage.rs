@@ -180,7 +180,9 @@ impl Drop for Undo<'_> {
                     cow = %c.path.display(),
                     "undo: the COW file name no longer names the file created; left alone"
                 ),
-                Err(e) => tracing::warn!(cow = %c.path.display(), error = %e, "undo: remove failed"),
+                Err(e) => {
+                    tracing::warn!(cow = %c.path.display(), error = %e, "undo: remove failed")
+                }
             }
         }
     }

@@ -394,7 +394,12 @@ fn debugfs_on_a_dm_device_runs_as_uid_0_without_capabilities() {
     let cmd = &t.runner.cmds()[0];
     assert_eq!(
         cmd.argv(),
-        ["debugfs", "-R", "cat /etc/hostname", "/dev/mapper/fc-rootfs-a"]
+        [
+            "debugfs",
+            "-R",
+            "cat /etc/hostname",
+            "/dev/mapper/fc-rootfs-a"
+        ]
     );
     assert_eq!(cmd.privilege, Privilege::RootNoCaps);
     assert!(cmd.pass_fds.is_empty());
