@@ -308,4 +308,77 @@ mod tests {
         assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600);
         assert!(open_file(&d, Path::new("sub/new"), Access::CreateNew).is_err());
     }
+
+    #[test]
+    fn open_checked_refuses_fifos_links_and_foreign_owners_on_the_fd() {
+        let tmp = tempfile::Builder::new()
+            .prefix("bgtest-")
+            .tempdir()
+            .unwrap();
+        let d = tmp.path();
+        let me = rustix::process::geteuid().as_raw();
+        std::fs::write(d.join("f"), b"ok").unwrap();
+        let f = open_checked(d, Path::new("f"), Access::Read, Owners::Owner(me)).unwrap();
+        let fl = rustix::fs::fcntl_getfl(&f).unwrap();
+        assert!(!fl.contains(OFlags::NONBLOCK), "O_NONBLOCK left set");
+        assert!(matches!(
+            open_checked(d, Path::new("f"), Access::Read, Owners::Owner(me + 1)),
+            Err(BeneathError::ForeignOwner(_, uid, "the owner")) if uid == me
+        ));
+        std::fs::hard_link(d.join("f"), d.join("g")).unwrap();
+        assert!(matches!(
+            open_checked(d, Path::new("g"), Access::Read, Owners::OwnerOrRoot(me)),
+            Err(BeneathError::HardLinked(_, 2))
+        ));
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &d.join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Opened O_NONBLOCK (no reader needed), then refused by type.
+        for a in [Access::Read, Access::ReadWrite] {
+            assert!(matches!(
+                open_checked(d, Path::new("fifo"), a, Owners::OwnerOrRoot(me)),
+                Err(BeneathError::NotRegular(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn created_files_are_unlinked_through_their_parent_only_if_unchanged() {
+        let tmp = tempfile::Builder::new()
+            .prefix("bgtest-")
+            .tempdir()
+            .unwrap();
+        let d = tmp.path().join("state");
+        std::fs::create_dir_all(d.join("vm")).unwrap();
+        let c = create_new(&d, Path::new("vm/cow")).unwrap();
+        assert!(c.unlink().unwrap());
+        assert!(!d.join("vm/cow").exists());
+        assert!(!c.unlink().unwrap(), "already gone is not an error");
+
+        // The parent swapped for a symlink: the unlink stays in the real parent.
+        let c = create_new(&d, Path::new("vm/cow")).unwrap();
+        std::fs::create_dir(tmp.path().join("decoy")).unwrap();
+        std::fs::write(tmp.path().join("decoy/cow"), b"decoy").unwrap();
+        std::fs::rename(d.join("vm"), d.join("moved")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("decoy"), d.join("vm")).unwrap();
+        assert!(c.unlink().unwrap());
+        assert!(!d.join("moved/cow").exists());
+        assert_eq!(std::fs::read(tmp.path().join("decoy/cow")).unwrap(), b"decoy");
+
+        // Another file under the created name is left alone.
+        let c = create_new(&d, Path::new("moved/cow")).unwrap();
+        std::fs::rename(d.join("moved/cow"), d.join("moved/aside")).unwrap();
+        std::fs::write(d.join("moved/cow"), b"other").unwrap();
+        assert!(!c.unlink().unwrap());
+        assert_eq!(std::fs::read(d.join("moved/cow")).unwrap(), b"other");
+
+        // Creating through a symlinked parent is refused.
+        assert!(create_new(&d, Path::new("vm/new")).is_err());
+        assert!(!tmp.path().join("decoy/new").exists());
+    }
 }
