@@ -550,3 +550,95 @@ fn root_cow_size_is_capped_by_install_metadata() {
     assert!(!cow.exists());
     assert!(loops.requests().is_empty());
 }
+
+/// A mount below StateDir/RuntimeDir (a tmpfs here, standing in for the
+/// owner's FUSE mount, whose lookups could block forever) is never entered:
+/// every lookup of a daemon-named path stops at the mount (`RESOLVE_NO_XDEV`).
+#[test]
+fn root_no_lookup_enters_a_mount_below_state_or_runtime_dir() {
+    if !root_only() {
+        return;
+    }
+    // This thread (and the call threads it spawns) in a private mount
+    // namespace: nothing mounted here is seen by the host.
+    rustix::thread::unshare(rustix::thread::UnshareFlags::NEWNS).unwrap();
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )
+    .unwrap();
+    let t = setup(Arc::new(RecordingLoops::new()));
+    let (sm, rm) = (t.state.join("vms/m"), t.helper.cfg.runtime_dir.join("m"));
+    for d in [&sm, &rm] {
+        std::fs::create_dir_all(d).unwrap();
+        rustix::mount::mount(
+            "bgtest-tmpfs",
+            d,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            "size=16m",
+        )
+        .unwrap();
+    }
+    let img = sm.join("root.ext4");
+    mkfs(&img, Some(OWNER));
+    let _l = UnixListener::bind(rm.join("fc.sock")).unwrap();
+    let e = refused(call(
+        &t,
+        m::READ_EXT4_FILE,
+        json!({"image": s(&img), "path": "/etc/hostname"}),
+    ));
+    assert!(e.contains("image must be under StateDir"), "{e}");
+    let e = refused(call(
+        &t,
+        m::CREATE_DM_SNAPSHOT,
+        snapshot_params(&img, &t.state.join("vms/a/cow"), 1 << 20),
+    ));
+    assert!(
+        e.contains("path must resolve to a file under StateDir"),
+        "{e}"
+    );
+    let e = refused(call(
+        &t,
+        m::CREATE_DM_SNAPSHOT,
+        snapshot_params(&base_image(&t), &sm.join("cow"), 1 << 20),
+    ));
+    assert!(e.contains("path must be a file under StateDir"), "{e}");
+    let e = refused(call(
+        &t,
+        m::ENSURE_SOCKET_ACCESS,
+        json!({"path": s(&rm.join("fc.sock"))}),
+    ));
+    assert_eq!(
+        e,
+        "priv.ensure_socket_access: socket path must not cross a mount below RuntimeDir"
+    );
+    let e = refused(call(
+        &t,
+        m::LAUNCH_FIRECRACKER,
+        json!({"vm_id": "bgtest-mnt", "api_socket": s(&t.helper.cfg.runtime_dir.join("fc.sock")), "log_file": s(&sm.join("fc.log"))}),
+    ));
+    assert_eq!(
+        e,
+        "priv.launch_firecracker: log_file must not cross a mount below StateDir"
+    );
+    let e = refused(call(
+        &t,
+        m::LAUNCH_FIRECRACKER,
+        json!({"vm_id": "bgtest-mnt", "api_socket": s(&rm.join("api.sock")), "log_file": s(&t.state.join("vms/a/fc.log"))}),
+    ));
+    assert!(
+        e.contains("api_socket directory must exist below RuntimeDir with no symlink and no mount"),
+        "{e}"
+    );
+    assert!(!sm.join("cow").exists() && !sm.join("fc.log").exists());
+    assert_eq!(
+        std::fs::symlink_metadata(rm.join("fc.sock")).unwrap().uid(),
+        0,
+        "the socket was handed over"
+    );
+    assert!(t.helper.host.launched.is_empty());
+    for d in [&sm, &rm] {
+        rustix::mount::unmount(d, rustix::mount::UnmountFlags::DETACH).unwrap();
+    }
+}

@@ -332,7 +332,7 @@ mod tests {
         ));
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &d.join("fifo"),
+            d.join("fifo"),
             FileType::Fifo,
             Mode::from_raw_mode(0o600),
             0,
@@ -368,7 +368,10 @@ mod tests {
         std::os::unix::fs::symlink(tmp.path().join("decoy"), d.join("vm")).unwrap();
         assert!(c.unlink().unwrap());
         assert!(!d.join("moved/cow").exists());
-        assert_eq!(std::fs::read(tmp.path().join("decoy/cow")).unwrap(), b"decoy");
+        assert_eq!(
+            std::fs::read(tmp.path().join("decoy/cow")).unwrap(),
+            b"decoy"
+        );
 
         // Another file under the created name is left alone.
         let c = create_new(&d, Path::new("moved/cow")).unwrap();

@@ -4,7 +4,6 @@
 use super::Refused;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use std::io;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Linux `PATH_MAX` minus the terminating NUL.
@@ -80,17 +79,55 @@ fn lstat(path: &Path) -> io::Result<std::fs::Metadata> {
     std::fs::symlink_metadata(path)
 }
 
+/// The type of the leaf of `path` (strictly below `base`), looked up from
+/// the `base` anchor with `openat2(O_PATH|O_NOFOLLOW)` and `RESOLVE_BENEATH
+/// | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`: a symlink at the leaf is
+/// returned as one, a symlink in a directory fails with `ELOOP`, and no
+/// mount below `base` is ever entered (`EXDEV`) — a FUSE mount the owner
+/// placed there cannot park the helper thread in a lookup.
+fn leaf_type_beneath(base: &Path, path: &Path) -> io::Result<FileType> {
+    let rel = path
+        .strip_prefix(base)
+        .map_err(|_| io::Error::from_raw_os_error(libc::EXDEV))?;
+    let anchor = rustix::fs::open(
+        base,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let fd = rustix::fs::openat2(
+        &anchor,
+        rel,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        banger_sys::beneath::strict(),
+    )?;
+    Ok(FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode))
+}
+
+/// The refusal for a failed [`leaf_type_beneath`] lookup other than ENOENT.
+fn walk_refusal(what: &str, base_name: &str, e: &io::Error) -> Refused {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => Refused::new(format!("{what} must not pass through a symlink")),
+        Some(libc::EXDEV) => {
+            Refused::new(format!("{what} must not cross a mount below {base_name}"))
+        }
+        _ => Refused::new(format!("{what} must exist")),
+    }
+}
+
 /// `priv.ensure_socket_access`: a clean path below RuntimeDir whose leaf
-/// (lstat) exists, is not a symlink and is a socket. The leaf can still be
+/// exists, is not a symlink and is a socket, reached with no symlink and no
+/// mount on the way (`leaf_type_beneath`). The leaf can still be
 /// swapped afterwards: the host operation resolves it again with no symlink
 /// allowed anywhere (`openat2`), and acts through the fd it opened.
 pub fn socket_path(runtime_dir: &Path, raw: &str) -> Result<PathBuf, Refused> {
     let path = clean_path_below(runtime_dir, raw, "socket path", "RuntimeDir")?;
-    let md = lstat(&path).map_err(|_| Refused::new("socket path must exist"))?;
-    if md.file_type().is_symlink() {
+    let ft = leaf_type_beneath(runtime_dir, &path)
+        .map_err(|e| walk_refusal("socket path", "RuntimeDir", &e))?;
+    if ft == FileType::Symlink {
         return Err(Refused::new("socket path must not be a symlink"));
     }
-    if !md.file_type().is_socket() {
+    if ft != FileType::Socket {
         return Err(Refused::new("socket path must be a socket"));
     }
     Ok(path)
@@ -190,16 +227,17 @@ pub fn api_socket(runtime_dir: &Path, raw: &str) -> Result<PathBuf, Refused> {
 }
 
 /// `priv.launch_firecracker` `log_file`: a clean path below StateDir whose
-/// leaf, if present, is not a symlink. The host operation opens it beneath
-/// StateDir with no symlink allowed, and refuses hard-linked or foreign files.
+/// leaf, if present, is not a symlink, reached with no symlink and no mount
+/// on the way. The host operation opens it beneath StateDir the same way,
+/// `O_NONBLOCK`, and refuses hard-linked, foreign or non-regular files.
 pub fn log_file(state_dir: &Path, raw: &str) -> Result<PathBuf, Refused> {
     let path = clean_path_below(state_dir, raw, "log_file", "StateDir")?;
-    if let Ok(md) = lstat(&path) {
-        if md.file_type().is_symlink() {
-            return Err(Refused::new("log_file must not be a symlink"));
-        }
+    match leaf_type_beneath(state_dir, &path) {
+        Ok(FileType::Symlink) => Err(Refused::new("log_file must not be a symlink")),
+        Ok(_) => Ok(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(path),
+        Err(e) => Err(walk_refusal("log_file", "StateDir", &e)),
     }
-    Ok(path)
 }
 
 #[cfg(test)]
