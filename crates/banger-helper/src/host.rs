@@ -6,9 +6,15 @@ use banger_sys::ext4::Ext4Tools;
 use banger_sys::loopdev::{KernelLoops, LoopOps};
 use banger_sys::net::{NetOps, RealNet};
 use banger_sys::nft::{Nft, TableName, TABLE};
-use banger_sys::runner::{HostRunner, Runner};
+use banger_sys::runner::{Bounded, HostRunner, Limits, Runner};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits of every child tool the helper runs that sets none of its own
+/// (dmsetup, nft, resolvectl…): killed with its process group after 110 s
+/// (inside the 120 s request budget), or past 16 MiB of stdout / 1 MiB of stderr.
+pub const CHILD_LIMITS: Limits = Limits::new(Duration::from_secs(110), 16 << 20);
 
 /// Every host-side capability a method may use.
 pub struct Host {
@@ -33,7 +39,10 @@ pub struct Host {
 impl Host {
     /// The real host.
     pub fn real() -> Self {
-        let runner: Arc<dyn Runner> = Arc::new(HostRunner);
+        let runner: Arc<dyn Runner> = Arc::new(Bounded {
+            inner: HostRunner,
+            default: CHILD_LIMITS,
+        });
         Host {
             proc_root: PathBuf::from("/proc"),
             launched: banger_sys::pidfd::Registry::new(),

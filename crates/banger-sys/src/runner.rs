@@ -230,6 +230,24 @@ impl Runner for HostRunner {
     }
 }
 
+/// A runner that gives every command without limits of its own the
+/// `default` ones (e.g. the helper: no child it runs goes unbounded).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounded<R> {
+    pub inner: R,
+    pub default: Limits,
+}
+
+impl<R: Runner> Runner for Bounded<R> {
+    fn output(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+        if cmd.limits == Limits::NONE {
+            self.inner.output(&cmd.clone().limits(self.default))
+        } else {
+            self.inner.output(cmd)
+        }
+    }
+}
+
 /// A fake that records every command and answers from a script
 /// (default: success with empty output).
 #[derive(Debug, Default)]
@@ -313,6 +331,21 @@ mod tests {
     fn stdin_is_fed() {
         let out = HostRunner.run(&Cmd::new("cat").stdin("hello")).unwrap();
         assert_eq!(out.stdout, b"hello");
+    }
+
+    #[test]
+    fn bounded_fills_in_limits_only_where_none_are_set() {
+        let inner = RecordingRunner::new();
+        let b = Bounded {
+            inner,
+            default: Limits::new(Duration::from_secs(5), 10),
+        };
+        b.run(&Cmd::new("a")).unwrap();
+        let own = Limits::new(Duration::from_secs(1), 1);
+        b.run(&Cmd::new("b").limits(own)).unwrap();
+        let cmds = b.inner.cmds();
+        assert_eq!(cmds[0].limits, b.default);
+        assert_eq!(cmds[1].limits, own);
     }
 
     #[test]
