@@ -160,6 +160,34 @@ pub fn chown_chmod_socket(
         .map_err(|e| FsError::ChangeFileMode(path.to_path_buf(), e))
 }
 
+/// Remove the socket `path` (a direct or deeper child of `root`) through
+/// its parent directory fd, opened beneath `root` with no symlink and no
+/// mount crossed: only a socket is unlinked (never a symlink's target or
+/// another file type). Gone already is fine.
+pub fn unlink_socket_beneath(root: &Path, path: &Path) -> Result<(), FsError> {
+    let rel = rel_below(root, path)?;
+    let anchor = open_anchor(root)?;
+    let parent = openat_beneath(
+        &anchor,
+        rel.parent().unwrap_or(Path::new("")),
+        OFlags::PATH | OFlags::DIRECTORY,
+        Mode::empty(),
+        ResolveFlags::NO_XDEV,
+    )
+    .map_err(|e| FsError::Open(path.to_path_buf(), e))?;
+    let leaf = rel.file_name().expect("rel_below has a last component");
+    let st = match rustix::fs::statat(&parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(FsError::Stat(path.to_path_buf(), io_err(e))),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
+        return Err(FsError::WrongType(path.to_path_buf(), "socket"));
+    }
+    rustix::fs::unlinkat(&parent, leaf, AtFlags::empty())
+        .map_err(|e| FsError::Remove(path.to_path_buf(), io_err(e)))
+}
+
 /// `fchownat(fd, "", uid, gid, AT_EMPTY_PATH)`: changes exactly the inode
 /// `fd` refers to (works on `O_PATH` fds).
 pub fn fchown_empty_path(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
@@ -384,6 +412,24 @@ mod tests {
         assert_eq!((c.uid(), c.gid()), (0, 0), "the symlink target was chowned");
         let l = std::fs::symlink_metadata(&link).unwrap();
         assert_eq!((l.uid(), l.gid()), (4242, 4243));
+    }
+
+    #[test]
+    fn unlink_socket_beneath_removes_only_a_socket() {
+        let d = tmp();
+        let root = d.path();
+        let sock = root.join("helper.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        unlink_socket_beneath(root, &sock).unwrap();
+        assert!(!sock.exists());
+        unlink_socket_beneath(root, &sock).unwrap();
+        std::fs::write(root.join("keep"), b"x").unwrap();
+        std::os::unix::fs::symlink(root.join("keep"), &sock).unwrap();
+        assert!(matches!(
+            unlink_socket_beneath(root, &sock),
+            Err(FsError::WrongType(..))
+        ));
+        assert!(root.join("keep").exists() && sock.symlink_metadata().is_ok());
     }
 
     #[test]
