@@ -30,6 +30,10 @@ pub struct Host {
     pub loops: Arc<dyn LoopOps>,
     /// debugfs / e2fsck on ext4 images.
     pub ext4: Arc<Ext4Tools>,
+    /// Where dm device nodes are opened and checked on the fd before a tool
+    /// gets them (`/dev`, `/sys`); `None` in the recording host, whose dm
+    /// devices have no node: the tool is then named the device path.
+    pub dm_nodes: Option<banger_sys::dmnode::DmNodes>,
     /// Bridges and taps (rtnetlink, `/dev/net/tun`).
     pub net: Arc<dyn NetOps>,
     /// banger's nftables table (`inet banger`), driven through `nft`.
@@ -49,6 +53,7 @@ impl Host {
             dm: Arc::new(DmSetup::new(runner.clone())),
             loops: Arc::new(KernelLoops::new("/sys")),
             ext4: Arc::new(Ext4Tools::new(runner.clone())),
+            dm_nodes: Some(banger_sys::dmnode::DmNodes::host()),
             net: Arc::new(RealNet::default()),
             nft: Arc::new(Nft::new(
                 runner.clone(),
@@ -71,6 +76,7 @@ impl Host {
             dm: Arc::new(banger_sys::dm::RecordingDm::new()),
             loops: Arc::new(banger_sys::loopdev::RecordingLoops::new()),
             ext4: Arc::new(Ext4Tools::new(runner.clone())),
+            dm_nodes: None,
             net: Arc::new(banger_sys::net::RecordingNet::new()),
             nft: Arc::new(Nft::new(
                 runner.clone(),

@@ -8,7 +8,9 @@
 #[path = "attack/harness.rs"]
 mod harness;
 
+use banger_helper::dispatch::Helper;
 use banger_helper::error::RpcError;
+use banger_helper::host::Host;
 use banger_proto::helper as m;
 use banger_sys::loopdev::RecordingLoops;
 use banger_sys::runner::{Cmd, HostRunner, Runner};
@@ -489,5 +491,100 @@ fn root_no_lookup_enters_a_mount_below_state_or_runtime_dir() {
     assert!(t.helper.host.launched.is_empty());
     for d in [&sm, &rm] {
         rustix::mount::unmount(d, rustix::mount::UnmountFlags::DETACH).unwrap();
+    }
+}
+
+/// A dm image is opened beneath `/dev` and checked on the fd (root-owned
+/// block device that sysfs names the device) before debugfs, run as uid 0
+/// with no capability, gets it as `/proc/self/fd/N`. A loop device over a
+/// real image stands in for the dm device (this kernel may lack dm), with
+/// fixture `/dev` and `/sys` roots.
+#[test]
+fn root_dm_images_are_checked_on_the_node_fd_then_used() {
+    if !root_only() {
+        return;
+    }
+    use banger_sys::dmnode::DmNodes;
+    use banger_sys::loopdev::{KernelLoops, LoopOps};
+    let t = setup(Arc::new(RecordingLoops::new()));
+    let img = t.state.join("images/dm.ext4");
+    mkfs(&img, None);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let loops = KernelLoops::new("/sys");
+    let dev = loops.attach(&f, &img, false).unwrap();
+    struct Detach<'a>(&'a KernelLoops, PathBuf);
+    impl Drop for Detach<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.detach(&self.1);
+        }
+    }
+    let _d = Detach(&loops, dev.clone());
+    let rdev = std::fs::metadata(&dev).unwrap().rdev();
+    let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
+    let (fdev, fsys) = (t.root.join("dev"), t.root.join("sys"));
+    std::fs::create_dir_all(fdev.join("mapper")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        fdev.join("dm-0"),
+        rustix::fs::FileType::BlockDevice,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        rdev,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../dm-0", fdev.join("mapper/fc-rootfs-bgtest")).unwrap();
+    let name_file = fsys.join(format!("dev/block/{major}:{minor}/dm/name"));
+    std::fs::create_dir_all(name_file.parent().unwrap()).unwrap();
+    std::fs::write(&name_file, "fc-rootfs-bgtest\n").unwrap();
+    let dm = Arc::new(banger_sys::dm::RecordingDm::new());
+    dm.add_device("fc-rootfs-bgtest", "BANGER-fc-rootfs-bgtest");
+    let h = Helper {
+        cfg: t.helper.cfg.clone(),
+        host: Host {
+            dm,
+            dm_nodes: Some(DmNodes {
+                dev_root: fdev.clone(),
+                sys_root: fsys.clone(),
+            }),
+            ..Host::real()
+        },
+    };
+    let dm_path = "/dev/mapper/fc-rootfs-bgtest";
+    h.dispatch(
+        m::WRITE_EXT4_FILES,
+        json!({"image": dm_path, "files": [{"path": "/etc/hostname", "content_b64": "ZG0K", "mode": 0o644, "uid": 0, "gid": 0}]}),
+    )
+    .unwrap();
+    let r = h
+        .dispatch(
+            m::READ_EXT4_FILE,
+            json!({"image": dm_path, "path": "/etc/hostname"}),
+        )
+        .unwrap();
+    assert_eq!(r["content_b64"], "ZG0K");
+    assert_eq!(
+        h.dispatch(m::FSCK_SNAPSHOT, json!({"device": dm_path}))
+            .unwrap()["exit_code"],
+        0
+    );
+    // sysfs says the node is another device: refused before any tool runs.
+    std::fs::write(&name_file, "vg0-root\n").unwrap();
+    for (method, params) in [
+        (
+            m::READ_EXT4_FILE,
+            json!({"image": dm_path, "path": "/etc/hostname"}),
+        ),
+        (m::FSCK_SNAPSHOT, json!({"device": dm_path})),
+    ] {
+        let e = refused(h.dispatch(method, params));
+        assert!(
+            e.contains(
+                "device node must be a root-owned block device that sysfs names fc-rootfs-bgtest"
+            ),
+            "{e}"
+        );
     }
 }

@@ -9,6 +9,7 @@
 pub mod beneath;
 pub mod child;
 pub mod dm;
+pub mod dmnode;
 pub mod exec;
 pub mod ext4;
 pub mod fsops;

@@ -11,7 +11,7 @@ use banger_sys::dm::{self, DmError, SnapshotTable};
 use banger_sys::ext4::{GuestFile, ImageRef};
 use banger_sys::runner::Privilege;
 use base64::Engine;
-use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 /// Largest file `priv.read_ext4_file` returns (base64 must fit a 1 MiB message).
 pub const READ_MAX_BYTES: usize = 512 << 10;
@@ -236,27 +236,63 @@ pub fn remove_dm_snapshot(h: &Helper, p: m::RemoveDmSnapshot) -> Result<m::Empty
     }
 }
 
-/// `priv.fsck_snapshot`: `e2fsck -fy` on a banger dm snapshot only.
+/// `priv.fsck_snapshot`: `e2fsck -fy` on a banger dm snapshot only, as
+/// uid 0 with no capability.
 pub fn fsck_snapshot(h: &Helper, p: m::FsckSnapshot) -> Result<m::FsckResult, RpcError> {
-    let name = gate(m::FSCK_SNAPSHOT, g::fsck_device(&p.device))?;
-    banger_dm(h, name)?;
-    let img = ImageRef {
-        name: PathBuf::from(&p.device),
-        privilege: Privilege::RootNoCaps,
-        pass_fd: None,
-    };
-    let code = h.host.ext4.fsck_ref(&img).map_err(failed)?;
+    const M: &str = m::FSCK_SNAPSHOT;
+    let name = gate(M, g::fsck_device(&p.device))?;
+    let img = dm_image(h, M, name, &p.device)?;
+    let code = h.host.ext4.fsck_ref(&img.image).map_err(failed)?;
     Ok(m::FsckResult { exit_code: code })
 }
 
-/// An image debugfs may open: a banger dm device (run as uid 0 with no
-/// capability: root owns the node), or a file under StateDir opened and
-/// checked by the helper (regular, one link, the owner's) and passed to
-/// debugfs as an inherited fd named `/proc/self/fd/N`, so the file checked
-/// is the file used; debugfs then runs as the owner with no capability.
+/// A banger dm device (name and UUID checked) for a tool run as uid 0 with
+/// no capability: with a real host, its node opened beneath `/dev` and
+/// checked on the fd (root-owned block device sysfs names `name`), passed
+/// as `/proc/self/fd/N`; with the recording host, named by its path.
+fn dm_image(
+    h: &Helper,
+    method: &'static str,
+    name: &str,
+    device: &str,
+) -> Result<OpenImage, RpcError> {
+    use banger_sys::dmnode::DmNodeError;
+    banger_dm(h, name)?;
+    let Some(nodes) = &h.host.dm_nodes else {
+        return Ok(OpenImage {
+            image: ImageRef {
+                name: PathBuf::from(device),
+                privilege: Privilege::RootNoCaps,
+                pass_fd: None,
+            },
+            _fd: None,
+        });
+    };
+    let fd = nodes.open(name).map_err(|e| match e {
+        DmNodeError::NotBlock(_) | DmNodeError::NotRoot(..) | DmNodeError::Mismatch { .. } => {
+            RpcError::Gate {
+                method,
+                refused: Refused::new(format!(
+                    "device node must be a root-owned block device that sysfs names {name} ({e})"
+                )),
+            }
+        }
+        other => failed(other),
+    })?;
+    Ok(OpenImage {
+        image: ImageRef::fd(&fd, Privilege::RootNoCaps),
+        _fd: Some(fd),
+    })
+}
+
+/// An image a tool may open: a banger dm device node (the tool runs as uid
+/// 0 with no capability: root owns the node), or a file under StateDir
+/// (regular, one link, the owner's; the tool runs as the owner with no
+/// capability). Either is opened and checked by the helper and passed as an
+/// inherited fd named `/proc/self/fd/N`, so what was checked is what is used.
 struct OpenImage {
     image: ImageRef,
-    _file: Option<File>,
+    _fd: Option<OwnedFd>,
 }
 
 fn open_image(
@@ -266,17 +302,7 @@ fn open_image(
     access: Access,
 ) -> Result<OpenImage, RpcError> {
     match gate(method, g::ext4_image(image, &h.cfg.state_dir))? {
-        g::Ext4Target::Dm(name) => {
-            banger_dm(h, &name)?;
-            Ok(OpenImage {
-                image: ImageRef {
-                    name: PathBuf::from(image),
-                    privilege: Privilege::RootNoCaps,
-                    pass_fd: None,
-                },
-                _file: None,
-            })
-        }
+        g::Ext4Target::Dm(name) => dm_image(h, method, &name, image),
         g::Ext4Target::File(rel) => {
             let state = state_dir(h)?;
             let f = beneath::open_checked(&state, &rel, access, Owners::Owner(h.cfg.owner_uid))
@@ -287,7 +313,7 @@ fn open_image(
             };
             Ok(OpenImage {
                 image: ImageRef::fd(&f, privilege),
-                _file: Some(f),
+                _fd: Some(f.into()),
             })
         }
     }
