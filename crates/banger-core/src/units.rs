@@ -42,8 +42,10 @@ Restart=on-failure
 UMask=0077
 # Capabilities: net admin (bridge, tap, nft), sys admin (loop, dm, umount),
 # chown/fowner (socket access), kill (firecracker), the jailer's set-up
-# (setuid/setgid, chroot, mknod), and dac override for StateDir files.
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_KILL CAP_SETUID CAP_SETGID CAP_SYS_CHROOT CAP_MKNOD
+# (setuid/setgid, chroot, mknod), dac override for StateDir files, and
+# setpcap to clear the bounding set of the tools it runs (e2fsck/debugfs run
+# with no capability at all).
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_KILL CAP_SETUID CAP_SETGID CAP_SETPCAP CAP_SYS_CHROOT CAP_MKNOD
 NoNewPrivileges=yes
 ProtectSystem=strict
 ReadWritePaths={rw}

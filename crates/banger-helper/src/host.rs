@@ -6,9 +6,15 @@ use banger_sys::ext4::Ext4Tools;
 use banger_sys::loopdev::{KernelLoops, LoopOps};
 use banger_sys::net::{NetOps, RealNet};
 use banger_sys::nft::{Nft, TableName, TABLE};
-use banger_sys::runner::{HostRunner, Runner};
+use banger_sys::runner::{Bounded, HostRunner, Limits, Runner};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits of every child tool the helper runs that sets none of its own
+/// (dmsetup, nft, resolvectl…): killed with its process group after 110 s
+/// (inside the 120 s request budget), or past 16 MiB of stdout / 1 MiB of stderr.
+pub const CHILD_LIMITS: Limits = Limits::new(Duration::from_secs(110), 16 << 20);
 
 /// Every host-side capability a method may use.
 pub struct Host {
@@ -33,6 +39,10 @@ pub struct Host {
     pub loops: Arc<dyn LoopOps>,
     /// debugfs / e2fsck on ext4 images.
     pub ext4: Arc<Ext4Tools>,
+    /// Where dm device nodes are opened and checked on the fd before a tool
+    /// gets them (`/dev`, `/sys`); `None` in the recording host, whose dm
+    /// devices have no node: the tool is then named the device path.
+    pub dm_nodes: Option<banger_sys::dmnode::DmNodes>,
     /// Bridges and taps (rtnetlink, `/dev/net/tun`).
     pub net: Arc<dyn NetOps>,
     /// banger's nftables table (`inet banger`), driven through `nft`.
@@ -68,7 +78,10 @@ impl Host {
     /// `oneshot` and an in-process helper. The system helper uses
     /// [`Host::system`].
     pub fn real() -> Self {
-        let runner: Arc<dyn Runner> = Arc::new(HostRunner);
+        let runner: Arc<dyn Runner> = Arc::new(Bounded {
+            inner: HostRunner,
+            default: CHILD_LIMITS,
+        });
         Host {
             proc_root: PathBuf::from("/proc"),
             launched: banger_sys::pidfd::Registry::new(),
@@ -78,6 +91,7 @@ impl Host {
             dm: Arc::new(DmSetup::new(runner.clone())),
             loops: Arc::new(KernelLoops::new("/sys")),
             ext4: Arc::new(Ext4Tools::new(runner.clone())),
+            dm_nodes: Some(banger_sys::dmnode::DmNodes::host()),
             net: Arc::new(RealNet::default()),
             nft: Arc::new(Nft::new(
                 runner.clone(),
@@ -103,6 +117,7 @@ impl Host {
             dm: Arc::new(banger_sys::dm::RecordingDm::new()),
             loops: Arc::new(banger_sys::loopdev::RecordingLoops::new()),
             ext4: Arc::new(Ext4Tools::new(runner.clone())),
+            dm_nodes: None,
             net: Arc::new(banger_sys::net::RecordingNet::new()),
             nft: Arc::new(Nft::new(
                 runner.clone(),

@@ -8,7 +8,6 @@ use banger_helper::server::{self, Limits};
 use banger_proto::install::{InstallConfig, SYSTEM_CONFIG_PATH};
 use clap::{Parser, Subcommand};
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,14 +162,22 @@ fn serve(helper: Arc<Helper>, limits: Limits) -> Result<()> {
     let path = cfg.helper_socket();
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     rt.block_on(async move {
-        remove_stale_socket(&path)?;
+        remove_stale_socket(&cfg.runtime_dir, &path)?;
         let listener = tokio::net::UnixListener::bind(&path)
             .with_context(|| format!("binding {}", path.display()))?;
-        // root:owner-group 0660 — the owner reaches it, nobody else.
-        std::os::unix::fs::chown(&path, Some(0), Some(cfg.owner_gid))
-            .with_context(|| format!("chown {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
-            .with_context(|| format!("chmod {}", path.display()))?;
+        // root:owner-group 0660 — the owner reaches it, nobody else. Through
+        // an fd opened beneath RuntimeDir with no symlink (the owner's group
+        // may write RuntimeDir: a path-based chown could follow a symlink
+        // swapped in after the bind).
+        banger_sys::fsops::chown_chmod_socket(
+            &cfg.runtime_dir,
+            &path,
+            0,
+            cfg.owner_gid,
+            0o660,
+            &helper.host.proc_root,
+        )
+        .with_context(|| format!("hand {} to the owner's group", path.display()))?;
         tracing::info!(socket = %path.display(), owner_uid = cfg.owner_uid, "helper listening");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         server::serve(
@@ -181,21 +188,15 @@ fn serve(helper: Arc<Helper>, limits: Limits) -> Result<()> {
         )
         .await?;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-        let _ = std::fs::remove_file(&path);
+        let _ = banger_sys::fsops::unlink_socket_beneath(&cfg.runtime_dir, &path);
         tracing::info!("helper stopped");
         Ok(())
     })
 }
 
-/// Remove a socket left by a previous run; refuse to remove anything that
-/// is not a socket.
-fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
-            .with_context(|| format!("removing stale socket {}", path.display())),
-        Ok(_) => bail!("{} exists and is not a socket", path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("inspecting {}", path.display())),
-    }
+/// Remove a socket left by a previous run (through RuntimeDir's fd, never
+/// following a symlink); refuse to remove anything that is not a socket.
+fn remove_stale_socket(runtime_dir: &std::path::Path, path: &std::path::Path) -> Result<()> {
+    banger_sys::fsops::unlink_socket_beneath(runtime_dir, path)
+        .with_context(|| format!("removing stale socket {}", path.display()))
 }

@@ -57,7 +57,15 @@ pub struct InstallConfig {
     #[serde(default = "defaults::max_launches")]
     pub max_launches: u32,
     // ---- end of the jailed-launch keys ----
+    /// Largest COW file (`priv.create_dm_snapshot` `cow_size_bytes`) the
+    /// helper creates for one VM. Absent in older files: [`DEFAULT_MAX_COW_BYTES`].
+    #[serde(default = "defaults::max_cow_bytes")]
+    pub max_cow_bytes: u64,
 }
+
+/// Default per-VM COW cap: 256 GiB (sparse, so only what the guest writes
+/// takes space; the cap bounds what one VM can make the host hold).
+pub const DEFAULT_MAX_COW_BYTES: u64 = 256 << 30;
 
 mod defaults {
     use std::path::PathBuf;
@@ -90,6 +98,9 @@ mod defaults {
     }
     pub fn max_launches() -> u32 {
         256
+    }
+    pub fn max_cow_bytes() -> u64 {
+        super::DEFAULT_MAX_COW_BYTES
     }
 }
 
@@ -143,6 +154,7 @@ impl InstallConfig {
             jail_uid_base: None,
             jail_uid_count: None,
             max_launches: defaults::max_launches(),
+            max_cow_bytes: defaults::max_cow_bytes(),
         }
     }
 
@@ -250,6 +262,19 @@ domain = "vm"
         let capped = InstallConfig::parse(&format!("{text}max_taps = 3\n")).unwrap();
         assert_eq!(capped.max_taps, 3);
         assert_eq!(InstallConfig::parse(&capped.render()).unwrap(), capped);
+    }
+
+    #[test]
+    fn max_cow_bytes_defaults_when_absent_and_is_read_when_present() {
+        let old = "owner_uid=1\nowner_gid=1\nowner_home=\"/h\"\n";
+        assert_eq!(
+            InstallConfig::parse(old).unwrap().max_cow_bytes,
+            DEFAULT_MAX_COW_BYTES
+        );
+        let set = format!("{old}max_cow_bytes = 1048576\n");
+        let cfg = InstallConfig::parse(&set).unwrap();
+        assert_eq!(cfg.max_cow_bytes, 1 << 20);
+        assert_eq!(InstallConfig::parse(&cfg.render()).unwrap(), cfg);
     }
 
     #[test]

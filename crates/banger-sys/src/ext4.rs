@@ -1,14 +1,65 @@
 //! ext4 images in user space: `debugfs` (argv only) to read and write guest
 //! files, `e2fsck -fy`. A guest-written image is never mounted in the host.
 
-use crate::runner::{Cmd, CmdOutput, RunError, Runner};
+use crate::runner::{Cmd, CmdOutput, Limits, Overflow, Privilege, RunError, Runner};
 use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Longest guest path accepted.
 pub const GUEST_PATH_MAX: usize = 1024;
+/// Wall-clock budget of one `debugfs` run; past it its process group is killed.
+pub const DEBUGFS_TIMEOUT: Duration = Duration::from_secs(60);
+/// Wall-clock budget of one `e2fsck` run (below the helper's 120 s request budget).
+pub const FSCK_TIMEOUT: Duration = Duration::from_secs(110);
+/// Most output kept from a `debugfs stat` or `write` run (per stream).
+pub const DEBUGFS_OUTPUT_MAX: usize = 1 << 20;
+/// Most output kept from `e2fsck` (per stream; the rest is discarded, it runs on).
+pub const FSCK_OUTPUT_MAX: usize = 64 << 10;
+
+/// The image a tool works on: the name it is given, the privileges it runs
+/// with, and the already-opened fd it inherits (when the name is
+/// `/proc/self/fd/N`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    pub name: PathBuf,
+    pub privilege: Privilege,
+    pub pass_fd: Option<RawFd>,
+}
+
+impl ImageRef {
+    /// By path, with the caller's own privileges.
+    pub fn path(p: &Path) -> Self {
+        ImageRef {
+            name: p.to_path_buf(),
+            privilege: Privilege::Inherit,
+            pass_fd: None,
+        }
+    }
+
+    /// The open file `f` (kept open by the caller for the whole call),
+    /// named to the tool as `/proc/self/fd/N` of the fd it inherits: the
+    /// file checked is the file used. The tool reopens it through that magic
+    /// link, so the file's mode must let `privilege` open it.
+    pub fn fd(f: &impl AsRawFd, privilege: Privilege) -> Self {
+        ImageRef {
+            name: crate::child::proc_self_fd(f),
+            privilege,
+            pass_fd: Some(f.as_raw_fd()),
+        }
+    }
+
+    fn cmd(&self, program: &str) -> Cmd {
+        let c = Cmd::new(program).privilege(self.privilege);
+        match self.pass_fd {
+            Some(fd) => c.pass_fd(fd),
+            None => c,
+        }
+    }
+}
 
 /// A failed ext4 operation.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +88,8 @@ pub enum Ext4Error {
     IsADirectory(String),
     #[error("run e2fsck on {0}")]
     Fsck(PathBuf, #[source] RunError),
+    #[error("hand temp file {0} to the tool's uid")]
+    TempOwner(PathBuf, #[source] std::io::Error),
 }
 
 /// Guest path rule, asserted again here (the helper's gate checks it first):
@@ -118,22 +171,47 @@ impl Ext4Tools {
 
     /// Run one read-only request (`debugfs -R "VERB GUEST" IMAGE`); the
     /// guest path passed the strict charset, so it cannot add a command.
-    fn request(&self, image: &Path, verb: &str, guest: &str) -> Result<CmdOutput, Ext4Error> {
+    /// stdout is capped at `max` bytes: past it debugfs is killed.
+    fn request(
+        &self,
+        image: &ImageRef,
+        verb: &str,
+        guest: &str,
+        max: usize,
+    ) -> Result<CmdOutput, Ext4Error> {
         check_guest_path(guest)?;
-        let cmd = Cmd::new("debugfs")
+        let cmd = image
+            .cmd("debugfs")
             .arg("-R")
             .arg(format!("{verb} {guest}"))
-            .arg(image);
+            .arg(&image.name)
+            .limits(Limits::new(DEBUGFS_TIMEOUT, max));
         self.runner
             .run(&cmd)
-            .map_err(|e| Ext4Error::Debugfs(image.into(), e))
+            .map_err(|e| Ext4Error::Debugfs(image.name.clone(), e))
     }
 
     /// The content of `guest` in `image` (at most `max` bytes).
     pub fn read_file(&self, image: &Path, guest: &str, max: usize) -> Result<Vec<u8>, Ext4Error> {
-        let out = self.request(image, "cat", guest)?;
+        self.read(&ImageRef::path(image), guest, max)
+    }
+
+    /// The content of `guest` in `image` (at most `max` bytes). debugfs'
+    /// output is read with a hard cap of `max` bytes: a larger (e.g. huge
+    /// sparse) file kills it and fails with [`Ext4Error::TooLarge`]; never
+    /// more than `max` bytes are held.
+    pub fn read(&self, image: &ImageRef, guest: &str, max: usize) -> Result<Vec<u8>, Ext4Error> {
+        let out = match self.request(image, "cat", guest, max) {
+            Err(Ext4Error::Debugfs(
+                _,
+                RunError::OutputTooLarge {
+                    stream: "stdout", ..
+                },
+            )) => return Err(Ext4Error::TooLarge(guest.into(), max)),
+            r => r?,
+        };
         if let Some(bad) = reported(&out.stderr) {
-            return Err(Ext4Error::DebugfsReported(image.into(), bad));
+            return Err(Ext4Error::DebugfsReported(image.name.clone(), bad));
         }
         if out.stdout.len() > max {
             return Err(Ext4Error::TooLarge(guest.into(), max));
@@ -143,12 +221,16 @@ impl Ext4Tools {
 
     /// What `guest` is in `image`.
     pub fn probe(&self, image: &Path, guest: &str) -> Result<Entry, Ext4Error> {
-        let out = self.request(image, "stat", guest)?;
+        self.probe_ref(&ImageRef::path(image), guest)
+    }
+
+    fn probe_ref(&self, image: &ImageRef, guest: &str) -> Result<Entry, Ext4Error> {
+        let out = self.request(image, "stat", guest, DEBUGFS_OUTPUT_MAX)?;
         if String::from_utf8_lossy(&out.stderr).contains("File not found by ext2_lookup") {
             return Ok(Entry::Missing);
         }
         if let Some(bad) = reported(&out.stderr) {
-            return Err(Ext4Error::DebugfsReported(image.into(), bad));
+            return Err(Ext4Error::DebugfsReported(image.name.clone(), bad));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
         let first = stdout.lines().next().unwrap_or("");
@@ -192,6 +274,14 @@ impl Ext4Tools {
     /// Write `files` into `image` (replacing existing ones), creating
     /// missing parent directories; then read each back to verify.
     pub fn write_files(&self, image: &Path, files: &[GuestFile]) -> Result<(), Ext4Error> {
+        self.write(&ImageRef::path(image), files)
+    }
+
+    /// Write `files` into `image` (replacing existing ones), creating
+    /// missing parent directories; then read each back to verify. The
+    /// command list goes to debugfs on stdin (`-f -`); the contents sit in
+    /// a private temp dir, handed to the tool's uid when it runs as another.
+    pub fn write(&self, image: &ImageRef, files: &[GuestFile]) -> Result<(), Ext4Error> {
         for f in files {
             check_guest_path(&f.path)?;
         }
@@ -211,6 +301,14 @@ impl Ext4Tools {
                 .map_err(|e| Ext4Error::TempFile(p.clone(), e))?;
             h.write_all(&f.content)
                 .map_err(|e| Ext4Error::TempFile(p.clone(), e))?;
+            if let Privilege::User { uid, gid } = image.privilege {
+                std::os::unix::fs::fchown(&h, Some(uid), Some(gid))
+                    .map_err(|e| Ext4Error::TempOwner(p.clone(), e))?;
+            }
+        }
+        if let Privilege::User { uid, gid } = image.privilege {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .map_err(|e| Ext4Error::TempOwner(dir.path().into(), e))?;
         }
         // debugfs' mkdir on an existing name leaks an inode, so only the
         // missing parents are created.
@@ -225,7 +323,7 @@ impl Ext4Tools {
                 let kind = match known.get(&parent) {
                     Some(k) => *k,
                     None => {
-                        let k = self.probe(image, &parent)?;
+                        let k = self.probe_ref(image, &parent)?;
                         known.insert(parent.clone(), k);
                         k
                     }
@@ -241,30 +339,33 @@ impl Ext4Tools {
             }
             // `sif` after a failed `write` would retype whatever is there.
             if known.get(&f.path) != Some(&Entry::Missing)
-                && self.probe(image, &f.path)? == Entry::Dir
+                && self.probe_ref(image, &f.path)? == Entry::Dir
             {
                 return Err(Ext4Error::IsADirectory(f.path.clone()));
             }
         }
         let cmds = Self::command_file(dir.path(), &mkdirs, files)?;
-        let cmd_path = dir.path().join("cmds");
-        check_host_path(&cmd_path)?;
-        std::fs::write(&cmd_path, cmds).map_err(|e| Ext4Error::TempFile(cmd_path.clone(), e))?;
-        let cmd = Cmd::new("debugfs")
+        let cmd = image
+            .cmd("debugfs")
             .arg("-w")
             .arg("-f")
-            .arg(&cmd_path)
-            .arg(image);
+            .arg("-")
+            .arg(&image.name)
+            .stdin(cmds)
+            .limits(Limits::new(DEBUGFS_TIMEOUT, DEBUGFS_OUTPUT_MAX));
         let out = self
             .runner
             .run(&cmd)
-            .map_err(|e| Ext4Error::Debugfs(image.into(), e))?;
+            .map_err(|e| Ext4Error::Debugfs(image.name.clone(), e))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         if let Some(bad) = stderr.lines().find(|l| !benign(l)) {
-            return Err(Ext4Error::DebugfsReported(image.into(), bad.to_string()));
+            return Err(Ext4Error::DebugfsReported(
+                image.name.clone(),
+                bad.to_string(),
+            ));
         }
         for f in files {
-            let back = self.read_file(image, &f.path, f.content.len())?;
+            let back = self.read(image, &f.path, f.content.len())?;
             if back != f.content {
                 return Err(Ext4Error::Verify(f.path.clone()));
             }
@@ -274,11 +375,23 @@ impl Ext4Tools {
 
     /// `e2fsck -fy DEVICE`; its exit code (0 clean, 1 corrected, ≥ 4 errors left).
     pub fn fsck(&self, device: &Path) -> Result<i32, Ext4Error> {
-        let cmd = Cmd::new("e2fsck").arg("-fy").arg(device);
+        self.fsck_ref(&ImageRef::path(device))
+    }
+
+    /// `e2fsck -fy IMAGE` within [`FSCK_TIMEOUT`] (its process group is
+    /// killed past it), its output truncated at [`FSCK_OUTPUT_MAX`].
+    pub fn fsck_ref(&self, image: &ImageRef) -> Result<i32, Ext4Error> {
+        let mut limits = Limits::new(FSCK_TIMEOUT, FSCK_OUTPUT_MAX);
+        limits.on_overflow = Overflow::Truncate;
+        let cmd = image
+            .cmd("e2fsck")
+            .arg("-fy")
+            .arg(&image.name)
+            .limits(limits);
         let out = self
             .runner
             .output(&cmd)
-            .map_err(|e| Ext4Error::Fsck(device.into(), e))?;
+            .map_err(|e| Ext4Error::Fsck(image.name.clone(), e))?;
         Ok(out.status)
     }
 }

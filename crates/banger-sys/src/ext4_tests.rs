@@ -1,5 +1,6 @@
 use super::*;
 use crate::runner::HostRunner;
+use std::os::unix::fs::PermissionsExt;
 
 struct Img {
     _dir: tempfile::TempDir,
@@ -219,4 +220,68 @@ fn fsck_reports_exit_code_on_a_non_filesystem() {
     std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
     let code = tools().fsck(&p).unwrap();
     assert!(code >= 4, "{code}");
+}
+
+#[test]
+fn root_debugfs_and_e2fsck_work_on_a_root_device_node_as_uid_0_without_caps() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: needs root (loop device)");
+        return;
+    }
+    use crate::loopdev::{KernelLoops, LoopOps};
+    let img = mkfs();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img.path)
+        .unwrap();
+    let loops = KernelLoops::new("/sys");
+    let dev = loops.attach(&f, &img.path, false).unwrap();
+    struct Detach<'a>(&'a KernelLoops, PathBuf);
+    impl Drop for Detach<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.detach(&self.1);
+        }
+    }
+    let _d = Detach(&loops, dev.clone());
+    // A root-owned block device node, as /dev/mapper/fc-rootfs-* is.
+    let image = ImageRef {
+        name: dev.clone(),
+        privilege: Privilege::RootNoCaps,
+        pass_fd: None,
+    };
+    let t = tools();
+    t.write(&image, &[file("/etc/hostname", b"vm\n", 0o644)])
+        .unwrap();
+    assert_eq!(t.read(&image, "/etc/hostname", 100).unwrap(), b"vm\n");
+    assert_eq!(t.fsck_ref(&image).unwrap(), 0);
+}
+
+#[test]
+fn root_an_owner_debugfs_cannot_open_what_the_owner_could_not() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: needs root (privilege drop)");
+        return;
+    }
+    let img = mkfs();
+    // root's image, 0600: the helper could open it, the owner could not.
+    std::fs::set_permissions(&img.path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let f = std::fs::File::open(&img.path).unwrap();
+    let as_owner = ImageRef::fd(
+        &f,
+        Privilege::User {
+            uid: 4242,
+            gid: 4243,
+        },
+    );
+    let e = tools().read(&as_owner, "/etc/hostname", 100).unwrap_err();
+    let chain = crate::service::render_chain(&e);
+    assert!(chain.contains("Permission denied"), "{chain}");
+    // Handed to that uid, the same fd works.
+    std::os::unix::fs::chown(&img.path, Some(4242), Some(4243)).unwrap();
+    let e = tools().read(&as_owner, "/etc/hostname", 100).unwrap_err();
+    assert!(
+        matches!(e, Ext4Error::DebugfsReported(..)),
+        "opened, then the file is missing: {e}"
+    );
 }

@@ -42,6 +42,8 @@ pub enum FsError {
     HardLinked(PathBuf, u64),
     #[error("{0} is owned by uid {1}; refusing to write to it")]
     ForeignOwner(PathBuf, u32),
+    #[error("clear O_NONBLOCK on {0}")]
+    Flags(PathBuf, #[source] io::Error),
 }
 
 fn io_err(e: rustix::io::Errno) -> io::Error {
@@ -120,7 +122,8 @@ pub fn rel_below(base: &Path, path: &Path) -> Result<PathBuf, FsError> {
 
 /// Hand the socket at `path` (below `root`) to `uid:gid` with `mode`:
 /// `openat2(O_PATH|O_NOFOLLOW)` beneath `root` with no symlink in any
-/// component, fstat through the fd (must be a socket), then
+/// component and no mount crossed, fstat through the fd (must be a socket
+/// with one link, owned by root or `uid`), then
 /// `fchownat(fd, "", AT_EMPTY_PATH)` and chmod of `<proc_root>/self/fd/N`.
 /// A chown failure is returned as is and chmod is not tried.
 pub fn chown_chmod_socket(
@@ -138,17 +141,51 @@ pub fn chown_chmod_socket(
         &rel,
         OFlags::PATH | OFlags::NOFOLLOW,
         Mode::empty(),
-        ResolveFlags::empty(),
+        ResolveFlags::NO_XDEV,
     )
     .map_err(|e| FsError::Open(path.to_path_buf(), e))?;
     let st = rustix::fs::fstat(&fd).map_err(|e| FsError::Stat(path.to_path_buf(), io_err(e)))?;
     if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
         return Err(FsError::WrongType(path.to_path_buf(), "socket"));
     }
+    if st.st_nlink != 1 {
+        return Err(FsError::HardLinked(path.to_path_buf(), st.st_nlink));
+    }
+    if st.st_uid != 0 && st.st_uid != uid {
+        return Err(FsError::ForeignOwner(path.to_path_buf(), st.st_uid));
+    }
     fchown_empty_path(&fd, uid, gid)
         .map_err(|e| FsError::ChangeFileOwner(path.to_path_buf(), e))?;
     chmod_via_proc_fd(&fd, mode, proc_root)
         .map_err(|e| FsError::ChangeFileMode(path.to_path_buf(), e))
+}
+
+/// Remove the socket `path` (a direct or deeper child of `root`) through
+/// its parent directory fd, opened beneath `root` with no symlink and no
+/// mount crossed: only a socket is unlinked (never a symlink's target or
+/// another file type). Gone already is fine.
+pub fn unlink_socket_beneath(root: &Path, path: &Path) -> Result<(), FsError> {
+    let rel = rel_below(root, path)?;
+    let anchor = open_anchor(root)?;
+    let parent = openat_beneath(
+        &anchor,
+        rel.parent().unwrap_or(Path::new("")),
+        OFlags::PATH | OFlags::DIRECTORY,
+        Mode::empty(),
+        ResolveFlags::NO_XDEV,
+    )
+    .map_err(|e| FsError::Open(path.to_path_buf(), e))?;
+    let leaf = rel.file_name().expect("rel_below has a last component");
+    let st = match rustix::fs::statat(&parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(FsError::Stat(path.to_path_buf(), io_err(e))),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
+        return Err(FsError::WrongType(path.to_path_buf(), "socket"));
+    }
+    rustix::fs::unlinkat(&parent, leaf, AtFlags::empty())
+        .map_err(|e| FsError::Remove(path.to_path_buf(), io_err(e)))
 }
 
 /// `fchownat(fd, "", uid, gid, AT_EMPTY_PATH)`: changes exactly the inode
@@ -178,9 +215,11 @@ pub fn chmod_via_proc_fd(fd: impl AsFd, mode: u32, proc_root: &Path) -> io::Resu
 }
 
 /// Open (creating 0600 if needed) a log file at `path` below `root` for
-/// appending, with no symlink in any component. An existing file must be a
-/// regular file with one link, owned by root or `owner_uid`; the file is
-/// then handed to `owner_uid:owner_gid` so the owner daemon can read it.
+/// appending, with no symlink in any component and no mount crossed,
+/// `O_NONBLOCK` (a FIFO planted there fails or is refused instead of
+/// blocking). An existing file must be a regular file with one link, owned
+/// by root or `owner_uid`; the file is then handed to `owner_uid:owner_gid`
+/// so the owner daemon can read it, and `O_NONBLOCK` is cleared.
 pub fn open_log_beneath(
     root: &Path,
     path: &Path,
@@ -192,9 +231,14 @@ pub fn open_log_beneath(
     let fd = openat_beneath(
         &anchor,
         &rel,
-        OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NOCTTY,
+        OFlags::WRONLY
+            | OFlags::APPEND
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::NOCTTY
+            | OFlags::NONBLOCK,
         Mode::from_raw_mode(0o600),
-        ResolveFlags::empty(),
+        ResolveFlags::NO_XDEV,
     )
     .map_err(|e| FsError::Open(path.to_path_buf(), e))?;
     let st = rustix::fs::fstat(&fd).map_err(|e| FsError::Stat(path.to_path_buf(), io_err(e)))?;
@@ -211,6 +255,10 @@ pub fn open_log_beneath(
         .map_err(|e| FsError::ChangeFileOwner(path.to_path_buf(), e))?;
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))
         .map_err(|e| FsError::ChangeFileMode(path.to_path_buf(), io_err(e)))?;
+    let fl =
+        rustix::fs::fcntl_getfl(&fd).map_err(|e| FsError::Flags(path.to_path_buf(), io_err(e)))?;
+    rustix::fs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK)
+        .map_err(|e| FsError::Flags(path.to_path_buf(), io_err(e)))?;
     Ok(std::fs::File::from(fd))
 }
 
@@ -364,6 +412,24 @@ mod tests {
         assert_eq!((c.uid(), c.gid()), (0, 0), "the symlink target was chowned");
         let l = std::fs::symlink_metadata(&link).unwrap();
         assert_eq!((l.uid(), l.gid()), (4242, 4243));
+    }
+
+    #[test]
+    fn unlink_socket_beneath_removes_only_a_socket() {
+        let d = tmp();
+        let root = d.path();
+        let sock = root.join("helper.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        unlink_socket_beneath(root, &sock).unwrap();
+        assert!(!sock.exists());
+        unlink_socket_beneath(root, &sock).unwrap();
+        std::fs::write(root.join("keep"), b"x").unwrap();
+        std::os::unix::fs::symlink(root.join("keep"), &sock).unwrap();
+        assert!(matches!(
+            unlink_socket_beneath(root, &sock),
+            Err(FsError::WrongType(..))
+        ));
+        assert!(root.join("keep").exists() && sock.symlink_metadata().is_ok());
     }
 
     #[test]

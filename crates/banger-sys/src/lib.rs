@@ -7,7 +7,9 @@
 //! `// SAFETY:` comment where `unsafe` is needed.
 
 pub mod beneath;
+pub mod child;
 pub mod dm;
+pub mod dmnode;
 pub mod exec;
 pub mod ext4;
 pub mod fsops;

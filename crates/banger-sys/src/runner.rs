@@ -1,9 +1,79 @@
 //! Running host tools: argv only, never a shell, behind a trait with a recording fake.
 
 use std::ffi::OsString;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::os::fd::RawFd;
 use std::sync::Mutex;
+use std::time::Duration;
+
+/// What happens when a child writes more than its cap to stdout or stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Kill the child's process group; the run fails with
+    /// [`RunError::OutputTooLarge`].
+    #[default]
+    Kill,
+    /// Keep the first bytes up to the cap, discard the rest, let it finish.
+    Truncate,
+}
+
+/// Bounds on one run of a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock budget: past it the child's whole process group is
+    /// SIGKILLed and reaped and the run fails with [`RunError::TimedOut`].
+    pub timeout: Option<Duration>,
+    /// Most bytes kept from stdout (never more is held in memory).
+    pub max_stdout: usize,
+    /// Most bytes kept from stderr.
+    pub max_stderr: usize,
+    pub on_overflow: Overflow,
+}
+
+impl Limits {
+    /// No deadline, no cap (the default for tools the daemon runs, e.g.
+    /// an image build).
+    pub const NONE: Limits = Limits {
+        timeout: None,
+        max_stdout: usize::MAX,
+        max_stderr: usize::MAX,
+        on_overflow: Overflow::Kill,
+    };
+
+    /// Cap on stderr set by [`Limits::new`].
+    pub const STDERR_MAX: usize = 1 << 20;
+
+    /// `timeout`, a `max_stdout` cap and a [`Limits::STDERR_MAX`] cap on
+    /// stderr, both killing.
+    pub const fn new(timeout: Duration, max_stdout: usize) -> Limits {
+        Limits {
+            timeout: Some(timeout),
+            max_stdout,
+            max_stderr: Limits::STDERR_MAX,
+            on_overflow: Overflow::Kill,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::NONE
+    }
+}
+
+/// With whose privileges a child runs. Anything but `Inherit` also sets
+/// `PR_SET_NO_NEW_PRIVS`, clears the ambient and bounding capability sets
+/// and empties the effective/permitted/inheritable sets before the exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Privilege {
+    /// The caller's own.
+    #[default]
+    Inherit,
+    /// uid 0 with no capability at all: it can open what root owns by
+    /// file mode (e.g. a root-owned device node) and nothing more.
+    RootNoCaps,
+    /// This uid/gid, no supplementary groups, no capability.
+    User { uid: u32, gid: u32 },
+}
 
 /// A command to run: a program and separate argv entries. There is no way
 /// to express a shell string here, by design.
@@ -12,6 +82,14 @@ pub struct Cmd {
     pub program: OsString,
     pub args: Vec<OsString>,
     pub stdin: Option<Vec<u8>>,
+    /// Deadline and output cap.
+    pub limits: Limits,
+    /// Privileges the child drops to.
+    pub privilege: Privilege,
+    /// Open fds of the caller the child inherits under the same number
+    /// (named to the tool as `/proc/self/fd/N`); every other fd above 2 is
+    /// close-on-exec.
+    pub pass_fds: Vec<RawFd>,
 }
 
 impl Cmd {
@@ -20,7 +98,26 @@ impl Cmd {
             program: program.into(),
             args: Vec::new(),
             stdin: None,
+            limits: Limits::NONE,
+            privilege: Privilege::Inherit,
+            pass_fds: Vec::new(),
         }
+    }
+
+    pub fn limits(mut self, l: Limits) -> Self {
+        self.limits = l;
+        self
+    }
+
+    pub fn privilege(mut self, p: Privilege) -> Self {
+        self.privilege = p;
+        self
+    }
+
+    /// Let the child inherit `fd` (the caller keeps it open until the run ends).
+    pub fn pass_fd(mut self, fd: RawFd) -> Self {
+        self.pass_fds.push(fd);
+        self
     }
 
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
@@ -74,6 +171,14 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{program} ran longer than {after:?}: killed with its process group")]
+    TimedOut { program: String, after: Duration },
+    #[error("{program} wrote more than {max} bytes to {stream}: killed with its process group")]
+    OutputTooLarge {
+        program: String,
+        stream: &'static str,
+        max: usize,
+    },
     #[error("{program} exited with status {status}: {stderr}")]
     Failed {
         program: String,
@@ -113,55 +218,33 @@ pub trait Runner: Send + Sync {
 /// PATH given to every child: the environment is otherwise cleared.
 pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Runs commands on the host with a cleared environment.
+/// Runs commands on the host with a cleared environment, each in its own
+/// process group, within the command's [`Limits`] and [`Privilege`]
+/// (see [`crate::child`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HostRunner;
 
 impl Runner for HostRunner {
     fn output(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
-        let program = cmd.program.to_string_lossy().into_owned();
-        let spawn_err = |source| RunError::Spawn {
-            program: program.clone(),
-            source,
-        };
-        let mut c = Command::new(&cmd.program);
-        c.args(&cmd.args)
-            .env_clear()
-            .env("PATH", SAFE_PATH)
-            .env("LC_ALL", "C")
-            .stdin(if cmd.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().map_err(spawn_err)?;
-        if let Some(data) = &cmd.stdin {
-            let mut stdin = child.stdin.take().expect("stdin was piped");
-            let data = data.clone();
-            // Feed stdin from a thread so a child that writes a lot before
-            // reading cannot deadlock against us.
-            let writer = std::thread::spawn(move || stdin.write_all(&data));
-            let out = child.wait_with_output().map_err(spawn_err)?;
-            let _ = writer.join();
-            return Ok(to_output(out));
-        }
-        let out = child.wait_with_output().map_err(spawn_err)?;
-        Ok(to_output(out))
+        crate::child::run(cmd)
     }
 }
 
-fn to_output(out: std::process::Output) -> CmdOutput {
-    use std::os::unix::process::ExitStatusExt;
-    let status = out
-        .status
-        .code()
-        .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
-    CmdOutput {
-        status,
-        stdout: out.stdout,
-        stderr: out.stderr,
+/// A runner that gives every command without limits of its own the
+/// `default` ones (e.g. the helper: no child it runs goes unbounded).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounded<R> {
+    pub inner: R,
+    pub default: Limits,
+}
+
+impl<R: Runner> Runner for Bounded<R> {
+    fn output(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+        if cmd.limits == Limits::NONE {
+            self.inner.output(&cmd.clone().limits(self.default))
+        } else {
+            self.inner.output(cmd)
+        }
     }
 }
 
@@ -248,6 +331,21 @@ mod tests {
     fn stdin_is_fed() {
         let out = HostRunner.run(&Cmd::new("cat").stdin("hello")).unwrap();
         assert_eq!(out.stdout, b"hello");
+    }
+
+    #[test]
+    fn bounded_fills_in_limits_only_where_none_are_set() {
+        let inner = RecordingRunner::new();
+        let b = Bounded {
+            inner,
+            default: Limits::new(Duration::from_secs(5), 10),
+        };
+        b.run(&Cmd::new("a")).unwrap();
+        let own = Limits::new(Duration::from_secs(1), 1);
+        b.run(&Cmd::new("b").limits(own)).unwrap();
+        let cmds = b.inner.cmds();
+        assert_eq!(cmds[0].limits, b.default);
+        assert_eq!(cmds[1].limits, own);
     }
 
     #[test]

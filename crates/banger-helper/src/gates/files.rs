@@ -2,8 +2,8 @@
 //! chroots under the jailer base, log files under StateDir.
 
 use super::Refused;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use std::io;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Linux `PATH_MAX` minus the terminating NUL.
@@ -79,20 +79,78 @@ fn lstat(path: &Path) -> io::Result<std::fs::Metadata> {
     std::fs::symlink_metadata(path)
 }
 
+/// The type of the leaf of `path` (strictly below `base`), looked up from
+/// the `base` anchor with `openat2(O_PATH|O_NOFOLLOW)` and `RESOLVE_BENEATH
+/// | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`: a symlink at the leaf is
+/// returned as one, a symlink in a directory fails with `ELOOP`, and no
+/// mount below `base` is ever entered (`EXDEV`) — a FUSE mount the owner
+/// placed there cannot park the helper thread in a lookup.
+fn leaf_type_beneath(base: &Path, path: &Path) -> io::Result<FileType> {
+    let rel = path
+        .strip_prefix(base)
+        .map_err(|_| io::Error::from_raw_os_error(libc::EXDEV))?;
+    let anchor = rustix::fs::open(
+        base,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let fd = rustix::fs::openat2(
+        &anchor,
+        rel,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        banger_sys::beneath::strict(),
+    )?;
+    Ok(FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode))
+}
+
+/// The refusal for a failed [`leaf_type_beneath`] lookup other than ENOENT.
+fn walk_refusal(what: &str, base_name: &str, e: &io::Error) -> Refused {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => Refused::new(format!("{what} must not pass through a symlink")),
+        Some(libc::EXDEV) => {
+            Refused::new(format!("{what} must not cross a mount below {base_name}"))
+        }
+        _ => Refused::new(format!("{what} must exist")),
+    }
+}
+
 /// `priv.ensure_socket_access`: a clean path below RuntimeDir whose leaf
-/// (lstat) exists, is not a symlink and is a socket. The leaf can still be
+/// exists, is not a symlink and is a socket, reached with no symlink and no
+/// mount on the way (`leaf_type_beneath`). The leaf can still be
 /// swapped afterwards: the host operation resolves it again with no symlink
 /// allowed anywhere (`openat2`), and acts through the fd it opened.
 pub fn socket_path(runtime_dir: &Path, raw: &str) -> Result<PathBuf, Refused> {
     let path = clean_path_below(runtime_dir, raw, "socket path", "RuntimeDir")?;
-    let md = lstat(&path).map_err(|_| Refused::new("socket path must exist"))?;
-    if md.file_type().is_symlink() {
+    let ft = leaf_type_beneath(runtime_dir, &path)
+        .map_err(|e| walk_refusal("socket path", "RuntimeDir", &e))?;
+    if ft == FileType::Symlink {
         return Err(Refused::new("socket path must not be a symlink"));
     }
-    if !md.file_type().is_socket() {
+    if ft != FileType::Socket {
         return Err(Refused::new("socket path must be a socket"));
     }
     Ok(path)
+}
+
+/// The rule a socket broke when the helper opened it (checked on the fd, or
+/// refused by the kernel's resolve flags), or `None` for a host failure.
+pub fn socket_opened(e: &banger_sys::fsops::FsError) -> Option<Refused> {
+    use banger_sys::fsops::FsError;
+    let rule = match e {
+        FsError::WrongType(..) => "socket path must be a socket".to_string(),
+        FsError::HardLinked(_, n) => format!("socket path must have exactly one link (it has {n})"),
+        FsError::ForeignOwner(_, uid) => {
+            format!("socket path must be owned by the owner or root (it is owned by uid {uid})")
+        }
+        FsError::Open(_, io) => match io.raw_os_error() {
+            Some(libc::ELOOP) => "socket path must not pass through a symlink".to_string(),
+            Some(libc::EXDEV) => "socket path must not cross a mount below RuntimeDir".to_string(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(Refused::new(rule))
 }
 
 /// A validated jail chroot: present (symlink-free, a directory) or absent
@@ -130,22 +188,56 @@ pub fn jailer_chroot(jailer_base: &Path, raw: &str) -> Result<Chroot, Refused> {
 }
 
 /// `priv.launch_firecracker` `api_socket` (not jailed): a clean path below
-/// RuntimeDir; Firecracker creates it, so it need not exist.
+/// RuntimeDir; Firecracker creates it, so the leaf need not exist, but its
+/// directory must: resolved beneath RuntimeDir with no symlink in any
+/// component and no mount crossed (`openat2` `RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`), and a leaf that exists must
+/// not be a symlink (looked up from that directory fd).
 pub fn api_socket(runtime_dir: &Path, raw: &str) -> Result<PathBuf, Refused> {
-    clean_path_below(runtime_dir, raw, "api_socket", "RuntimeDir")
+    let path = clean_path_below(runtime_dir, raw, "api_socket", "RuntimeDir")?;
+    let rel = path
+        .strip_prefix(runtime_dir)
+        .expect("clean_path_below checked the prefix");
+    let parent = rel.parent().filter(|p| !p.as_os_str().is_empty());
+    let leaf = rel.file_name().expect("a clean path has a last component");
+    let anchor = rustix::fs::open(
+        runtime_dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|_| Refused::new("api_socket: RuntimeDir must be a directory"))?;
+    let dir = rustix::fs::openat2(
+        &anchor,
+        parent.unwrap_or(Path::new(".")),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        banger_sys::beneath::strict(),
+    )
+    .map_err(|_| {
+        Refused::new(
+            "api_socket directory must exist below RuntimeDir with no symlink and no mount in its path",
+        )
+    })?;
+    match rustix::fs::statat(&dir, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+            Err(Refused::new("api_socket must not be a symlink"))
+        }
+        _ => Ok(path),
+    }
 }
 
 /// `priv.launch_firecracker` `log_file`: a clean path below StateDir whose
-/// leaf, if present, is not a symlink. The host operation opens it beneath
-/// StateDir with no symlink allowed, and refuses hard-linked or foreign files.
+/// leaf, if present, is not a symlink, reached with no symlink and no mount
+/// on the way. The host operation opens it beneath StateDir the same way,
+/// `O_NONBLOCK`, and refuses hard-linked, foreign or non-regular files.
 pub fn log_file(state_dir: &Path, raw: &str) -> Result<PathBuf, Refused> {
     let path = clean_path_below(state_dir, raw, "log_file", "StateDir")?;
-    if let Ok(md) = lstat(&path) {
-        if md.file_type().is_symlink() {
-            return Err(Refused::new("log_file must not be a symlink"));
-        }
+    match leaf_type_beneath(state_dir, &path) {
+        Ok(FileType::Symlink) => Err(Refused::new("log_file must not be a symlink")),
+        Ok(_) => Ok(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(path),
+        Err(e) => Err(walk_refusal("log_file", "StateDir", &e)),
     }
-    Ok(path)
 }
 
 #[cfg(test)]
@@ -286,6 +378,25 @@ mod tests {
             .contains("below StateDir"));
         assert!(api_socket(st, &s("fc.sock")).is_ok());
         assert!(api_socket(st, "/tmp/../fc.sock").is_err());
+        // Intermediate directories: must exist, no symlink among them.
+        std::fs::create_dir_all(st.join("vms/a")).unwrap();
+        assert!(api_socket(st, &s("vms/a/fc.sock")).is_ok());
+        std::fs::create_dir(d.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), st.join("vms/b")).unwrap();
+        for bad in ["vms/b/fc.sock", "vms/missing/fc.sock"] {
+            assert!(
+                api_socket(st, &s(bad))
+                    .unwrap_err()
+                    .0
+                    .starts_with("api_socket directory must exist below RuntimeDir"),
+                "{bad}"
+            );
+        }
+        std::os::unix::fs::symlink("/etc/shadow", st.join("vms/a/link.sock")).unwrap();
+        assert_eq!(
+            api_socket(st, &s("vms/a/link.sock")).unwrap_err().0,
+            "api_socket must not be a symlink"
+        );
     }
 
     proptest! {

@@ -2,6 +2,8 @@
 
 use super::Refused;
 use banger_proto::helper::DmHandles;
+use banger_sys::beneath::BeneathError;
+use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
 /// Every dm device banger creates is named `fc-rootfs-<id>`.
@@ -130,26 +132,69 @@ pub fn ext4_image(image: &str, state_dir: &Path) -> Result<Ext4Target, Refused> 
         .map_err(|_| Refused::new(RULE))
 }
 
+/// Resolve `path` (absolute, spelled below `state_dir` as configured or as
+/// its canonical path) beneath StateDir: `openat2(O_PATH)` from the StateDir
+/// anchor with `RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS`,
+/// so symlinks and `..` may move it only within StateDir and no mount below
+/// StateDir is entered (a FUSE mount there could otherwise park the helper
+/// thread in a lookup). Returns the resolved path relative to the canonical
+/// StateDir (possibly empty).
+fn resolve_in_state(path: &Path, state_dir: &Path, dir: bool) -> Option<PathBuf> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let base = state_dir.canonicalize().ok()?;
+    let rel = path
+        .strip_prefix(state_dir)
+        .or_else(|_| path.strip_prefix(&base))
+        .ok()?;
+    let anchor = rustix::fs::open(
+        &base,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let flags = OFlags::PATH
+        | OFlags::CLOEXEC
+        | if dir {
+            OFlags::DIRECTORY
+        } else {
+            OFlags::empty()
+        };
+    let fd = rustix::fs::openat2(
+        &anchor,
+        rel,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_XDEV | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    real.strip_prefix(&base).ok().map(Path::to_path_buf)
+}
+
 /// A path that resolves (symlinks, `..`) to a location strictly under the
-/// resolved `state_dir`; returns it relative to that StateDir.
+/// resolved `state_dir`, without leaving it or crossing a mount on the way
+/// (see `resolve_in_state`); returns it relative to that StateDir.
 pub fn state_file(path: &str, state_dir: &Path) -> Result<PathBuf, Refused> {
     const RULE: &str = "path must resolve to a file under StateDir";
     let p = Path::new(path);
     if !p.is_absolute() || path.contains('\0') {
         return Err(Refused::new(RULE));
     }
-    let base = state_dir.canonicalize().map_err(|_| Refused::new(RULE))?;
-    let real = p.canonicalize().map_err(|_| Refused::new(RULE))?;
-    match real.strip_prefix(&base) {
-        Ok(rel) if rel.components().next().is_some() => Ok(rel.to_path_buf()),
+    match resolve_in_state(p, state_dir, false) {
+        Some(rel) if rel.components().next().is_some() => Ok(rel),
         _ => Err(Refused::new(RULE)),
     }
 }
 
 /// A file that may not exist yet (a COW file): its parent resolves under
-/// `state_dir`, its last component is a plain name. Returns it relative to
-/// the resolved StateDir; the method creates/opens it beneath StateDir
-/// without following symlinks.
+/// `state_dir` (as for [`state_file`]), its last component is a plain name.
+/// Returns it relative to the resolved StateDir; the method creates/opens
+/// it beneath StateDir without following symlinks.
 pub fn new_state_file(path: &str, state_dir: &Path) -> Result<PathBuf, Refused> {
     const RULE: &str = "path must be a file under StateDir";
     let p = Path::new(path);
@@ -160,11 +205,9 @@ pub fn new_state_file(path: &str, state_dir: &Path) -> Result<PathBuf, Refused> 
     else {
         return Err(Refused::new(RULE));
     };
-    let base = state_dir.canonicalize().map_err(|_| Refused::new(RULE))?;
-    let real_parent = parent.canonicalize().map_err(|_| Refused::new(RULE))?;
-    match real_parent.strip_prefix(&base) {
-        Ok(rel) => Ok(rel.join(name)),
-        Err(_) => Err(Refused::new(RULE)),
+    match resolve_in_state(parent, state_dir, true) {
+        Some(rel) => Ok(rel.join(name)),
+        None => Err(Refused::new(RULE)),
     }
 }
 
@@ -201,6 +244,28 @@ pub fn file_mode(mode: u32) -> Result<u32, Refused> {
     } else {
         Err(Refused::new("mode must be at most 0o7777"))
     }
+}
+
+/// The rule a daemon-named file broke when the helper opened it (checked on
+/// the fd, or refused by the kernel's resolve flags), or `None` when the
+/// open failed for another reason (a host failure, not a refusal).
+pub fn opened(what: &str, e: &BeneathError) -> Option<Refused> {
+    let rule = match e {
+        BeneathError::NotRegular(_) => {
+            format!("{what} must be a regular file (not a FIFO, socket, device or directory)")
+        }
+        BeneathError::HardLinked(_, n) => format!("{what} must have exactly one link (it has {n})"),
+        BeneathError::ForeignOwner(_, uid, who) => {
+            format!("{what} must be owned by {who} (it is owned by uid {uid})")
+        }
+        BeneathError::Open(_, _, io) => match io.raw_os_error() {
+            Some(libc::ELOOP) => format!("{what} must not pass through a symlink"),
+            Some(libc::EXDEV) => format!("{what} must not cross a mount below StateDir"),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(Refused::new(rule))
 }
 
 #[cfg(test)]

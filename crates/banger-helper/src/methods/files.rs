@@ -23,7 +23,13 @@ pub fn ensure_socket_access(h: &Helper, p: m::EnsureSocketAccess) -> Result<m::E
         fsops::SOCKET_MODE,
         &h.host.proc_root,
     )
-    .map_err(|e| RpcError::failed(&e))?;
+    .map_err(|e| match files::socket_opened(&e) {
+        Some(refused) => RpcError::Gate {
+            method: m::ENSURE_SOCKET_ACCESS,
+            refused,
+        },
+        None => RpcError::failed(&e),
+    })?;
     Ok(m::Empty {})
 }
 

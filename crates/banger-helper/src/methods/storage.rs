@@ -6,16 +6,13 @@ use crate::error::{gate, RpcError};
 use crate::gates::storage as g;
 use crate::gates::Refused;
 use banger_proto::helper as m;
-use banger_sys::beneath::{self, Access};
+use banger_sys::beneath::{self, Access, Owners};
 use banger_sys::dm::{self, DmError, SnapshotTable};
-use banger_sys::ext4::GuestFile;
+use banger_sys::ext4::{GuestFile, ImageRef};
+use banger_sys::runner::Privilege;
 use base64::Engine;
-use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-
-/// Largest COW file the helper creates (4 TiB).
-pub const COW_MAX_BYTES: u64 = 4 << 40;
 /// Largest file `priv.read_ext4_file` returns (base64 must fit a 1 MiB message).
 pub const READ_MAX_BYTES: usize = 512 << 10;
 /// Most files in one `priv.write_ext4_files`.
@@ -23,6 +20,15 @@ pub const WRITE_MAX_FILES: usize = 256;
 
 fn failed(e: impl std::error::Error + 'static) -> RpcError {
     RpcError::failed(&e)
+}
+
+/// A failed open of a daemon-named file: a refusal (`-32602`, the rule
+/// named) when the file broke a rule, otherwise a host failure.
+fn open_failed(method: &'static str, what: &str, e: beneath::BeneathError) -> RpcError {
+    match g::opened(what, &e) {
+        Some(refused) => RpcError::Gate { method, refused },
+        None => failed(e),
+    }
 }
 
 fn state_dir(h: &Helper) -> Result<PathBuf, RpcError> {
@@ -64,14 +70,19 @@ pub fn create_dm_snapshot(
             refused: Refused::new("cow_file must differ from base_image"),
         });
     }
-    if p.cow_size_bytes == 0 || p.cow_size_bytes > COW_MAX_BYTES {
+    let max_cow = h.cfg.max_cow_bytes;
+    if p.cow_size_bytes == 0 || p.cow_size_bytes > max_cow {
         return Err(RpcError::Gate {
             method: M,
-            refused: Refused::new("cow_size_bytes must be 1..=4 TiB"),
+            refused: Refused::new(format!(
+                "cow_size_bytes must be 1..={max_cow} (max_cow_bytes of install.toml)"
+            )),
         });
     }
     let state = state_dir(h)?;
-    let base = beneath::open_file(&state, &base_rel, Access::Read).map_err(failed)?;
+    let owners = Owners::OwnerOrRoot(h.cfg.owner_uid);
+    let base = beneath::open_checked(&state, &base_rel, Access::Read, owners)
+        .map_err(|e| open_failed(M, "base_image", e))?;
     let base_len = base
         .metadata()
         .map_err(|e| RpcError::Failed(format!("stat base image: {e}")))?
@@ -82,27 +93,29 @@ pub fn create_dm_snapshot(
         ));
     }
     let cow_path = state.join(&cow_rel);
-    let (cow, created) = match beneath::open_file(&state, &cow_rel, Access::CreateNew) {
-        Ok(f) => {
+    let mut undo = Undo {
+        h,
+        loops: Vec::new(),
+        cow: None,
+    };
+    let cow = match beneath::create_new(&state, &cow_rel) {
+        Ok(c) => {
+            let f = c.file.try_clone().map_err(|e| {
+                RpcError::Failed(format!("duplicate COW fd {}: {e}", cow_path.display()))
+            })?;
+            undo.cow = Some(c);
             f.set_len(p.cow_size_bytes).map_err(|e| {
                 RpcError::Failed(format!("size COW file {}: {e}", cow_path.display()))
             })?;
-            (f, true)
+            f
         }
         Err(beneath::BeneathError::Open(_, _, e))
             if e.kind() == std::io::ErrorKind::AlreadyExists =>
         {
-            (
-                beneath::open_file(&state, &cow_rel, Access::ReadWrite).map_err(failed)?,
-                false,
-            )
+            beneath::open_checked(&state, &cow_rel, Access::ReadWrite, owners)
+                .map_err(|e| open_failed(M, "cow_file", e))?
         }
-        Err(e) => return Err(failed(e)),
-    };
-    let mut undo = Undo {
-        h,
-        loops: Vec::new(),
-        cow: created.then(|| cow_path.clone()),
+        Err(e) => return Err(open_failed(M, "cow_file", e)),
     };
     let base_loop = h
         .host
@@ -136,11 +149,14 @@ pub fn create_dm_snapshot(
     })
 }
 
-/// What a half-made snapshot leaves behind, undone on drop.
+/// What a half-made snapshot leaves behind, undone on drop. The COW file
+/// is removed through the parent directory fd it was created in, and only
+/// if that name still is the very file created (dev/ino): a parent swapped
+/// for a symlink, or the name swapped for another file, is never followed.
 struct Undo<'a> {
     h: &'a Helper,
     loops: Vec<PathBuf>,
-    cow: Option<PathBuf>,
+    cow: Option<beneath::Created>,
 }
 
 impl Undo<'_> {
@@ -158,7 +174,16 @@ impl Drop for Undo<'_> {
             }
         }
         if let Some(c) = &self.cow {
-            let _ = std::fs::remove_file(c);
+            match c.unlink() {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    cow = %c.path.display(),
+                    "undo: the COW file name no longer names the file created; left alone"
+                ),
+                Err(e) => {
+                    tracing::warn!(cow = %c.path.display(), error = %e, "undo: remove failed")
+                }
+            }
         }
     }
 }
@@ -211,20 +236,63 @@ pub fn remove_dm_snapshot(h: &Helper, p: m::RemoveDmSnapshot) -> Result<m::Empty
     }
 }
 
-/// `priv.fsck_snapshot`: `e2fsck -fy` on a banger dm snapshot only.
+/// `priv.fsck_snapshot`: `e2fsck -fy` on a banger dm snapshot only, as
+/// uid 0 with no capability.
 pub fn fsck_snapshot(h: &Helper, p: m::FsckSnapshot) -> Result<m::FsckResult, RpcError> {
-    let name = gate(m::FSCK_SNAPSHOT, g::fsck_device(&p.device))?;
-    banger_dm(h, name)?;
-    let code = h.host.ext4.fsck(Path::new(&p.device)).map_err(failed)?;
+    const M: &str = m::FSCK_SNAPSHOT;
+    let name = gate(M, g::fsck_device(&p.device))?;
+    let img = dm_image(h, M, name, &p.device)?;
+    let code = h.host.ext4.fsck_ref(&img.image).map_err(failed)?;
     Ok(m::FsckResult { exit_code: code })
 }
 
-/// An image debugfs may open: a banger dm device, or a file under StateDir
-/// held open by the helper and named to debugfs as `/proc/<pid>/fd/<n>`, so
-/// the file checked is the file used.
+/// A banger dm device (name and UUID checked) for a tool run as uid 0 with
+/// no capability: with a real host, its node opened beneath `/dev` and
+/// checked on the fd (root-owned block device sysfs names `name`), passed
+/// as `/proc/self/fd/N`; with the recording host, named by its path.
+fn dm_image(
+    h: &Helper,
+    method: &'static str,
+    name: &str,
+    device: &str,
+) -> Result<OpenImage, RpcError> {
+    use banger_sys::dmnode::DmNodeError;
+    banger_dm(h, name)?;
+    let Some(nodes) = &h.host.dm_nodes else {
+        return Ok(OpenImage {
+            image: ImageRef {
+                name: PathBuf::from(device),
+                privilege: Privilege::RootNoCaps,
+                pass_fd: None,
+            },
+            _fd: None,
+        });
+    };
+    let fd = nodes.open(name).map_err(|e| match e {
+        DmNodeError::NotBlock(_) | DmNodeError::NotRoot(..) | DmNodeError::Mismatch { .. } => {
+            RpcError::Gate {
+                method,
+                refused: Refused::new(format!(
+                    "device node must be a root-owned block device that sysfs names {name} ({e})"
+                )),
+            }
+        }
+        other => failed(other),
+    })?;
+    Ok(OpenImage {
+        image: ImageRef::fd(&fd, Privilege::RootNoCaps),
+        _fd: Some(fd),
+    })
+}
+
+/// An image a tool may open: a banger dm device node (the tool runs as uid
+/// 0 with no capability: root owns the node), or a file under StateDir
+/// (regular, one link, the owner's; the tool runs as the owner with no
+/// capability). Either is opened and checked by the helper and passed as an
+/// inherited fd named `/proc/self/fd/N`, so what was checked is what is used.
 struct OpenImage {
-    path: PathBuf,
-    _file: Option<File>,
+    image: ImageRef,
+    _fd: Option<OwnedFd>,
 }
 
 fn open_image(
@@ -234,20 +302,18 @@ fn open_image(
     access: Access,
 ) -> Result<OpenImage, RpcError> {
     match gate(method, g::ext4_image(image, &h.cfg.state_dir))? {
-        g::Ext4Target::Dm(name) => {
-            banger_dm(h, &name)?;
-            Ok(OpenImage {
-                path: PathBuf::from(image),
-                _file: None,
-            })
-        }
+        g::Ext4Target::Dm(name) => dm_image(h, method, &name, image),
         g::Ext4Target::File(rel) => {
             let state = state_dir(h)?;
-            let f = beneath::open_file(&state, &rel, access).map_err(failed)?;
-            let path = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd()));
+            let f = beneath::open_checked(&state, &rel, access, Owners::Owner(h.cfg.owner_uid))
+                .map_err(|e| open_failed(method, "image", e))?;
+            let privilege = Privilege::User {
+                uid: h.cfg.owner_uid,
+                gid: h.cfg.owner_gid,
+            };
             Ok(OpenImage {
-                path,
-                _file: Some(f),
+                image: ImageRef::fd(&f, privilege),
+                _fd: Some(f.into()),
             })
         }
     }
@@ -261,7 +327,7 @@ pub fn read_ext4_file(h: &Helper, p: m::ReadExt4File) -> Result<m::ReadExt4FileR
     let bytes = h
         .host
         .ext4
-        .read_file(&img.path, path, READ_MAX_BYTES)
+        .read(&img.image, path, READ_MAX_BYTES)
         .map_err(failed)?;
     Ok(m::ReadExt4FileResult {
         content_b64: base64::engine::general_purpose::STANDARD.encode(bytes),
@@ -296,7 +362,7 @@ pub fn write_ext4_files(h: &Helper, p: m::WriteExt4Files) -> Result<m::Empty, Rp
         });
     }
     let img = open_image(h, M, &p.image, Access::ReadWrite)?;
-    h.host.ext4.write_files(&img.path, &files).map_err(failed)?;
+    h.host.ext4.write(&img.image, &files).map_err(failed)?;
     Ok(m::Empty {})
 }
 

@@ -5,7 +5,7 @@ use banger_proto::install::InstallConfig;
 use banger_sys::dm::{DmRequest, RecordingDm};
 use banger_sys::ext4::Ext4Tools;
 use banger_sys::loopdev::{LoopRequest, RecordingLoops};
-use banger_sys::runner::{Cmd, HostRunner, RecordingRunner, Runner};
+use banger_sys::runner::{Cmd, HostRunner, Privilege, RecordingRunner, Runner};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -202,7 +202,13 @@ fn create_dm_snapshot_gates() {
     // A COW path whose leaf is a symlink out passes the parent check but the
     // helper's O_NOFOLLOW open refuses it; nothing is attached.
     let e = call(&t, m::CREATE_DM_SNAPSHOT, json!({"name": "fc-rootfs-a", "base_image": b, "cow_file": p(&t, "vms/a/cowlink"), "cow_size_bytes": 1})).unwrap_err();
-    assert!(e.1.contains("cowlink"), "{e:?}");
+    assert_eq!(
+        e,
+        (
+            -32602,
+            "priv.create_dm_snapshot: cow_file must not pass through a symlink".into()
+        )
+    );
     assert!(t.loops.requests().is_empty());
     assert_eq!(
         std::fs::read(t.root.join("outside.ext4")).unwrap().len(),
@@ -366,6 +372,71 @@ fn fsck_snapshot_only_on_banger_devices() {
         t.runner.calls(),
         vec![vec!["e2fsck", "-fy", "/dev/mapper/fc-rootfs-a"]]
     );
+    let cmd = &t.runner.cmds()[0];
+    assert_eq!(cmd.privilege, Privilege::RootNoCaps);
+    assert_eq!(
+        cmd.limits.timeout,
+        Some(banger_sys::ext4::FSCK_TIMEOUT),
+        "e2fsck runs against a deadline"
+    );
+}
+
+#[test]
+fn debugfs_on_a_dm_device_runs_as_uid_0_without_capabilities() {
+    let t = setup(false);
+    t.dm.add_device("fc-rootfs-a", "BANGER-fc-rootfs-a");
+    call(
+        &t,
+        m::READ_EXT4_FILE,
+        json!({"image": "/dev/mapper/fc-rootfs-a", "path": "/etc/hostname"}),
+    )
+    .unwrap();
+    let cmd = &t.runner.cmds()[0];
+    assert_eq!(
+        cmd.argv(),
+        [
+            "debugfs",
+            "-R",
+            "cat /etc/hostname",
+            "/dev/mapper/fc-rootfs-a"
+        ]
+    );
+    assert_eq!(cmd.privilege, Privilege::RootNoCaps);
+    assert!(cmd.pass_fds.is_empty());
+    assert_eq!(cmd.limits.max_stdout, super::READ_MAX_BYTES);
+    assert!(cmd.limits.timeout.is_some());
+}
+
+#[test]
+fn root_debugfs_on_an_image_file_runs_as_the_owner_on_the_checked_fd() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: needs root (chown)");
+        return;
+    }
+    let t = setup(false);
+    let img = t.state.join("vms/a/root.ext4");
+    std::fs::write(&img, b"").unwrap();
+    std::os::unix::fs::chown(&img, Some(1000), Some(1000)).unwrap();
+    call(
+        &t,
+        m::READ_EXT4_FILE,
+        json!({"image": img, "path": "/etc/hostname"}),
+    )
+    .unwrap();
+    let cmd = &t.runner.cmds()[0];
+    assert_eq!(
+        cmd.privilege,
+        Privilege::User {
+            uid: 1000,
+            gid: 1000
+        }
+    );
+    assert_eq!(cmd.pass_fds.len(), 1);
+    assert_eq!(
+        cmd.argv()[3],
+        format!("/proc/self/fd/{}", cmd.pass_fds[0]),
+        "debugfs is named the fd it inherits, not a path"
+    );
 }
 
 fn mkfs(path: &Path) {
@@ -379,10 +450,16 @@ fn mkfs(path: &Path) {
 }
 
 #[test]
-fn write_and_read_ext4_files_for_real() {
+fn root_write_and_read_ext4_files_for_real() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: needs root (debugfs runs as the owner uid)");
+        return;
+    }
     let t = setup(true);
     let img = t.state.join("vms/a/root.ext4");
     mkfs(&img);
+    // An image file is used only when the owner owns it (debugfs runs as the owner).
+    std::os::unix::fs::chown(&img, Some(1000), Some(1000)).unwrap();
     use base64::Engine;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let hostile = b"ssh-ed25519 AAAA\nrm /etc/hostname\n";

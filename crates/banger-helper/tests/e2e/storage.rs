@@ -27,6 +27,8 @@ pub fn storage(c: &Ctx) {
         "{}",
         String::from_utf8_lossy(&mk.stderr)
     );
+    // The owner's image, as the daemon makes them (debugfs runs as the owner).
+    std::os::unix::fs::chown(&image, Some(c.owner.uid), Some(c.owner.gid)).unwrap();
     let content = b"hello from the e2e test\n";
     let b64 = base64::engine::general_purpose::STANDARD.encode(content);
     let v = call(
