@@ -49,14 +49,26 @@ CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_CHOWN CAP_FOWNER CAP_DAC_O
 NoNewPrivileges=yes
 ProtectSystem=strict
 ReadWritePaths={rw}
-ProtectHome=read-only
+# Kernel tunables are read-only except the two the helper sets: IPv4
+# forwarding for NAT, IPv6 off (no router advertisements) on its links.
+ProtectKernelTunables=yes
+ReadWritePaths=/proc/sys/net/ipv4/ip_forward -/proc/sys/net/ipv6/conf
+# The helper reads nothing in homes.
+ProtectHome=yes
 PrivateTmp=yes
 PrivateMounts=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
-ProtectControlGroups=yes
+# The jailer makes each VM's cgroups (memory, pids, cpu) under the cgroup
+# root, so the cgroup file system stays writable for the helper.
+ProtectControlGroups=no
 ProtectClock=yes
 ProtectHostname=yes
+# Launch records (which pid is a Firecracker this helper started) survive a
+# helper restart: /run/banger-helper, kept across restarts.
+RuntimeDirectory=banger-helper
+RuntimeDirectoryMode=0700
+RuntimeDirectoryPreserve=yes
 # The jailer's own mount namespace for Firecracker (no --new-pid-ns/--netns).
 RestrictNamespaces=mnt
 RestrictRealtime=yes
@@ -76,11 +88,14 @@ SystemCallFilter=@system-service @mount mknod mknodat
 SystemCallErrorNumber=EPERM
 DevicePolicy=closed
 DeviceAllow=/dev/mapper/control rw
-DeviceAllow=block-device-mapper rw
 DeviceAllow=/dev/loop-control rw
 DeviceAllow=block-loop rw
-DeviceAllow=/dev/kvm rw
-DeviceAllow=/dev/net/tun rw
+# m: the jail gets its own nodes of these (mknod in the chroot).
+DeviceAllow=block-device-mapper rwm
+DeviceAllow=/dev/kvm rwm
+DeviceAllow=/dev/net/tun rwm
+DeviceAllow=/dev/urandom rwm
+DeviceAllow=/dev/userfaultfd rwm
 
 [Install]
 WantedBy=multi-user.target
@@ -205,6 +220,12 @@ mod tests {
         assert!(!u.contains("CAP_SYS_PTRACE") && !u.contains("CAP_SYS_MODULE"));
         assert!(u.contains("\nMemoryMax=512M\nTasksMax=256\n"));
         assert!(u.contains("\nRestrictNamespaces=mnt\n"));
+        // The jailed launch: cgroups written, records kept, nodes made.
+        assert!(u.contains("\nProtectControlGroups=no\n"));
+        assert!(u.contains("\nProtectKernelTunables=yes\nReadWritePaths=/proc/sys/net/ipv4/ip_forward -/proc/sys/net/ipv6/conf\n"));
+        assert!(u.contains("\nRuntimeDirectory=banger-helper\n"));
+        assert!(u.contains("\nRuntimeDirectoryPreserve=yes\n"));
+        assert!(u.contains("\nDeviceAllow=block-device-mapper rwm\n"));
     }
 
     #[test]
