@@ -204,7 +204,10 @@ fn root_a_hard_linked_socket_is_not_handed_over() {
         m::ENSURE_SOCKET_ACCESS,
         json!({"path": s(&rt.join("other.sock"))}),
     ));
-    assert!(e.contains("must be owned by the owner or root"), "{e}");
+    assert!(
+        e.contains("must be owned by the owner, root or a jail uid"),
+        "{e}"
+    );
     assert_eq!(snap(&rt.join("root.sock")), before);
     assert_eq!(
         std::fs::symlink_metadata(rt.join("other.sock"))

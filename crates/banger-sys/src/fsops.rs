@@ -134,6 +134,21 @@ pub fn chown_chmod_socket(
     mode: u32,
     proc_root: &Path,
 ) -> Result<(), FsError> {
+    chown_chmod_socket_from(root, path, uid, gid, mode, proc_root, None)
+}
+
+/// [`chown_chmod_socket`], also accepting a socket owned by one uid of
+/// `also` (`(first, count)`): a jailed Firecracker's socket belongs to its
+/// jail uid until it is handed to `uid`.
+pub fn chown_chmod_socket_from(
+    root: &Path,
+    path: &Path,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    proc_root: &Path,
+    also: Option<(u32, u32)>,
+) -> Result<(), FsError> {
     let rel = rel_below(root, path)?;
     let anchor = open_anchor(root)?;
     let fd = openat_beneath(
@@ -151,7 +166,8 @@ pub fn chown_chmod_socket(
     if st.st_nlink != 1 {
         return Err(FsError::HardLinked(path.to_path_buf(), st.st_nlink));
     }
-    if st.st_uid != 0 && st.st_uid != uid {
+    let in_also = also.is_some_and(|(first, n)| st.st_uid >= first && st.st_uid - first < n);
+    if st.st_uid != 0 && st.st_uid != uid && !in_also {
         return Err(FsError::ForeignOwner(path.to_path_buf(), st.st_uid));
     }
     fchown_empty_path(&fd, uid, gid)
@@ -391,6 +407,61 @@ mod tests {
                 vec!["chmod", "600", "--", "/run/banger/fc.sock"],
             ]
         );
+    }
+
+    #[test]
+    fn root_a_socket_of_the_extra_range_is_handed_over_and_others_refused() {
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: needs root to chown");
+            return;
+        }
+        let d = tmp();
+        let (owner, jail) = (4_000_123, 4_100_005);
+        for (name, uid) in [
+            ("jail.sock", jail),
+            ("below.sock", 4_099_999),
+            ("above.sock", 4_100_010),
+        ] {
+            // The socket file outlives its listener.
+            drop(std::os::unix::net::UnixListener::bind(d.path().join(name)).unwrap());
+            std::os::unix::fs::lchown(d.path().join(name), Some(uid), Some(uid)).unwrap();
+        }
+        let range = Some((4_100_000, 10));
+        let proc = Path::new("/proc");
+        let hand = |n: &str| {
+            chown_chmod_socket_from(
+                d.path(),
+                &d.path().join(n),
+                owner,
+                owner,
+                0o600,
+                proc,
+                range,
+            )
+        };
+        hand("jail.sock").unwrap();
+        let md = std::fs::symlink_metadata(d.path().join("jail.sock")).unwrap();
+        assert_eq!((md.uid(), md.mode() & 0o777), (owner, 0o600));
+        for n in ["below.sock", "above.sock"] {
+            assert!(matches!(hand(n), Err(FsError::ForeignOwner(..))), "{n}");
+            assert_ne!(
+                std::fs::symlink_metadata(d.path().join(n)).unwrap().uid(),
+                owner
+            );
+        }
+        // Without the range, a jail uid's socket is foreign too.
+        std::os::unix::fs::lchown(d.path().join("jail.sock"), Some(jail), Some(jail)).unwrap();
+        assert!(matches!(
+            chown_chmod_socket(
+                d.path(),
+                &d.path().join("jail.sock"),
+                owner,
+                owner,
+                0o600,
+                proc
+            ),
+            Err(FsError::ForeignOwner(..))
+        ));
     }
 
     #[test]

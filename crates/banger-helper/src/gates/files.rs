@@ -141,7 +141,7 @@ pub fn socket_opened(e: &banger_sys::fsops::FsError) -> Option<Refused> {
         FsError::WrongType(..) => "socket path must be a socket".to_string(),
         FsError::HardLinked(_, n) => format!("socket path must have exactly one link (it has {n})"),
         FsError::ForeignOwner(_, uid) => {
-            format!("socket path must be owned by the owner or root (it is owned by uid {uid})")
+            format!("socket path must be owned by the owner, root or a jail uid (it is owned by uid {uid})")
         }
         FsError::Open(_, io) => match io.raw_os_error() {
             Some(libc::ELOOP) => "socket path must not pass through a symlink".to_string(),

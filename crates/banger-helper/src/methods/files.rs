@@ -15,13 +15,16 @@ pub fn ensure_socket_access(h: &Helper, p: m::EnsureSocketAccess) -> Result<m::E
         m::ENSURE_SOCKET_ACCESS,
         files::socket_path(&h.cfg.runtime_dir, &p.path),
     )?;
-    fsops::chown_chmod_socket(
+    // A jailed Firecracker's socket is its jail uid's until handed over.
+    let jails = h.cfg.jail_range().ok().flatten().map(|r| (r.base, r.count));
+    fsops::chown_chmod_socket_from(
         &h.cfg.runtime_dir,
         &path,
         h.cfg.owner_uid,
         h.cfg.owner_gid,
         fsops::SOCKET_MODE,
         &h.host.proc_root,
+        jails,
     )
     .map_err(|e| match files::socket_opened(&e) {
         Some(refused) => RpcError::Gate {

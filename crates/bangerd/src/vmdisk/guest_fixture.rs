@@ -1,12 +1,13 @@
 //! What the real Debian guest tests share: the gate, a Debian image built
-//! through the daemon's build path, the owner's key, `ssh` with banger's
+//! through the daemon's build path once per recipe (cached outside the
+//! clone), the owner's key, `ssh` with banger's
 //! pinned known_hosts only, and the console's tail for failure messages.
 
-use crate::images::build;
 use crate::images::kernel::HostPaths;
+use crate::images::{build, catalog};
 use crate::progress::Progress;
 use crate::store::Store;
-use banger_proto::api::ImageBuild;
+use banger_proto::api::{ImageBuild, ImageImport};
 use banger_sys::runner::{Cmd, HostRunner, Runner};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -45,9 +46,64 @@ impl Drop for Writable {
     }
 }
 
-/// Image `deb` (Debian bookworm, the host's kernel) through the daemon's
-/// build path; how long it took.
+/// Where built guest images are kept between test runs (outside the clone):
+/// `$BANGER_GUEST_CACHE`, else `/var/cache/banger/guest`.
+fn guest_cache_root() -> PathBuf {
+    std::env::var_os("BANGER_GUEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/banger/guest"))
+}
+
+/// The Debian image's recipe: the suite, the host kernel it pairs with,
+/// and the source of every step that makes it. Any change to the build
+/// code makes a new key, so a stale image is never reused.
+fn debian_recipe_key() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"bookworm\0");
+    for src in [
+        include_str!("../images/debian.rs"),
+        include_str!("../images/build.rs"),
+        include_str!("../images/kernel.rs"),
+        include_str!("../images/cpio.rs"),
+        include_str!("../images/layer.rs"),
+        include_str!("../images/oci.rs"),
+    ] {
+        h.update(src.as_bytes());
+        h.update(b"\0");
+    }
+    let kernels =
+        crate::images::kernel::host_kernels(Path::new("/boot"), Path::new("/lib/modules"));
+    h.update(format!("{kernels:?}").as_bytes());
+    let d = h.finalize();
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Image `deb` (Debian bookworm, the host's kernel): built once per recipe
+/// through the daemon's build path and kept in the guest cache; every
+/// later test (in this run or the next) imports the cached files. Returns
+/// how long it took. Concurrent callers wait on one lock, so one build
+/// serves them all.
 pub(crate) fn build_debian(store: &Store, state_dir: &Path) -> Duration {
+    let t = Instant::now();
+    let progress = Progress::new(tokio::sync::mpsc::unbounded_channel().0);
+    let root = guest_cache_root();
+    std::fs::create_dir_all(&root).unwrap();
+    let cached = root.join(format!("debian-bookworm-{}", debian_recipe_key()));
+    let lock = std::fs::File::create(root.join("build.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    if cached.join(catalog::ROOTFS).is_file() {
+        let initrd = cached.join(catalog::INITRD);
+        let req = ImageImport {
+            name: "deb".into(),
+            rootfs: cached.join(catalog::ROOTFS).display().to_string(),
+            kernel: cached.join(catalog::KERNEL).display().to_string(),
+            initrd: initrd.is_file().then(|| initrd.display().to_string()),
+        };
+        catalog::import(store, state_dir, &req, &progress).unwrap();
+        println!("guest image: imported {}", cached.display());
+        return t.elapsed();
+    }
     let req = ImageBuild {
         name: "deb".into(),
         from_oci: None,
@@ -56,15 +112,20 @@ pub(crate) fn build_debian(store: &Store, state_dir: &Path) -> Duration {
         headroom_mib: None,
         mirror: None,
     };
-    let t = Instant::now();
-    build::build(
-        store,
-        state_dir,
-        &HostPaths::default(),
-        &req,
-        &Progress::new(tokio::sync::mpsc::unbounded_channel().0),
-    )
-    .unwrap();
+    let img = build::build(store, state_dir, &HostPaths::default(), &req, &progress).unwrap();
+    // Keep it for the next caller: copy into a scratch dir, then rename
+    // into place so a half-copied image is never seen.
+    let dir = catalog::images_dir(state_dir).join(&img.id);
+    let scratch = root.join(format!(".tmp-{}", img.id));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    for f in [catalog::ROOTFS, catalog::KERNEL, catalog::INITRD] {
+        if dir.join(f).is_file() {
+            std::fs::copy(dir.join(f), scratch.join(f)).unwrap();
+        }
+    }
+    std::fs::rename(&scratch, &cached).unwrap();
+    println!("guest image: built and cached in {}", cached.display());
     t.elapsed()
 }
 
