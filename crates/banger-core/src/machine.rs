@@ -19,6 +19,33 @@ pub enum Backend {
     QemuTcg,
 }
 
+impl Backend {
+    /// The name recorded in `vms.backend` and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Firecracker => "firecracker",
+            Backend::QemuKvm => "qemu-kvm",
+            Backend::QemuTcg => "qemu-tcg",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Backend::Firecracker, Backend::QemuKvm, Backend::QemuTcg]
+            .into_iter()
+            .find(|b| b.as_str() == s)
+            .ok_or_else(|| format!("unknown backend {s:?}"))
+    }
+}
+
 /// What the host offers, as `banger doctor` reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostFacts {
@@ -215,6 +242,15 @@ pub fn tsc_khz(kernel_log: &str, cpuinfo: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn backend_names_round_trip() {
+        for b in [Backend::Firecracker, Backend::QemuKvm, Backend::QemuTcg] {
+            assert_eq!(b.as_str().parse::<Backend>(), Ok(b));
+        }
+        assert!("qemu".parse::<Backend>().is_err());
+    }
+
     use super::*;
 
     fn spec() -> MachineSpec {

@@ -399,10 +399,7 @@ pub fn list(store: &Store) -> Result<Vec<Stored>, CatalogError> {
 pub fn remove(store: &Store, name: &str) -> Result<Image, CatalogError> {
     let stored = find(store, name)?.ok_or_else(|| CatalogError::NotFound(name.to_string()))?;
     store.write(|tx| {
-        let mut st = tx.prepare("SELECT name FROM vms WHERE image_id=?1 ORDER BY name")?;
-        let vms: Vec<String> = st
-            .query_map([&stored.image.id], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let vms = crate::store::vms::names_using_image(tx, &stored.image.id)?;
         if !vms.is_empty() {
             return Err(CatalogError::InUse {
                 name: stored.image.name.clone(),

@@ -321,16 +321,7 @@ impl StoreRecords {
 
 /// The address allocated to the VM called `name` (case-insensitive).
 pub fn vm_ip(store: &Store, name: &str) -> Result<Option<Ipv4Addr>, NetworkError> {
-    let ip: Option<String> = store.read(|c| {
-        c.query_row(
-            "SELECT a.ip FROM vms v JOIN ip_allocations a ON a.vm_id = v.id
-             WHERE lower(v.name) = lower(?1)",
-            [name],
-            |r| r.get(0),
-        )
-        .optional()
-    })?;
-    Ok(ip.and_then(|s| s.parse().ok()))
+    Ok(store.read(|c| crate::store::vms::ip_named(c, name))?)
 }
 
 impl Records for StoreRecords {

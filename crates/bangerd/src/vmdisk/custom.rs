@@ -3,6 +3,7 @@
 //! host key pinned in banger's `known_hosts`, and file_sync entries (sources
 //! locked to the owner's home).
 
+use super::driver::Driver;
 pub use super::error::CustomError;
 use super::error::VmDiskError;
 use super::handles::{call, check_vm_id, load, save};
@@ -169,9 +170,9 @@ pub fn customise(
     if h.file.is_empty() {
         return Err(VmDiskError::NoDisk(vm_id.into()));
     }
-    let image = match (&h.dm, drv.as_str()) {
+    let image = match (&h.dm, drv) {
         (Some(dm), _) => dm.dm_device.clone(),
-        (None, "copy") => h.file.clone(),
+        (None, Some(Driver::Copy)) => h.file.clone(),
         (None, _) => return Err(VmDiskError::NotActive(vm_id.into())),
     };
     let home = &d.cfg.owner_home;
@@ -221,7 +222,7 @@ pub fn customise(
     old_names.extend(names.iter().cloned());
     pin_host(d, &old_names, Some(&line))?;
     h.known_hosts = names;
-    save(d, vm_id, &drv, &h)?;
+    save(d, vm_id, drv, &h)?;
     Ok(Customised {
         host_key: host_pub,
         known_hosts_line: line,

@@ -4,8 +4,8 @@
 use super::driver::Driver;
 use super::error::VmDiskError;
 use crate::daemon::Daemon;
+use crate::store::vms as table;
 use banger_proto::helper::{self as m, Method};
-use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
 /// What `vms.disk_handles` holds (JSON). Every field defaults, so the
@@ -25,22 +25,6 @@ pub struct DiskHandles {
     /// Names pinned for this VM in `<state>/known_hosts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub known_hosts: Vec<String>,
-}
-
-/// The `disk_driver` column value.
-pub fn driver_name(d: Driver) -> &'static str {
-    match d {
-        Driver::DmSnapshot => "dm_snapshot",
-        Driver::Copy => "copy",
-    }
-}
-
-pub(crate) fn parse_driver(vm_id: &str, s: &str) -> Result<Driver, VmDiskError> {
-    match s {
-        "dm_snapshot" => Ok(Driver::DmSnapshot),
-        "copy" => Ok(Driver::Copy),
-        other => Err(VmDiskError::UnknownDriver(vm_id.into(), other.into())),
-    }
 }
 
 /// A VM id as used in `fc-rootfs-<id>` and `<state>/vms/<id>`.
@@ -64,31 +48,32 @@ pub(crate) fn call<M: Method>(d: &Daemon, p: &M::Params) -> Result<M::Result, Vm
         .map_err(|e| VmDiskError::Priv(M::NAME, Box::new(e)))
 }
 
-/// The row's `(disk_driver, handles)`.
-pub fn load(d: &Daemon, vm_id: &str) -> Result<(String, DiskHandles), VmDiskError> {
-    let row: Option<(String, String)> = d.store.read(|c| {
-        c.query_row(
-            "SELECT disk_driver, disk_handles FROM vms WHERE id=?1",
-            [vm_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-    })?;
-    let (drv, json) = row.ok_or_else(|| VmDiskError::NoVm(vm_id.into()))?;
-    let h = serde_json::from_str(&json).map_err(|e| VmDiskError::Handles(vm_id.into(), e))?;
-    Ok((drv, h))
+/// The row's disk driver (`None`: no disk yet) and handles.
+pub fn load(d: &Daemon, vm_id: &str) -> Result<(Option<Driver>, DiskHandles), VmDiskError> {
+    let cols = d
+        .store
+        .read(|c| table::disk(c, vm_id))
+        .map_err(|e| match e {
+            table::DiskColumnError::Sql(e) => VmDiskError::from(e),
+            table::DiskColumnError::UnknownDriver(u) => {
+                VmDiskError::UnknownDriver(vm_id.into(), u.0)
+            }
+        })?
+        .ok_or_else(|| VmDiskError::NoVm(vm_id.into()))?;
+    let h =
+        serde_json::from_str(&cols.handles).map_err(|e| VmDiskError::Handles(vm_id.into(), e))?;
+    Ok((cols.driver, h))
 }
 
 /// Record `driver` and `handles` on the row.
-pub fn save(d: &Daemon, vm_id: &str, drv: &str, h: &DiskHandles) -> Result<(), VmDiskError> {
+pub fn save(
+    d: &Daemon,
+    vm_id: &str,
+    drv: Option<Driver>,
+    h: &DiskHandles,
+) -> Result<(), VmDiskError> {
     let json = serde_json::to_string(h).expect("handles serialise");
-    let n = d.store.write(|tx| {
-        tx.execute(
-            "UPDATE vms SET disk_driver=?2, disk_handles=?3 WHERE id=?1",
-            rusqlite::params![vm_id, drv, json],
-        )
-    })?;
-    if n == 0 {
+    if !d.store.write(|tx| table::set_disk(tx, vm_id, drv, &json))? {
         return Err(VmDiskError::NoVm(vm_id.into()));
     }
     Ok(())

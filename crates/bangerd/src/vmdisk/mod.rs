@@ -15,7 +15,7 @@ use crate::daemon::Daemon;
 use crate::images::catalog::Stored;
 use banger_proto::helper::{self as m, method};
 use driver::Driver;
-use handles::{call, driver_name, parse_driver};
+use handles::call;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -135,7 +135,7 @@ pub(crate) fn create_with(
             )
         }
     };
-    if let Err(e) = save(d, vm_id, driver_name(drv), &handles) {
+    if let Err(e) = save(d, vm_id, Some(drv), &handles) {
         if let Some(dm) = &handles.dm {
             let _ = call::<method::CleanupDmSnapshot>(
                 d,
@@ -158,11 +158,11 @@ pub(crate) fn create_with(
 /// file when it is not active (after a stop or a host reboot).
 pub fn activate(d: &Daemon, vm_id: &str) -> Result<DiskInfo, VmDiskError> {
     check_vm_id(vm_id)?;
-    let (drv_s, mut h) = load(d, vm_id)?;
+    let (recorded, mut h) = load(d, vm_id)?;
     if h.file.is_empty() {
         return Err(VmDiskError::NoDisk(vm_id.into()));
     }
-    let drv = parse_driver(vm_id, &drv_s)?;
+    let drv = recorded.ok_or_else(|| VmDiskError::UnknownDriver(vm_id.into(), String::new()))?;
     if drv == Driver::Copy {
         let device = PathBuf::from(&h.file);
         return Ok(DiskInfo {
@@ -185,7 +185,7 @@ pub fn activate(d: &Daemon, vm_id: &str) -> Result<DiskInfo, VmDiskError> {
             },
         )?;
         h.dm = Some(r.handles);
-        save(d, vm_id, &drv_s, &h)?;
+        save(d, vm_id, recorded, &h)?;
     }
     let device = PathBuf::from(&h.dm.as_ref().expect("set above").dm_device);
     Ok(DiskInfo {
@@ -202,7 +202,7 @@ pub fn deactivate(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
     let (drv, mut h) = load(d, vm_id)?;
     if let Some(dm) = h.dm.take() {
         call::<method::CleanupDmSnapshot>(d, &m::CleanupDmSnapshot { handles: dm })?;
-        save(d, vm_id, &drv, &h)?;
+        save(d, vm_id, drv, &h)?;
     }
     Ok(())
 }
@@ -211,7 +211,8 @@ pub fn deactivate(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
 pub fn fsck(d: &Daemon, vm_id: &str) -> Result<i32, VmDiskError> {
     check_vm_id(vm_id)?;
     let (drv, h) = load(d, vm_id)?;
-    if parse_driver(vm_id, &drv)? == Driver::Copy {
+    let drv = drv.ok_or_else(|| VmDiskError::UnknownDriver(vm_id.into(), String::new()))?;
+    if drv == Driver::Copy {
         return Err(VmDiskError::FsckNeedsDm(vm_id.into()));
     }
     let dm = h.dm.ok_or_else(|| VmDiskError::NotActive(vm_id.into()))?;
@@ -234,7 +235,7 @@ pub fn destroy(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
     if let Some(dm) = h.dm.clone() {
         call::<method::CleanupDmSnapshot>(d, &m::CleanupDmSnapshot { handles: dm })?;
         h.dm = None;
-        save(d, vm_id, &drv, &h)?;
+        save(d, vm_id, drv, &h)?;
     }
     let dir = d.paths.vm_dir(vm_id);
     match std::fs::remove_dir_all(&dir) {
@@ -245,7 +246,7 @@ pub fn destroy(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
     if !h.known_hosts.is_empty() {
         known_hosts::unpin_host(d, &h.known_hosts)?;
     }
-    save(d, vm_id, &drv, &DiskHandles::default())?;
+    save(d, vm_id, drv, &DiskHandles::default())?;
     Ok(())
 }
 

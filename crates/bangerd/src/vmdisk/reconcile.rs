@@ -4,6 +4,7 @@
 
 use super::{DiskHandles, VmDiskError};
 use crate::daemon::Daemon;
+use crate::store::vms as table;
 use crate::vmdisk::orphans::{self as plan, HostDisks, Recorded};
 use banger_core::vm::VmState;
 use banger_proto::helper::{self as m, method};
@@ -55,11 +56,7 @@ pub fn at_start(d: &Daemon) {
 /// Read rows and the host under `sys_root`, decide with
 /// [`crate::vmdisk::orphans::plan`], act.
 pub fn run(d: &Daemon, sys_root: &Path) -> Result<Report, VmDiskError> {
-    let rows: Vec<(String, String, String)> = d.store.read(|c| {
-        let mut st = c.prepare("SELECT id, state, disk_handles FROM vms ORDER BY id")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect::<Result<Vec<_>, _>>()
-    })?;
+    let rows = d.store.read(table::disks)?;
     let mut report = Report::default();
     let ids: BTreeSet<String> = rows.iter().map(|r| r.0.clone()).collect();
     let mut running = BTreeSet::new();
@@ -74,7 +71,7 @@ pub fn run(d: &Daemon, sys_root: &Path) -> Result<Report, VmDiskError> {
                 continue;
             }
         };
-        if matches!(state.as_str(), "running" | "starting") {
+        if matches!(state, VmState::Running | VmState::Starting) {
             running.insert(id.clone());
         }
         if h.file.is_empty() {
@@ -149,18 +146,12 @@ pub fn run(d: &Daemon, sys_root: &Path) -> Result<Report, VmDiskError> {
         if gone {
             let (drv, mut h) = super::load(d, &r.vm_id)?;
             h.dm = None;
-            super::save(d, &r.vm_id, &drv, &h)?;
+            super::save(d, &r.vm_id, drv, &h)?;
             report.deactivated.push(r.vm_id.clone());
         }
     }
     for id in p.broken {
-        let n = d.store.write(|tx| {
-            tx.execute(
-                "UPDATE vms SET state=?2 WHERE id=?1 AND state != ?2",
-                [id.as_str(), VmState::Broken.as_str()],
-            )
-        })?;
-        if n > 0 {
+        if d.store.write(|tx| table::mark_broken(tx, &id))? {
             report.broken.push(id);
         }
     }

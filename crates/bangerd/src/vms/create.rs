@@ -7,12 +7,11 @@ use crate::daemon::Daemon;
 use crate::images::catalog::{self, CatalogError, Stored};
 use crate::network::{self, NetPlan};
 use crate::progress::Progress;
-use crate::store::StoreError;
+use crate::store::{vms as table, StoreError};
 use crate::vmdisk;
 use crate::vmdisk::custom::{self, Customisation};
 use banger_core::guest::{GuestIdentity, GuestNet};
 use banger_sys::runner::HostRunner;
-use rusqlite::OptionalExtension;
 use std::net::Ipv4Addr;
 
 /// `POST /v1/vms` body, checked.
@@ -39,10 +38,7 @@ impl Drop for CreateUndo<'_> {
                 tracing::error!(vm = %id, error = %crate::render_chain(&e), "undoing create: disk");
             }
             let _ = network::release_ip(&self.d.store, &id);
-            let r: Result<usize, StoreError> = self
-                .d
-                .store
-                .write(|tx| Ok(tx.execute("DELETE FROM vms WHERE id=?1", [&id])?));
+            let r: Result<usize, StoreError> = self.d.store.write(|tx| Ok(table::delete(tx, &id)?));
             if let Err(e) = r {
                 tracing::error!(vm = %id, error = %crate::render_chain(&e), "undoing create: row");
             }
@@ -99,23 +95,23 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_secs() as i64);
-    let inserted = d.store.write(|tx| {
-        let taken: Option<String> = tx
-            .query_row("SELECT id FROM vms WHERE name=?1", [&req.name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if taken.is_some() {
+    d.store.write(|tx| {
+        if table::id_named(tx, &req.name)?.is_some() {
             return Err(VmError::Exists(req.name.clone()));
         }
-        tx.execute(
-            "INSERT INTO vms (id, name, image_id, state, vcpus, memory_mib, disk_driver, created_at)
-             VALUES (?1, ?2, ?3, 'created', ?4, ?5, '', ?6)",
-            rusqlite::params![id, req.name, image.image.id, req.vcpus, req.memory_mib, now],
+        table::insert(
+            tx,
+            &table::NewVm {
+                id: &id,
+                name: &req.name,
+                image_id: &image.image.id,
+                vcpus: req.vcpus,
+                memory_mib: req.memory_mib,
+                created_at: now,
+            },
         )?;
         Ok(())
-    });
-    inserted?;
+    })?;
     let mut undo = CreateUndo {
         d,
         id: Some(id.clone()),

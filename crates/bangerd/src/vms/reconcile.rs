@@ -6,8 +6,10 @@
 
 use super::{find, VmRow};
 use crate::daemon::Daemon;
+use crate::store::vms as table;
 use crate::vmdisk;
 use crate::vmm::adopted;
+use banger_core::machine::Backend;
 use banger_core::vm::{self, Found, Repair, VmState};
 use banger_proto::helper::{self as m, method};
 use std::path::Path;
@@ -50,11 +52,8 @@ fn clear_network(d: &Daemon, row: &VmRow) {
 pub async fn run(d: &Daemon, proc_root: &Path) -> Vec<Fixed> {
     let ids: Vec<String> = d
         .store
-        .read(|c| {
-            let mut st = c.prepare("SELECT id FROM vms ORDER BY name")?;
-            let rows = st.query_map([], |r| r.get(0))?;
-            rows.collect::<Result<Vec<_>, _>>()
-        })
+        .read(table::list)
+        .map(|rows| rows.into_iter().map(|r| r.id).collect())
         .unwrap_or_default();
     let mut fixed = Vec::new();
     for id in ids {
@@ -72,7 +71,7 @@ pub async fn run(d: &Daemon, proc_root: &Path) -> Vec<Fixed> {
         }
         if repair == Repair::KillProcess {
             if let Some(pid) = row.pid {
-                let jailed = row.backend.as_deref() == Some("firecracker");
+                let jailed = row.backend == Some(Backend::Firecracker);
                 if let Err(e) = adopted::kill(d.privops.as_ref(), jailed, pid) {
                     tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: killing the VMM");
                 }
@@ -88,12 +87,7 @@ pub async fn run(d: &Daemon, proc_root: &Path) -> Vec<Fixed> {
             if row.state.may_have_process() && to != VmState::Running {
                 clear_network(d, &row);
             }
-            let r = d.store.write(|tx| {
-                tx.execute(
-                    "UPDATE vms SET state=?2, pid=CASE WHEN ?3 THEN pid ELSE NULL END WHERE id=?1",
-                    rusqlite::params![row.id, to.as_str(), to.may_have_process()],
-                )
-            });
+            let r = d.store.write(|tx| table::set_state(tx, &row.id, to));
             if let Err(e) = r {
                 tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: recording the state");
             }

@@ -6,7 +6,7 @@ use super::{run, VmError};
 use crate::daemon::Daemon;
 use crate::network;
 use crate::progress::Progress;
-use crate::store::StoreError;
+use crate::store::{vms as table, StoreError};
 use crate::vmdisk;
 use banger_core::vm::{Event, VmState};
 
@@ -38,6 +38,6 @@ pub async fn remove(d: &Daemon, name: &str, force: bool, p: &Progress) -> Result
     }
     network::release_ip(&d.store, &row.id)?;
     d.store
-        .write(|tx| Ok::<_, StoreError>(tx.execute("DELETE FROM vms WHERE id=?1", [&row.id])?))?;
+        .write(|tx| Ok::<_, StoreError>(table::delete(tx, &row.id)?))?;
     Ok(row)
 }

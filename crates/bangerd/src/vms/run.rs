@@ -6,6 +6,7 @@ use super::{find, transition, Failures, VmError, VmRow};
 use crate::daemon::Daemon;
 use crate::network::NetPlan;
 use crate::progress::Progress;
+use crate::store::vms as table;
 use crate::vmdisk;
 use crate::vmm::adopted;
 use crate::vmm::fc_process::{FcLaunch, FirecrackerVm};
@@ -40,14 +41,6 @@ pub fn backend(d: &Daemon) -> Backend {
         &d.cfg.firecracker_bin,
     ))
     .0
-}
-
-fn backend_name(b: Backend) -> &'static str {
-    match b {
-        Backend::Firecracker => "firecracker",
-        Backend::QemuKvm => "qemu-kvm",
-        Backend::QemuTcg => "qemu-tcg",
-    }
 }
 
 /// The host TSC in kHz for `tsc_early_khz` under TCG.
@@ -147,7 +140,7 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
     let rt = d.paths.vm_runtime_dir(&row.id);
     mkdir(&rt)?;
     let console = d.paths.console_log(&row.id);
-    p.log(format!("launching {}", backend_name(backend)));
+    p.log(format!("launching {}", backend));
     let vmm = match backend {
         Backend::Firecracker => {
             let api = rt.join("fc.sock");
@@ -186,12 +179,8 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
     };
     let pid = vmm.pid();
     d.vmms.put(&row.id, vmm);
-    d.store.write(|tx| {
-        tx.execute(
-            "UPDATE vms SET pid=?2, backend=?3 WHERE id=?1",
-            rusqlite::params![row.id, pid, backend_name(backend)],
-        )
-    })?;
+    d.store
+        .write(|tx| table::set_process(tx, &row.id, pid, backend))?;
     wait_ready(d, row, ip, p).await
 }
 
@@ -240,7 +229,7 @@ pub(crate) async fn tear_down(d: &Daemon, row: &VmRow, grace: Duration) -> Resul
         // API session here, so it is killed.
         let proc_root = Path::new("/proc");
         if adopted::alive(proc_root, pid, &row.id) {
-            let jailed = row.backend.as_deref() == Some("firecracker");
+            let jailed = row.backend == Some(Backend::Firecracker);
             if let Err(e) = adopted::kill(d.privops.as_ref(), jailed, pid) {
                 failed.push(VmError::Kill(row.name.clone(), e));
             }

@@ -1,6 +1,8 @@
 //! The state store: SQLite under StateDir (WAL, 0600), schema migrations,
 //! every change in one transaction.
 
+pub mod vms;
+
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
