@@ -267,3 +267,12 @@ pub fn unique_suffix() -> String {
         (n ^ std::process::id().rotate_left(12)) & 0xff_ffff
     )
 }
+
+/// A private temporary directory named `bgtest-…` (the sweep's marker),
+/// removed on drop: the one copy of the `fn tmp()` fixture.
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("bgtest-")
+        .tempdir()
+        .expect("creating a bgtest- temp dir")
+}

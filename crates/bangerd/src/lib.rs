@@ -8,11 +8,11 @@
 //! - [`http`]: the API under `/v1`: router, error→status mapping, the
 //!   authorized socket and serve loop, ndjson job streams, handlers per
 //!   resource (system, images, vms).
-//! - [`vms`]: the VM lifecycle: the `vms` row, create, start/stop/restart,
-//!   remove, and reconcile at start.
-//! - [`vmm`]: the monitors: the registry of running VMMs, Firecracker (API
-//!   client, launch through the helper, socket access), QEMU microvm, the
-//!   boot plan.
+//! - [`vms`]: the VM lifecycle: lookup and transitions, create,
+//!   start/stop/restart, remove, and reconcile at start.
+//! - [`vmm`]: the monitors: the registry of running VMMs, adopted VMMs of a
+//!   previous daemon, Firecracker (API client, launch through the helper,
+//!   socket access), QEMU microvm, the boot plan.
 //! - [`vmdisk`]: each VM's root disk: driver choice, create (dm snapshot or
 //!   copy), activate/deactivate/destroy, customisation, orphan reconcile.
 //! - [`images`]: the image catalog and builds: import, OCI (layout, layers,
@@ -20,10 +20,13 @@
 //! - [`network`]: the bridge, taps, NAT and addresses through privops, host
 //!   route and resolver checks, and the DNS server for the VM domain.
 //! - [`progress`]: progress of a long operation as events (no HTTP).
-//! - [`store`]: the SQLite state database and its migrations.
+//! - [`blocking`]: blocking calls from async code, handed off at the leaf.
+//! - [`store`]: the SQLite state database and its migrations; `store::vms`
+//!   holds the `vms` table's row type and every statement on it.
 //! - [`privops`]: the privileged-ops seam (helper, `sudo -n`, direct).
 //! - [`doctor`]: the host checks `banger doctor` shows.
 
+pub mod blocking;
 pub mod daemon;
 pub mod doctor;
 pub mod http;

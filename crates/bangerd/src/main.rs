@@ -112,8 +112,8 @@ fn run(cli: Cli) -> Result<()> {
     };
 
     let store = Store::open(&paths.database())?;
-    let _dns = bangerd::network::start(&cfg, privops.as_ref(), &paths.database())?;
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let _dns = bangerd::network::start(rt.handle(), &cfg, privops.as_ref(), &paths.database())?;
     rt.block_on(async move {
         let socket = paths.daemon_socket();
         let listener = http::bind_socket(&socket, cfg.owner_uid, cfg.owner_gid)?;

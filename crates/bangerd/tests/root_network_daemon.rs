@@ -138,7 +138,9 @@ fn root_daemon_start_up_serves_vm_names_to_a_guest_on_port_53() {
     );
 
     // DNS from the state DB on the sockets start-up bound in H.
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let server = DnsServer::spawn(
+        rt.handle(),
         sockets,
         DnsConfig::new(&plan.domain, vec![]),
         Arc::new(StoreRecords::open(&db).unwrap()),

@@ -3,7 +3,7 @@
 
 use super::error::ApiFailure;
 use super::handler::{parse, ApiResult, AppState};
-use super::stream::stream;
+use super::stream::{stream, stream_async};
 use crate::daemon::Daemon;
 use crate::images::catalog::{self, CatalogError};
 use crate::progress::Progress;
@@ -73,7 +73,9 @@ pub async fn pull_image(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiFailure> {
     let req: banger_proto::api::ImagePull = parse(&body)?;
-    Ok(image_job(d, move |d, p| {
-        crate::images::build::pull(&d.store, &d.paths.state_dir, &d.host_paths, &req, p)
+    Ok(stream_async(move |p| async move {
+        let img = crate::images::build::pull(&d.store, &d.paths.state_dir, &d.host_paths, &req, &p)
+            .await?;
+        Ok(serde_json::to_value(img).expect("images serialise"))
     }))
 }

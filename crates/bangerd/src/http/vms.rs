@@ -2,7 +2,7 @@
 
 use super::error::ApiFailure;
 use super::handler::{parse, ApiResult, AppState};
-use super::stream::stream;
+use super::stream::stream_async;
 use crate::daemon::Daemon;
 use crate::progress::Progress;
 use crate::vms::{self, VmError};
@@ -59,9 +59,8 @@ where
         > + Send
         + 'static,
 {
-    let rt = tokio::runtime::Handle::current();
-    stream(move |p| {
-        let id = rt.block_on(f(&d, p))?;
+    stream_async(move |p| async move {
+        let id = f(&d, &p).await?;
         let vm = vm_view(&d, &id)?;
         Ok(serde_json::to_value(vm).expect("VMs serialise"))
     })
@@ -126,9 +125,8 @@ pub async fn remove_vm(
     {
         return Err(VmError::IsRunning(row.name, row.state).into());
     }
-    let rt = tokio::runtime::Handle::current();
-    Ok(stream(move |p| {
-        rt.block_on(vms::remove(&d, &name, q.force, p))?;
+    Ok(stream_async(move |p| async move {
+        vms::remove(&d, &name, q.force, &p).await?;
         Ok(serde_json::to_value(view).expect("VMs serialise"))
     }))
 }

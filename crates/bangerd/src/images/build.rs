@@ -2,6 +2,7 @@
 //! turned into an ext4 rootfs, paired with a kernel (given, or the newest
 //! Debian kernel on the host with a generated virtio initramfs).
 
+use crate::blocking::leaf;
 use crate::images::catalog::{self, CatalogError, Digests, Staging};
 use crate::images::debian;
 use crate::images::kernel::{self, HostPaths};
@@ -152,9 +153,10 @@ pub fn default_name(r: &registry::Reference) -> String {
     format!("{repo}-{tag}").to_ascii_lowercase()
 }
 
-/// `banger image pull`: the registry protocol into a private OCI layout,
-/// then the same build.
-pub fn pull(
+/// `banger image pull`: the registry protocol into a private OCI layout
+/// (async, on the daemon's runtime), then the same build (blocking, handed
+/// off at the leaf).
+pub async fn pull(
     store: &Store,
     state_dir: &Path,
     host: &HostPaths,
@@ -166,33 +168,31 @@ pub fn pull(
         Some(n) => n.clone(),
         None => default_name(&r),
     };
-    catalog::check_new_name(store, &name)?;
-    let staging = Staging::new(state_dir)?;
+    let staging = leaf(|| {
+        catalog::check_new_name(store, &name)?;
+        Staging::new(state_dir)
+    })?;
     let layout = staging.dir.join(".layout");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CatalogError::Write(layout.clone(), e))?;
-    let pulled = rt
-        .block_on(registry::pull(&r, &layout, &mut |what, bytes| {
-            p.step(what, bytes, None)
-        }))
+    let pulled = registry::pull(&r, &layout, &mut |what, bytes| p.step(what, bytes, None))
+        .await
         .map_err(CatalogError::Pull)?;
     p.log(format!(
         "pulled {} ({} layers, {} bytes)",
         pulled.manifest_digest, pulled.layers, pulled.bytes
     ));
-    let rootfs = rootfs_from_oci(&layout, &staging, None, p)?;
-    let _ = std::fs::remove_dir_all(&layout);
-    let kernel = add_kernel(&staging, req.kernel.as_deref(), host, p)?;
-    catalog::commit(
-        store,
-        state_dir,
-        staging,
-        &name,
-        "pull",
-        Digests { rootfs, kernel },
-    )
+    leaf(|| {
+        let rootfs = rootfs_from_oci(&layout, &staging, None, p)?;
+        let _ = std::fs::remove_dir_all(&layout);
+        let kernel = add_kernel(&staging, req.kernel.as_deref(), host, p)?;
+        catalog::commit(
+            store,
+            state_dir,
+            staging,
+            &name,
+            "pull",
+            Digests { rootfs, kernel },
+        )
+    })
 }
 
 /// An uncompressed rootfs tar (plus `extra`, a small layer applied on top)

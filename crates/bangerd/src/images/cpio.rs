@@ -111,10 +111,7 @@ mod tests {
         ] {
             assert!(list.contains(want), "{want} in {list}");
         }
-        let tmp = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        let tmp = banger_testkit::tmp();
         HostRunner
             .run(
                 &Cmd::new("cpio")

@@ -43,10 +43,7 @@ fn extracts_the_elf_whatever_the_compression() {
 
 #[test]
 fn load_order_from_a_modules_dep_fixture() {
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
+    let tmp = banger_testkit::tmp();
     std::fs::write(
         tmp.path().join("modules.dep"),
         "kernel/drivers/virtio/virtio_mmio.ko.xz: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
@@ -211,10 +208,7 @@ fn qemu_boots_the_extracted_kernel_through_the_initramfs() {
         println!("skipped: qemu-system-x86_64 not installed");
         return;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
+    let tmp = banger_testkit::tmp();
     let init = "#!/bin/busybox sh\n/bin/busybox echo BANGER-BOOT-OK\n/bin/busybox poweroff -f\n";
     let Some(g) = busybox_guest(tmp.path(), init) else {
         println!("skipped: no host kernel");

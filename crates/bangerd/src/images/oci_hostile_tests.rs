@@ -12,10 +12,7 @@ struct Arena {
 }
 
 fn arena() -> Arena {
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
+    let tmp = banger_testkit::tmp();
     let base = tmp.path().canonicalize().unwrap();
     let root = base.join("rootfs");
     let outside = base.join("outside");

@@ -232,10 +232,7 @@ fn check_image(img: &Path) {
 
 #[test]
 fn builds_from_an_oci_layout_with_whiteouts_owners_and_links() {
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
+    let tmp = banger_testkit::tmp();
     let layout = tmp.path().join("layout");
     oci_layout(&layout, &[gz(&layer1()), zstd(&layer2())]);
     let scratch = tmp.path().join("scratch");
@@ -278,10 +275,7 @@ fn builds_from_an_oci_layout_with_whiteouts_owners_and_links() {
 
 #[test]
 fn builds_from_a_docker_save_tarball() {
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
+    let tmp = banger_testkit::tmp();
     let tarball = tmp.path().join("image.tar");
     docker_save(&tarball, &[layer1(), layer2()]);
     let scratch = tmp.path().join("scratch");
@@ -293,10 +287,7 @@ fn builds_from_a_docker_save_tarball() {
 
 #[test]
 fn size_follows_content_plus_headroom() {
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
+    let tmp = banger_testkit::tmp();
     let big = vec![7u8; 40 << 20];
     let layout = tmp.path().join("layout");
     oci_layout(&layout, &[tar_bytes(&[E::File("big", &big, 0o644, 0, 0)])]);
@@ -320,10 +311,7 @@ fn size_follows_content_plus_headroom() {
 
 #[test]
 fn tampered_blobs_and_unsafe_manifests_are_refused() {
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
+    let tmp = banger_testkit::tmp();
     let layout = tmp.path().join("layout");
     oci_layout(&layout, &[layer1()]);
     let blobs: Vec<_> = std::fs::read_dir(layout.join("blobs/sha256"))
@@ -354,10 +342,7 @@ fn tampered_blobs_and_unsafe_manifests_are_refused() {
 
 #[test]
 fn a_truncated_zstd_layer_fails_the_build() {
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
+    let tmp = banger_testkit::tmp();
     let z = zstd(&layer1());
     let layout = tmp.path().join("layout");
     oci_layout(&layout, &[z[..z.len() / 2].to_vec()]);
@@ -401,10 +386,7 @@ fn root_build_as_an_unprivileged_user_keeps_ownership() {
         println!("skipped: needs root to switch to nobody");
         return;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
+    let tmp = banger_testkit::tmp();
     let dir = tmp.path().join("w");
     std::fs::create_dir(&dir).unwrap();
     oci_layout(&dir.join("layout"), &[gz(&layer1()), layer2()]);
@@ -455,10 +437,7 @@ mod hostile;
 
 #[test]
 fn user_xattrs_are_kept_where_possible() {
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
+    let tmp = banger_testkit::tmp();
     let mut b = tar::Builder::new(Vec::new());
     b.append_pax_extensions([("SCHILY.xattr.user.bgtest", &b"kept"[..])])
         .unwrap();

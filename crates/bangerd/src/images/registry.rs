@@ -343,7 +343,7 @@ impl Http {
         repo: &str,
         digest: &str,
         dst: &Path,
-        progress: &mut dyn FnMut(&str, u64),
+        progress: &mut (dyn FnMut(&str, u64) + Send),
     ) -> Result<u64, RegistryError> {
         if dst.exists() {
             let data = std::fs::read(dst).map_err(|e| RegistryError::Write(dst.into(), e))?;
@@ -391,7 +391,7 @@ fn put(layout: &Path, data: &[u8]) -> Result<String, RegistryError> {
 pub async fn pull(
     r: &Reference,
     layout: &Path,
-    progress: &mut dyn FnMut(&str, u64),
+    progress: &mut (dyn FnMut(&str, u64) + Send),
 ) -> Result<Pulled, RegistryError> {
     // TLS with the host's CA store; plain HTTP only for loopback registries.
     let connector = hyper_rustls::HttpsConnectorBuilder::new()

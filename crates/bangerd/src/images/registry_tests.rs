@@ -170,10 +170,7 @@ async fn pull_from_a_real_registry_then_build() {
         println!("skipped: docker-registry not installed");
         return;
     };
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
+    let tmp = banger_testkit::tmp();
     let src = tmp.path().join("src");
     let layer = super::super::oci::tests::tar_bytes(&[
         super::super::oci::tests::E::Dir("etc/", 0o755, 0, 0),
@@ -317,10 +314,7 @@ async fn pull_through_a_bearer_token_challenge() {
         println!("skipped: docker-registry not installed");
         return;
     };
-    let tmp = tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap();
+    let tmp = banger_testkit::tmp();
     let src = tmp.path().join("src");
     let layer = super::super::oci::tests::tar_bytes(&[super::super::oci::tests::E::File(
         "etc/motd",

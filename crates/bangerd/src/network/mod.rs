@@ -47,8 +47,8 @@ pub enum NetworkError {
     SubnetFull(Subnet),
     #[error("state database")]
     Store(#[from] StoreError),
-    #[error("starting the DNS thread")]
-    DnsThread(#[source] io::Error),
+    #[error("registering the DNS sockets with the runtime")]
+    DnsSockets(#[source] io::Error),
 }
 
 impl From<rusqlite::Error> for NetworkError {
@@ -404,49 +404,43 @@ pub fn dns_config(plan: &NetPlan, port: u16, resolv_conf: &Path) -> DnsConfig {
     DnsConfig::new(&plan.domain, upstreams)
 }
 
-/// The DNS server running on its own thread; stopped on drop.
+/// The DNS server, a task on the daemon's runtime; stopped on drop.
 pub struct DnsServer {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl DnsServer {
-    /// Serve `sockets` with `records` on a thread of its own.
+    /// Serve `sockets` with `records` as a task on `rt` (the daemon's
+    /// runtime; no runtime of its own).
     pub fn spawn(
+        rt: &tokio::runtime::Handle,
         sockets: DnsSockets,
         cfg: DnsConfig,
         records: Arc<dyn Records>,
     ) -> Result<Self, NetworkError> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("bangerd-dns".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => return tracing::error!(error = %e, "dns runtime"),
-                };
-                let r: io::Result<()> = rt.block_on(async move {
-                    sockets.udp.set_nonblocking(true)?;
-                    sockets.tcp.set_nonblocking(true)?;
-                    let udp = tokio::net::UdpSocket::from_std(sockets.udp)?;
-                    let tcp = tokio::net::TcpListener::from_std(sockets.tcp)?;
-                    dns::serve(udp, Some(tcp), cfg, records, async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                });
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "dns server stopped");
-                }
+        let (udp, tcp) = {
+            let _in_rt = rt.enter();
+            let socks = || -> io::Result<_> {
+                sockets.udp.set_nonblocking(true)?;
+                sockets.tcp.set_nonblocking(true)?;
+                Ok((
+                    tokio::net::UdpSocket::from_std(sockets.udp)?,
+                    tokio::net::TcpListener::from_std(sockets.tcp)?,
+                ))
+            };
+            socks().map_err(NetworkError::DnsSockets)?
+        };
+        rt.spawn(async move {
+            let r = dns::serve(udp, Some(tcp), cfg, records, async {
+                let _ = stopped.await;
             })
-            .map_err(NetworkError::DnsThread)?;
-        Ok(DnsServer {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+            .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "dns server stopped");
+            }
+        });
+        Ok(DnsServer { stop: Some(stop) })
     }
 }
 
@@ -454,9 +448,6 @@ impl Drop for DnsServer {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
@@ -466,6 +457,7 @@ impl Drop for DnsServer {
 /// the status for `banger doctor`. Only a bad config or a subnet colliding
 /// with a host route is an error; anything else is logged and reported.
 pub fn start(
+    rt: &tokio::runtime::Handle,
     cfg: &InstallConfig,
     privops: &dyn PrivOps,
     db: &Path,
@@ -489,6 +481,7 @@ pub fn start(
             let port = sockets.port;
             let records = Arc::new(StoreRecords::open(db)?);
             let server = DnsServer::spawn(
+                rt,
                 sockets,
                 dns_config(&plan, port, Path::new("/etc/resolv.conf")),
                 records,

@@ -289,7 +289,9 @@ fn dns_answers_a_vm_name_from_the_state_db() {
 
     let sockets = bind_dns(Ipv4Addr::LOCALHOST).unwrap();
     let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), sockets.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let server = DnsServer::spawn(
+        rt.handle(),
         sockets,
         DnsConfig::new("vm", vec![]),
         Arc::new(StoreRecords::open(&db).unwrap()),

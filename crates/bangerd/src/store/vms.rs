@@ -242,10 +242,7 @@ mod tests {
     use crate::store::Store;
 
     fn store_with_vm() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        let dir = banger_testkit::tmp();
         let store = Store::open(&dir.path().join("state.db")).unwrap();
         store
             .write(|tx| {

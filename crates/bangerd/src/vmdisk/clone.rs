@@ -170,10 +170,7 @@ mod tests {
 
     #[test]
     fn clone_keeps_content_and_sparseness_and_never_writes_the_base() {
-        let tmp = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        let tmp = banger_testkit::tmp();
         let base = sparse_base(tmp.path());
         let before = std::fs::read(&base).unwrap();
         let mtime = std::fs::metadata(&base).unwrap().mtime_nsec();
@@ -212,10 +209,7 @@ mod tests {
 
     #[test]
     fn existing_destination_is_refused_and_kept() {
-        let tmp = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        let tmp = banger_testkit::tmp();
         let base = sparse_base(tmp.path());
         let dst = tmp.path().join("bgtest-exists");
         std::fs::write(&dst, b"mine").unwrap();
@@ -239,10 +233,7 @@ mod tests {
 
     #[test]
     fn empty_and_fully_dense_files() {
-        let tmp = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        let tmp = banger_testkit::tmp();
         let e = tmp.path().join("bgtest-empty");
         File::create(&e).unwrap();
         clone_file(&e, &tmp.path().join("e2"), &mut |_, _| {}).unwrap();
@@ -256,10 +247,7 @@ mod tests {
 
     #[test]
     fn pread_pwrite_fallback_copies_a_chunk() {
-        let tmp = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        let tmp = banger_testkit::tmp();
         let a = tmp.path().join("a");
         std::fs::write(&a, b"0123456789").unwrap();
         let b = File::create(tmp.path().join("b")).unwrap();
@@ -276,10 +264,7 @@ mod tests {
         use banger_sys::ext4::{Ext4Tools, GuestFile};
         use banger_sys::runner::{Cmd, HostRunner, Runner};
         use std::sync::Arc;
-        let tmp = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        let tmp = banger_testkit::tmp();
         let base = tmp.path().join("bgtest-base.ext4");
         File::create(&base).unwrap().set_len(32 << 20).unwrap();
         HostRunner

@@ -61,10 +61,7 @@ mod tests {
 
     #[test]
     fn dm_when_the_kernel_lists_it_else_copy_with_a_reason() {
-        let tmp = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        let tmp = banger_testkit::tmp();
         let proc = tmp.path().join("proc");
         std::fs::create_dir_all(&proc).unwrap();
         std::fs::write(proc.join("misc"), "200 tun\n 62 ptp0\n").unwrap();

@@ -93,10 +93,7 @@ mod tests {
 
     #[test]
     fn orphans_are_banger_objects_without_a_row() {
-        let tmp = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        let tmp = banger_testkit::tmp();
         let state = tmp.path();
         std::fs::create_dir_all(state.join("vms/a")).unwrap();
         std::fs::write(state.join("vms/a/cow"), b"").unwrap();
@@ -156,10 +153,7 @@ mod tests {
 
     #[test]
     fn a_running_vm_whose_snapshot_vanished_is_broken() {
-        let tmp = tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap();
+        let tmp = banger_testkit::tmp();
         std::fs::write(tmp.path().join("cow"), b"").unwrap();
         let r = Recorded {
             vm_id: "b".into(),

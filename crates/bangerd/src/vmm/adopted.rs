@@ -49,10 +49,11 @@ pub fn kill(privops: &dyn PrivOps, jailed: bool, pid: i64) -> Result<(), KillErr
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn proc_with(root: &Path, pid: i64, argv: &[&str]) {
+    /// A fake `<root>/<pid>/cmdline` holding `argv`.
+    pub(crate) fn proc_with(root: &Path, pid: i64, argv: &[&str]) {
         let dir = root.join(pid.to_string());
         std::fs::create_dir_all(&dir).unwrap();
         let mut raw = argv.join("\0").into_bytes();

@@ -3,6 +3,7 @@
 
 use super::record::{find, VmRow};
 use super::{run, VmError};
+use crate::blocking::leaf;
 use crate::daemon::Daemon;
 use crate::images::catalog::{self, CatalogError, Stored};
 use crate::network::{self, NetPlan};
@@ -34,7 +35,7 @@ struct CreateUndo<'a> {
 impl Drop for CreateUndo<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            if let Err(e) = vmdisk::destroy(self.d, &id) {
+            if let Err(e) = leaf(|| vmdisk::destroy(self.d, &id)) {
                 tracing::error!(vm = %id, error = %crate::render_chain(&e), "undoing create: disk");
             }
             let _ = network::release_ip(&self.d.store, &id);
@@ -122,16 +123,16 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     let ip = network::allocate_ip(&d.store, &plan.subnet, &id)?;
     p.log(format!("address {ip}"));
     p.step("disk", 0, Some(1));
-    vmdisk::create(d, &id, &image)?;
+    leaf(|| vmdisk::create(d, &id, &image))?;
     let row = find(d, &id)?;
     let c = Customisation {
         identity: identity(&plan, &row, ip),
         ssh_public_key: None,
         file_sync: vec![],
     };
-    custom::customise(d, &id, &c, &HostRunner)?;
+    leaf(|| custom::customise(d, &id, &c, &HostRunner))?;
     // A dm snapshot is re-activated by start.
-    vmdisk::deactivate(d, &id)?;
+    leaf(|| vmdisk::deactivate(d, &id))?;
     p.step("disk", 1, Some(1));
     if req.start {
         run::start_claimed(d, &find(d, &id)?, p).await?;

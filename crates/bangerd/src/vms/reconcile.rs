@@ -5,6 +5,7 @@
 //! delete is finished, and no process outlives a state that may not have one.
 
 use super::{find, VmRow};
+use crate::blocking::leaf;
 use crate::daemon::Daemon;
 use crate::store::vms as table;
 use crate::vmdisk;
@@ -72,7 +73,7 @@ pub async fn run(d: &Daemon, proc_root: &Path) -> Vec<Fixed> {
         if repair == Repair::KillProcess {
             if let Some(pid) = row.pid {
                 let jailed = row.backend == Some(Backend::Firecracker);
-                if let Err(e) = adopted::kill(d.privops.as_ref(), jailed, pid) {
+                if let Err(e) = leaf(|| adopted::kill(d.privops.as_ref(), jailed, pid)) {
                     tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: killing the VMM");
                 }
             }
@@ -85,7 +86,7 @@ pub async fn run(d: &Daemon, proc_root: &Path) -> Vec<Fixed> {
             }
         } else {
             if row.state.may_have_process() && to != VmState::Running {
-                clear_network(d, &row);
+                leaf(|| clear_network(d, &row));
             }
             let r = d.store.write(|tx| table::set_state(tx, &row.id, to));
             if let Err(e) = r {

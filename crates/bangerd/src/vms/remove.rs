@@ -3,6 +3,7 @@
 
 use super::record::{find, transition, VmRow};
 use super::{run, VmError};
+use crate::blocking::leaf;
 use crate::daemon::Daemon;
 use crate::network;
 use crate::progress::Progress;
@@ -29,9 +30,9 @@ pub async fn remove(d: &Daemon, name: &str, force: bool, p: &Progress) -> Result
         run::tear_down(d, &row, std::time::Duration::ZERO).await?;
     }
     p.log(format!("removing {}'s disk", row.name));
-    vmdisk::destroy(d, &row.id)?;
+    leaf(|| vmdisk::destroy(d, &row.id))?;
     let rt = d.paths.vm_runtime_dir(&row.id);
-    match std::fs::remove_dir_all(&rt) {
+    match leaf(|| std::fs::remove_dir_all(&rt)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(VmError::RemoveDir(rt, e)),

@@ -3,6 +3,7 @@
 //! process or tap behind.
 
 use super::{find, transition, Failures, VmError, VmRow};
+use crate::blocking::leaf;
 use crate::daemon::Daemon;
 use crate::network::NetPlan;
 use crate::progress::Progress;
@@ -25,8 +26,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn call<M: Method<Result = m::Empty>>(d: &Daemon, p: &M::Params) -> Result<(), VmError> {
-    d.privops
-        .call::<M>(p)
+    leaf(|| d.privops.call::<M>(p))
         .map(drop)
         .map_err(|e| VmError::Priv(M::NAME, Box::new(e)))
 }
@@ -99,7 +99,7 @@ pub(super) async fn start_claimed(d: &Daemon, row: &VmRow, p: &Progress) -> Resu
 /// down what was made.
 async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(), VmError> {
     let plan = NetPlan::from_config(&d.cfg)?;
-    let disk = vmdisk::activate(d, &row.id)?;
+    let disk = leaf(|| vmdisk::activate(d, &row.id))?;
     let tap = banger_core::net::tap_for(&row.id);
     p.log(format!("tap {tap} on {}", plan.bridge));
     call::<method::CreateTap>(
@@ -132,7 +132,7 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
             subnet: plan.subnet,
         }),
         tsc_khz: if backend == Backend::QemuTcg {
-            host_tsc_khz()
+            leaf(host_tsc_khz)
         } else {
             None
         },
@@ -202,7 +202,7 @@ async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Resu
         if d.vmms.exited(&row.id) {
             return Err(VmError::ExitedEarly(row.name.clone()));
         }
-        if ssh_banner(addr, Duration::from_secs(1)) {
+        if leaf(|| ssh_banner(addr, Duration::from_secs(1))) {
             return Ok(());
         }
         let waited = t.elapsed();
@@ -230,7 +230,7 @@ pub(crate) async fn tear_down(d: &Daemon, row: &VmRow, grace: Duration) -> Resul
         let proc_root = Path::new("/proc");
         if adopted::alive(proc_root, pid, &row.id) {
             let jailed = row.backend == Some(Backend::Firecracker);
-            if let Err(e) = adopted::kill(d.privops.as_ref(), jailed, pid) {
+            if let Err(e) = leaf(|| adopted::kill(d.privops.as_ref(), jailed, pid)) {
                 failed.push(VmError::Kill(row.name.clone(), e));
             }
             let t = Instant::now();
@@ -252,7 +252,7 @@ pub(crate) async fn tear_down(d: &Daemon, row: &VmRow, grace: Duration) -> Resul
     if let Err(e) = call::<method::DeleteTap>(d, &m::DeleteTap { name: tap }) {
         failed.push(e);
     }
-    if let Err(e) = vmdisk::deactivate(d, &row.id) {
+    if let Err(e) = leaf(|| vmdisk::deactivate(d, &row.id)) {
         failed.push(e.into());
     }
     match failed.len() {

@@ -369,16 +369,9 @@ fn the_ssh_banner_is_what_readiness_waits_for() {
 
 mod reconcile_tests {
     use super::*;
+    use crate::vmm::adopted::tests::proc_with;
     use crate::vms::reconcile::run as reconcile;
     use banger_core::vm::Repair;
-
-    fn proc_with(root: &Path, pid: i64, argv: &[&str]) {
-        let dir = root.join(pid.to_string());
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut raw = argv.join("\0").into_bytes();
-        raw.push(0);
-        std::fs::write(dir.join("cmdline"), raw).unwrap();
-    }
 
     fn record(d: &Daemon, id: &str, state: &str, pid: Option<i64>, backend: &str) {
         d.store
@@ -506,7 +499,8 @@ async fn stop_kills_a_vmm_adopted_from_a_previous_daemon() {
     assert_eq!(status.signal(), Some(9), "{status}");
 }
 
-/// The API path: jobs stream the lifecycle from a blocking thread.
+/// The API path: jobs stream the lifecycle from the runtime (blocking calls
+/// handed off at their leaves).
 #[test]
 fn the_api_streams_create_start_failure_and_rm() {
     use banger_testkit::http_unix;
