@@ -8,6 +8,8 @@ PACKAGES=(
   iproute2 nftables e2fsprogs util-linux kmod sudo passwd
   # the units test: systemd-analyze verify/security, man for Documentation=
   systemd man-db
+  # scripts/module-cycles.py (the import-circle check)
+  python3
   # VM SSH host keys (ssh-keygen)
   openssh-client
   # images: kernels, initramfs, rootfs builds, registry tests

@@ -5,9 +5,7 @@ use crate::methods::{files, network, process, storage};
 use banger_proto::helper::{self as m, method, Method};
 use serde_json::Value;
 
-/// Where the `Helper` lived before it had a file of its own; kept so
-/// `crate::dispatch::Helper` paths keep working.
-pub use crate::helper::Helper;
+use crate::helper::Helper;
 
 /// Decode `M`'s params strictly, run `f`, encode `M`'s result.
 fn call<M: Method>(

@@ -3,9 +3,9 @@
 //! the jail uid), and bind `<RuntimeDir>/jails/<vm_id>` onto the chroot's
 //! `/api` so the API socket can be handed to the owner below RuntimeDir.
 
-use crate::dispatch::Helper;
 use crate::gates::jail::Spec;
 use crate::gates::Refused;
+use crate::helper::Helper;
 use banger_proto::helper as m;
 use banger_proto::install::JailRange;
 use banger_sys::beneath::{self, Access};

@@ -2,7 +2,7 @@
 //! under a root-owned directory (they outlive a helper restart and every
 //! one-shot helper), and jailed VMMs re-derived from their chroot.
 
-use crate::dispatch::Helper;
+use crate::helper::Helper;
 use banger_proto::install::{InstallConfig, JailRange};
 use banger_sys::procinfo::{self, FileId};
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! development mode through `sudo -n`.
 
 use anyhow::{bail, Context, Result};
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_helper::server::{self, Limits};
 use banger_proto::install::{InstallConfig, SYSTEM_CONFIG_PATH};

@@ -4,7 +4,7 @@
 //! decoding, per-request timeout and a concurrency cap, and one audit line
 //! per request.
 
-use crate::dispatch::Helper;
+use crate::helper::Helper;
 use banger_proto::jsonrpc::{self, ErrorObject, Request, Response, MAX_MESSAGE_BYTES};
 use serde_json::Value;
 use std::future::Future;

@@ -4,7 +4,7 @@
 //! UUID, and loop devices backed by files under StateDir. Used by
 //! `banger system uninstall`; nothing that banger did not create is touched.
 
-use crate::dispatch::Helper;
+use crate::helper::Helper;
 use std::path::Path;
 
 /// What a sweep removed, and what it could not.

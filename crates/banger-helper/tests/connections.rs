@@ -2,7 +2,7 @@
 //! the idle timeout and the slow-request (slowloris) timeout each close the
 //! attacker's connection, and the helper serves a normal request after.
 
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_helper::server::{serve, Limits};
 use banger_proto::install::InstallConfig;

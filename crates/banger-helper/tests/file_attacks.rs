@@ -8,8 +8,8 @@
 #[path = "attack/harness.rs"]
 mod harness;
 
-use banger_helper::dispatch::Helper;
 use banger_helper::error::RpcError;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_proto::helper as m;
 use banger_sys::loopdev::RecordingLoops;

@@ -5,8 +5,8 @@
 //! Mount tests run in a private mount namespace of their own test thread
 //! (`unshare(CLONE_NEWNS)`), so nothing they mount is visible to the host.
 
-use banger_helper::dispatch::Helper;
 use banger_helper::error::RpcError;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_proto::helper as m;
 use banger_proto::install::InstallConfig;

@@ -10,8 +10,8 @@
 #[path = "jailed/fixture.rs"]
 mod fixture;
 
-use banger_helper::dispatch::Helper;
 use banger_helper::error::RpcError;
+use banger_helper::helper::Helper;
 use banger_helper::host::{Host, LaunchPolicy};
 use banger_proto::helper as m;
 use banger_testkit::{probe_as, Probe};

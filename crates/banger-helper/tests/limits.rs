@@ -2,7 +2,7 @@
 //! socket: the host operation is a runner that takes a known time and
 //! counts how many run at once.
 
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_helper::server::{serve, Limits};
 use banger_proto::install::InstallConfig;

@@ -1,8 +1,8 @@
 //! priv.kill_process / priv.signal_process / priv.launch_firecracker through
 //! `Helper::dispatch`, against real processes.
 
-use banger_helper::dispatch::Helper;
 use banger_helper::error::RpcError;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_proto::helper as m;
 use banger_proto::install::InstallConfig;

@@ -1,7 +1,7 @@
 //! The helper's socket contract, over real Unix sockets: peer admission by
 //! uid, framing limits, strict decoding and error codes, concurrency.
 
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_helper::server::{serve, Limits};
 use banger_proto::install::InstallConfig;

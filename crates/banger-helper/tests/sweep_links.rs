@@ -3,7 +3,7 @@
 //! banger's mark goes, whatever its name or kind — not only the configured
 //! bridge and `banger-` taps — and nothing unmarked is touched.
 
-use banger_helper::dispatch::Helper;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_helper::sweep::sweep;
 use banger_proto::install::InstallConfig;

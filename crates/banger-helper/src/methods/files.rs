@@ -1,9 +1,9 @@
 //! Privileged methods: files — Firecracker socket hand-over and jailer
 //! chroot teardown.
 
-use crate::dispatch::Helper;
 use crate::error::{gate, RpcError};
 use crate::gates::files::{self, Chroot};
+use crate::helper::Helper;
 use banger_proto::helper as m;
 use banger_sys::{fsops, mounts};
 

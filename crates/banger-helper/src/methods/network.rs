@@ -1,10 +1,10 @@
 //! Privileged methods: network — bridge, taps, NAT and resolver routing.
 //! Each handler runs its gates, then one host operation.
 
-use crate::dispatch::Helper;
 use crate::error::{gate, RpcError};
 use crate::gates::net::{self as g, Subnet};
 use crate::gates::Refused;
+use crate::helper::Helper;
 use banger_proto::helper as m;
 use banger_sys::net::{NetError, Owner};
 use banger_sys::nft::VmNat;

@@ -1,6 +1,6 @@
 //! Tests of the network methods: exact host requests, and every gate refusing.
-use crate::dispatch::Helper;
 use crate::error::RpcError;
+use crate::helper::Helper;
 use crate::host::Host;
 use banger_proto::install::InstallConfig;
 use banger_sys::net::{NetOps, NetRequest, Owner, RecordingNet, Route4};

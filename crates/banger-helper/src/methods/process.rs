@@ -2,10 +2,10 @@
 //! helper launched, through pidfds, and launching the validated
 //! Firecracker (development mode) or jailer binary.
 
-use crate::dispatch::Helper;
 use crate::error::{gate, RpcError};
 use crate::gates::jail::{self as jail_gate, CgroupVersion};
 use crate::gates::{files, process, Refused};
+use crate::helper::Helper;
 use crate::jail::{self, Built, JailError};
 use crate::launched::{self, LAUNCHED_RULE};
 use banger_proto::helper as m;

@@ -1,10 +1,10 @@
 //! Privileged methods: storage — dm snapshots over loop devices, fsck, and
 //! ext4 file reads/writes through debugfs (never a host mount).
 
-use crate::dispatch::Helper;
 use crate::error::{gate, RpcError};
 use crate::gates::storage as g;
 use crate::gates::Refused;
+use crate::helper::Helper;
 use banger_proto::helper as m;
 use banger_sys::beneath::{self, Access, Owners};
 use banger_sys::dm::{self, DmError, SnapshotTable};

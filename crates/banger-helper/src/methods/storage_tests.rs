@@ -1,4 +1,4 @@
-use crate::dispatch::Helper;
+use crate::helper::Helper;
 use crate::host::Host;
 use banger_proto::helper as m;
 use banger_proto::install::InstallConfig;

@@ -3,8 +3,8 @@
 //! thread with a timeout, refusal and snapshot helpers, a loop fake that
 //! runs the attacker's move.
 
-use banger_helper::dispatch::Helper;
 use banger_helper::error::RpcError;
+use banger_helper::helper::Helper;
 use banger_helper::host::Host;
 use banger_proto::install::InstallConfig;
 use banger_sys::loopdev::{LoopError, LoopInfo, LoopOps};

@@ -1,8 +1,8 @@
 //! The jailed-launch fixture: a temporary install (StateDir, RuntimeDir,
 //! jailer base, binaries), a root-disk block node, and /proc probes.
 
-use banger_helper::dispatch::Helper;
 use banger_helper::error::RpcError;
+use banger_helper::helper::Helper;
 use banger_helper::host::{Host, LaunchPolicy};
 use banger_proto::install::InstallConfig;
 use banger_testkit::{open_up, wait_until};
