@@ -1,7 +1,7 @@
 //! Disk customisation bench (root): a fresh copy of a small pristine ext4
 //! (mkfs.ext4, no directories) per run, then `Ext4Tools::write_files` of the
 //! daemon's nine customisation files (seven parent directories to create),
-//! timed; interleaved with the floor, one plain `debugfs -w` writing one
+//! timed (the copy is synced before); interleaved with the floor, one plain `debugfs -w` writing one
 //! file. Counts debugfs runs with a forwarding `RecordingRunner`; prints JSON.
 //!
 //! `cargo bench -p banger-sys --bench customise` (N from `BANGER_BENCH_CUSTOMISE_N`, default 20)
@@ -121,6 +121,9 @@ pub fn run(n: usize) -> Result<Value, Skip> {
     for i in 0..n {
         let disk = dir.path().join(format!("bgtest-vm{i}.ext4"));
         std::fs::copy(&base, &disk).unwrap();
+        // The clone is its own phase: its dirty pages are not the
+        // customisation's to flush (debugfs fsyncs the image on close).
+        std::fs::File::open(&disk).unwrap().sync_all().unwrap();
         let rec = Arc::new(RecordingRunner::forwarding_to_host());
         let tools = Ext4Tools::new(rec.clone());
         let t = Instant::now();
