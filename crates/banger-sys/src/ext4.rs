@@ -278,9 +278,16 @@ impl Ext4Tools {
     }
 
     /// Write `files` into `image` (replacing existing ones), creating
-    /// missing parent directories; then read each back to verify. The
-    /// command list goes to debugfs on stdin (`-f -`); the contents sit in
-    /// a private temp dir, handed to the tool's uid when it runs as another.
+    /// missing parent directories, in two debugfs runs: one read-only run
+    /// stats every parent and target (what to create, what to refuse),
+    /// then one `-w` run writes and reads every file back (`cat`), its
+    /// output compared byte for byte. Both command lists go on stdin
+    /// (`-f -`) and hold checked paths only; the contents sit in a private
+    /// temp dir, handed to the tool's uid when it runs as another.
+    ///
+    /// The probes cannot share the writing run: debugfs has no
+    /// conditionals, and a blind `mkdir` under a non-directory corrupts
+    /// the image, a blind `sif` retypes a directory.
     pub fn write(&self, image: &ImageRef, files: &[GuestFile]) -> Result<(), Ext4Error> {
         for f in files {
             check_guest_path(&f.path)?;
@@ -310,41 +317,15 @@ impl Ext4Tools {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .map_err(|e| Ext4Error::TempOwner(dir.path().into(), e))?;
         }
-        // debugfs' mkdir on an existing name leaks an inode, so only the
-        // missing parents are created.
-        let mut mkdirs: Vec<String> = Vec::new();
-        let mut known: std::collections::HashMap<String, Entry> = Default::default();
+        let found = self.probe_all(image, &probe_paths(files))?;
+        let mkdirs = plan_mkdirs(&image.name, files, &found)?;
+        let mut cmds = Self::command_file(dir.path(), &mkdirs, files)?;
+        let mut expected = Vec::new();
         for f in files {
-            let comps: Vec<&str> = f.path[1..].split('/').collect();
-            let mut parent = String::new();
-            for c in &comps[..comps.len() - 1] {
-                parent.push('/');
-                parent.push_str(c);
-                let kind = match known.get(&parent) {
-                    Some(k) => *k,
-                    None => {
-                        let k = self.probe_ref(image, &parent)?;
-                        known.insert(parent.clone(), k);
-                        k
-                    }
-                };
-                match kind {
-                    Entry::Dir => {}
-                    Entry::Missing => {
-                        known.insert(parent.clone(), Entry::Dir);
-                        mkdirs.push(parent.clone());
-                    }
-                    Entry::Other => return Err(Ext4Error::NotADirectory(parent)),
-                }
-            }
-            // `sif` after a failed `write` would retype whatever is there.
-            if known.get(&f.path) != Some(&Entry::Missing)
-                && self.probe_ref(image, &f.path)? == Entry::Dir
-            {
-                return Err(Ext4Error::IsADirectory(f.path.clone()));
-            }
+            cmds.push_str(&format!("cat {}\n", f.path));
+            expected.extend_from_slice(format!("debugfs: cat {}\n", f.path).as_bytes());
+            expected.extend_from_slice(&f.content);
         }
-        let cmds = Self::command_file(dir.path(), &mkdirs, files)?;
         let cmd = image
             .cmd("debugfs")
             .arg("-w")
@@ -352,7 +333,10 @@ impl Ext4Tools {
             .arg("-")
             .arg(&image.name)
             .stdin(cmds)
-            .limits(Limits::new(DEBUGFS_TIMEOUT, DEBUGFS_OUTPUT_MAX));
+            .limits(Limits::new(
+                DEBUGFS_TIMEOUT,
+                DEBUGFS_OUTPUT_MAX + expected.len(),
+            ));
         let out = self
             .runner
             .run(&cmd)
@@ -364,13 +348,35 @@ impl Ext4Tools {
                 bad.to_string(),
             ));
         }
-        for f in files {
-            let back = self.read(image, &f.path, f.content.len())?;
-            if back != f.content {
-                return Err(Ext4Error::Verify(f.path.clone()));
-            }
+        verify_read_back(&out.stdout, files)
+    }
+
+    /// What each of `paths` is in `image`, from one read-only debugfs run:
+    /// `stat` per path, each preceded by a `#` comment line carrying a
+    /// random marker (debugfs echoes comments as they are), so no text
+    /// from the image can pass for another path's answer.
+    fn probe_all(&self, image: &ImageRef, paths: &[String]) -> Result<Vec<Probe>, Ext4Error> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(())
+        let mut script = String::new();
+        let mark = marker()?;
+        for (i, p) in paths.iter().enumerate() {
+            check_guest_path(p)?;
+            script.push_str(&format!("{mark} {i}\nstat {p}\n"));
+        }
+        let cmd = image
+            .cmd("debugfs")
+            .arg("-f")
+            .arg("-")
+            .arg(&image.name)
+            .stdin(script)
+            .limits(Limits::new(DEBUGFS_TIMEOUT, DEBUGFS_OUTPUT_MAX));
+        let out = self
+            .runner
+            .run(&cmd)
+            .map_err(|e| Ext4Error::Debugfs(image.name.clone(), e))?;
+        Ok(parse_probes(&out.stdout, &out.stderr, &mark, paths))
     }
 
     /// `e2fsck -fy DEVICE`; its exit code (0 clean, 1 corrected, ≥ 4 errors left).
@@ -394,6 +400,167 @@ impl Ext4Tools {
             .map_err(|e| Ext4Error::Fsck(image.name.clone(), e))?;
         Ok(out.status)
     }
+}
+
+/// One `stat` answer: what the path is, or what debugfs said instead.
+pub type Probe = Result<Entry, String>;
+
+/// A `#` comment line with 128 random bits: debugfs echoes it on stdout.
+fn marker() -> Result<String, Ext4Error> {
+    let mut b = [0u8; 16];
+    rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
+        .map_err(|e| Ext4Error::TempDir(e.into()))?;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!("# banger-probe-{hex}"))
+}
+
+/// Every parent directory and every target of `files`, each once, in order.
+pub fn probe_paths(files: &[GuestFile]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for f in files {
+        let mut parent = String::new();
+        let comps: Vec<&str> = f.path[1..].split('/').collect();
+        for c in &comps[..comps.len() - 1] {
+            parent.push('/');
+            parent.push_str(c);
+            if seen.insert(parent.clone()) {
+                out.push(parent.clone());
+            }
+        }
+        if seen.insert(f.path.clone()) {
+            out.push(f.path.clone());
+        }
+    }
+    out
+}
+
+/// Split the output of a [`Ext4Tools::probe_all`] run: the section after
+/// `MARK i` must start with the echo `debugfs: stat PATH`, then stat's
+/// `Inode: N   Type: T` line; an empty section is a missing path when
+/// stderr says `PATH: File not found by ext2_lookup`, else that line.
+pub fn parse_probes(stdout: &[u8], stderr: &[u8], mark: &str, paths: &[String]) -> Vec<Probe> {
+    let out = String::from_utf8_lossy(stdout);
+    let err = String::from_utf8_lossy(stderr);
+    let mut sections: Vec<Option<Vec<&str>>> = vec![None; paths.len()];
+    let mut cur: Option<usize> = None;
+    for line in out.lines() {
+        if let Some(i) = line
+            .strip_prefix(mark)
+            .and_then(|r| r.strip_prefix(' '))
+            .and_then(|r| r.parse::<usize>().ok())
+            .filter(|i| *i < paths.len())
+        {
+            cur = Some(i);
+            sections[i] = Some(Vec::new());
+        } else if let Some(s) = cur.and_then(|i| sections[i].as_mut()) {
+            if s.len() < 2 {
+                s.push(line);
+            }
+        }
+    }
+    paths
+        .iter()
+        .zip(sections)
+        .map(|(p, s)| {
+            let s = s.ok_or_else(|| format!("no answer for stat {p}"))?;
+            if s.first() != Some(&format!("debugfs: stat {p}").as_str()) {
+                return Err(format!("no answer for stat {p}"));
+            }
+            match s.get(1) {
+                Some(l) if l.starts_with("Inode: ") && l.contains("Type: directory") => {
+                    Ok(Entry::Dir)
+                }
+                Some(l) if l.starts_with("Inode: ") => Ok(Entry::Other),
+                _ => {
+                    let said = err
+                        .lines()
+                        .find_map(|l| l.strip_prefix(p.as_str())?.strip_prefix(": "))
+                        .map(str::trim_end);
+                    match said {
+                        Some("File not found by ext2_lookup") => Ok(Entry::Missing),
+                        Some(other) => Err(format!("{p}: {other}")),
+                        None => Err(format!("no answer for stat {p}")),
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+/// The missing parents of `files` to create, parents first (debugfs'
+/// `mkdir` on an existing name leaks an inode); refuses a parent that is
+/// not a directory and a target that is one (`sif` after a failed `write`
+/// would retype it), including one this very call creates.
+pub fn plan_mkdirs(
+    image: &Path,
+    files: &[GuestFile],
+    found: &[Probe],
+) -> Result<Vec<String>, Ext4Error> {
+    let paths = probe_paths(files);
+    let answers: std::collections::HashMap<&str, &Probe> =
+        paths.iter().map(String::as_str).zip(found).collect();
+    let mut made: std::collections::HashSet<String> = Default::default();
+    let mut mkdirs = Vec::new();
+    let kind = |p: &str, made: &std::collections::HashSet<String>| -> Result<Entry, Ext4Error> {
+        if made.contains(p) {
+            return Ok(Entry::Dir);
+        }
+        match answers.get(p) {
+            Some(Ok(k)) => Ok(*k),
+            Some(Err(said)) => Err(Ext4Error::DebugfsReported(image.into(), said.clone())),
+            None => Err(Ext4Error::DebugfsReported(
+                image.into(),
+                format!("no answer for stat {p}"),
+            )),
+        }
+    };
+    for f in files {
+        let comps: Vec<&str> = f.path[1..].split('/').collect();
+        let mut parent = String::new();
+        for c in &comps[..comps.len() - 1] {
+            parent.push('/');
+            parent.push_str(c);
+            match kind(&parent, &made)? {
+                Entry::Dir => {}
+                Entry::Missing => {
+                    made.insert(parent.clone());
+                    mkdirs.push(parent.clone());
+                }
+                Entry::Other => return Err(Ext4Error::NotADirectory(parent)),
+            }
+        }
+        if kind(&f.path, &made)? == Entry::Dir {
+            return Err(Ext4Error::IsADirectory(f.path.clone()));
+        }
+    }
+    Ok(mkdirs)
+}
+
+/// The tail of the writing run's stdout must be, per file, the echo
+/// `debugfs: cat PATH` and then exactly the content written.
+pub fn verify_read_back(stdout: &[u8], files: &[GuestFile]) -> Result<(), Ext4Error> {
+    let want: usize = files
+        .iter()
+        .map(|f| "debugfs: cat \n".len() + f.path.len() + f.content.len())
+        .sum();
+    let Some(mut at) = stdout.len().checked_sub(want) else {
+        return match files.first() {
+            Some(f) => Err(Ext4Error::Verify(f.path.clone())),
+            None => Ok(()),
+        };
+    };
+    for f in files {
+        let echo = format!("debugfs: cat {}\n", f.path);
+        let end = at + echo.len() + f.content.len();
+        if &stdout[at..at + echo.len()] != echo.as_bytes()
+            || stdout[at + echo.len()..end] != f.content[..]
+        {
+            return Err(Ext4Error::Verify(f.path.clone()));
+        }
+        at = end;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

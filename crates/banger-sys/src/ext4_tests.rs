@@ -285,3 +285,148 @@ fn root_an_owner_debugfs_cannot_open_what_the_owner_could_not() {
         "opened, then the file is missing: {e}"
     );
 }
+
+/// The nine files the daemon's customisation writes (crates/bangerd/src/vmdisk/custom.rs).
+pub(crate) fn nine_files() -> Vec<GuestFile> {
+    [
+        ("/etc/hostname", 0o644),
+        ("/etc/hosts", 0o644),
+        ("/etc/systemd/network/10-banger.network", 0o644),
+        ("/etc/network/interfaces", 0o644),
+        ("/etc/resolv.conf", 0o644),
+        ("/etc/machine-id", 0o444),
+        ("/root/.ssh/authorized_keys", 0o600),
+        ("/etc/ssh/ssh_host_ed25519_key", 0o600),
+        ("/etc/ssh/ssh_host_ed25519_key.pub", 0o644),
+    ]
+    .iter()
+    .map(|(p, m)| file(p, format!("content of {p}\n").as_bytes(), *m))
+    .collect()
+}
+
+fn stdin_text(c: &Cmd) -> String {
+    String::from_utf8(c.stdin.clone().unwrap_or_default()).unwrap()
+}
+
+#[test]
+fn a_nine_file_customisation_is_two_debugfs_runs() {
+    let img = mkfs();
+    let r = Arc::new(crate::runner::RecordingRunner::forwarding_to_host());
+    let t = Ext4Tools::new(r.clone());
+    let files = nine_files();
+    t.write_files(&img.path, &files).unwrap();
+    let cmds = r.cmds();
+    let name = img.path.to_str().unwrap();
+    assert_eq!(
+        r.calls(),
+        vec![
+            vec!["debugfs", "-f", "-", name],
+            vec!["debugfs", "-w", "-f", "-", name],
+        ]
+    );
+    // Run 1 stats every parent and target; run 2 makes the 7 missing
+    // parents (a fresh mkfs has none), writes and reads back.
+    let probes = stdin_text(&cmds[0]);
+    assert_eq!(probes.matches("\nstat ").count(), 16, "{probes}");
+    let writes = stdin_text(&cmds[1]);
+    let mkdirs: Vec<&str> = writes.lines().filter(|l| l.starts_with("mkdir ")).collect();
+    assert_eq!(
+        mkdirs,
+        [
+            "mkdir /etc",
+            "mkdir /etc/systemd",
+            "mkdir /etc/systemd/network",
+            "mkdir /etc/network",
+            "mkdir /root",
+            "mkdir /root/.ssh",
+            "mkdir /etc/ssh",
+        ]
+    );
+    assert_eq!(writes.matches("\ncat ").count(), 9);
+    for f in &files {
+        assert_eq!(
+            tools().read_file(&img.path, &f.path, 1 << 20).unwrap(),
+            f.content
+        );
+    }
+    let s = stat(&img.path, "/etc/machine-id");
+    assert!(
+        s.contains("Mode:  0444") && s.contains("User:  1000"),
+        "{s}"
+    );
+    // Again on the customised image: still two runs, nothing to create.
+    let r = Arc::new(crate::runner::RecordingRunner::forwarding_to_host());
+    let t = Ext4Tools::new(r.clone());
+    t.write_files(&img.path, &files).unwrap();
+    assert_eq!(r.calls().len(), 2);
+    assert!(!stdin_text(&r.cmds()[1]).contains("mkdir"));
+    assert_eq!(tools().fsck(&img.path).unwrap(), 0);
+}
+
+#[test]
+fn probe_answers_cannot_be_forged_by_text_in_the_image() {
+    let mark = "# banger-probe-00ff";
+    let paths = [
+        "/etc".to_string(),
+        "/etc/x".to_string(),
+        "/nope".to_string(),
+    ];
+    // An xattr-like value in /etc's stat output imitates the next answers
+    // with a marker the image cannot know.
+    let stdout = format!(
+        "{mark} 0\ndebugfs: stat /etc\nInode: 12   Type: regular    Mode: 0644\n\
+         # banger-probe-1234 1\ndebugfs: stat /etc/x\nInode: 13   Type: directory\n\
+         {mark} 1\ndebugfs: stat /etc/x\n{mark} 2\ndebugfs: stat /nope\n"
+    );
+    let stderr = "debugfs 1.47.0 (5-Feb-2023)\n/etc/x: Ext2 inode is not a directory \n\
+                  /nope: File not found by ext2_lookup \n";
+    let got = parse_probes(stdout.as_bytes(), stderr.as_bytes(), mark, &paths);
+    assert_eq!(
+        got,
+        vec![
+            Ok(Entry::Other),
+            Err("/etc/x: Ext2 inode is not a directory".to_string()),
+            Ok(Entry::Missing),
+        ]
+    );
+    // No section at all (debugfs died early): no answer, never "missing".
+    let got = parse_probes(
+        b"",
+        b"/etc: File not found by ext2_lookup \n",
+        mark,
+        &paths[..1],
+    );
+    assert_eq!(got, vec![Err("no answer for stat /etc".to_string())]);
+}
+
+#[test]
+fn read_back_must_match_byte_for_byte() {
+    let files = [file("/a", b"one\n", 0o644), file("/b", b"two", 0o644)];
+    let good = b"debugfs: write /tmp/x/0 /a\nAllocated inode: 12\ndebugfs: cat /a\none\ndebugfs: cat /b\ntwo";
+    verify_read_back(good, &files).unwrap();
+    let bad = b"debugfs: cat /a\none\ndebugfs: cat /b\ntwX";
+    assert!(matches!(verify_read_back(bad, &files), Err(Ext4Error::Verify(p)) if p == "/b"));
+    let short = b"debugfs: cat /b\ntwo";
+    assert!(matches!(verify_read_back(short, &files), Err(Ext4Error::Verify(p)) if p == "/a"));
+    let shifted = b"debugfs: cat /a\none\ndebugfs: cat /b\ntwo\n";
+    assert!(verify_read_back(shifted, &files).is_err());
+}
+
+#[test]
+fn a_target_the_same_call_makes_a_directory_is_refused_before_any_write() {
+    let img = mkfs();
+    let r = Arc::new(crate::runner::RecordingRunner::forwarding_to_host());
+    let t = Ext4Tools::new(r.clone());
+    let e = t
+        .write_files(
+            &img.path,
+            &[file("/a/b", b"x", 0o644), file("/a", b"y", 0o644)],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, Ext4Error::IsADirectory(ref p) if p == "/a"),
+        "{e}"
+    );
+    assert_eq!(r.calls().len(), 1, "only the probe run");
+    assert!(matches!(tools().probe(&img.path, "/a"), Ok(Entry::Missing)));
+}

@@ -249,16 +249,26 @@ impl<R: Runner> Runner for Bounded<R> {
 }
 
 /// A fake that records every command and answers from a script
-/// (default: success with empty output).
+/// (default: success with empty output, or, when forwarding, the
+/// [`HostRunner`]'s answer: it then counts real runs).
 #[derive(Debug, Default)]
 pub struct RecordingRunner {
     calls: Mutex<Vec<Cmd>>,
     answers: Mutex<Vec<(String, CmdOutput)>>,
+    forward_to_host: bool,
 }
 
 impl RecordingRunner {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Records every command, then runs the unscripted ones on the host.
+    pub fn forwarding_to_host() -> Self {
+        RecordingRunner {
+            forward_to_host: true,
+            ..Self::default()
+        }
     }
 
     /// Answer the next command whose argv joined by spaces contains `needle`.
@@ -284,6 +294,10 @@ impl Runner for RecordingRunner {
         let mut answers = self.answers.lock().unwrap();
         if let Some(i) = answers.iter().position(|(n, _)| line.contains(n.as_str())) {
             return Ok(answers.remove(i).1);
+        }
+        drop(answers);
+        if self.forward_to_host {
+            return HostRunner.output(cmd);
         }
         Ok(CmdOutput::default())
     }
