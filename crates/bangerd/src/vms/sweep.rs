@@ -3,10 +3,11 @@
 //! Disk objects with no row (dm snapshots `fc-rootfs-*`, loops backed by
 //! StateDir files, `<state>/vms/<id>` directories) are swept by
 //! [`crate::vmdisk::reconcile`], which runs right after this. Host-wide
-//! objects (taps on the bridge, the NAT set, the jailer base) are shared
-//! by one install only: they are swept by a system daemon, or a
-//! development daemon that set the network up itself (not under
-//! `BANGER_NO_NETWORK`, where the bridge and table belong to someone else).
+//! objects (taps on the bridge, the NAT set) belong to one install: they
+//! are swept by a system daemon, or a development daemon that set the
+//! network up itself (not under `BANGER_NO_NETWORK`, where the bridge and
+//! table belong to someone else). Jailer chroots only by a system daemon:
+//! every development daemon shares the default jailer base.
 
 use crate::daemon::Daemon;
 use crate::network::{NetPlan, NO_NETWORK_ENV};
@@ -276,6 +277,8 @@ pub fn run(d: &Daemon, roots: &Roots, host_wide: bool) -> Swept {
             }
             Err(e) => fail("the network plan".into(), &e),
         }
+    }
+    if host_wide && d.mode == Mode::System {
         // Jailer layout: <jailer_base>/<exec>/<id>/root.
         let execs = std::fs::read_dir(&d.cfg.jailer_base)
             .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())

@@ -169,7 +169,15 @@ async fn a_sweep_removes_what_no_row_records_and_keeps_the_rest() {
     assert!(!now.contains("ghost.vm") && now.contains("web.vm"), "{now}");
     assert!(s.errors.is_empty(), "{:?}", s.errors);
 
-    // Owning them: the orphan tap, every unleased NAT address, the chroot.
+    // A development daemon owning the network: the orphan tap and every
+    // unleased NAT address, but no chroot (the jailer base is shared).
+    let s = run(&f.d, &roots, true);
+    assert_eq!(s.taps, ["banger-deadbeef"]);
+    assert!(s.chroots.is_empty());
+    assert!(jail.join("ghost1").is_dir());
+    let before = rec.calls().len();
+    // A system daemon: the chroot too.
+    f.d.mode = banger_core::paths::Mode::System;
     let s = run(&f.d, &roots, true);
     let calls = rec.calls()[before..].to_vec();
     assert_eq!(s.taps, ["banger-deadbeef"]);
