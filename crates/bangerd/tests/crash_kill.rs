@@ -11,9 +11,14 @@
 //! has no init: a VM reaches `starting` with a live VMM, never `running`
 //! (no SSH), so a stop meets a VM mid-start.
 //!
+//! The second test runs the system way (a `banger-helper` process and
+//! `bangerd --config`, both in the namespace) and kills the helper `-9`
+//! mid-call instead; the helper comes back as its unit would, the daemon
+//! restarts cleanly (reconcile), and the same checks hold.
+//!
 //!   BANGER_CRASH_CYCLES=50 BANGER_CRASH_SEED=42 cargo test -p bangerd --test crash_kill -- --nocapture
 //!
-//! Default: 6 cycles (CI); the seed is printed, set it to replay a run.
+//! Default: 6 cycles each (CI); the seed is printed, set it to replay a run.
 
 use banger_sys::netns::NamedNetns;
 use banger_testkit::{http_unix, wait_until};
@@ -44,6 +49,9 @@ struct Env {
     dir: tempfile::TempDir,
     ns: NamedNetns,
     daemon: Option<Child>,
+    /// System mode: the install config both processes read.
+    config: Option<PathBuf>,
+    helper: Option<Child>,
 }
 
 impl Env {
@@ -51,21 +59,62 @@ impl Env {
         self.dir.path().join("run/bangerd.sock")
     }
 
-    fn start_daemon(&mut self) {
-        let log = std::fs::OpenOptions::new()
+    fn log(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("bangerd.log"))
-            .unwrap();
+            .unwrap()
+    }
+
+    fn start_helper(&mut self) {
+        let Some(cfg) = &self.config else { return };
+        let bin = Path::new(BIN).with_file_name("banger-helper");
         let child = Command::new("ip")
-            .args(["netns", "exec", self.ns.name(), BIN, "--dev"])
+            .args(["netns", "exec", self.ns.name()])
+            .arg(bin)
+            .arg("--config")
+            .arg(cfg)
+            .env("BANGER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(self.log())
+            .spawn()
+            .unwrap();
+        self.helper = Some(child);
+        let sock = self
+            .dir
+            .path()
+            .join("run")
+            .join(banger_proto::HELPER_SOCKET);
+        assert!(
+            wait_until(Duration::from_secs(30), || sock.exists()),
+            "banger-helper did not come up; see {}/bangerd.log",
+            self.dir.path().display()
+        );
+    }
+
+    fn kill_helper(&mut self) {
+        if let Some(mut c) = self.helper.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn start_daemon(&mut self) {
+        let mode: Vec<std::ffi::OsString> = match &self.config {
+            Some(cfg) => vec!["--config".into(), cfg.into()],
+            None => vec!["--dev".into()],
+        };
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.ns.name(), BIN])
+            .args(mode)
             .env("BANGER_STATE_DIR", self.dir.path().join("state"))
             .env("BANGER_RUNTIME_DIR", self.dir.path().join("run"))
             .env("BANGER_LOG", "info")
             .env("HOME", self.dir.path().join("home"))
             .env_remove("BANGER_NO_NETWORK")
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(self.log())
             .spawn()
             .unwrap();
         self.daemon = Some(child);
@@ -83,6 +132,20 @@ impl Env {
     fn kill9(&mut self) {
         if let Some(mut c) = self.daemon.take() {
             let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM: a clean shutdown (then a start reconciles).
+    fn stop_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            if !wait_until(Duration::from_secs(20), || {
+                c.try_wait().is_ok_and(|s| s.is_some())
+            }) {
+                let _ = c.kill();
+            }
             let _ = c.wait();
         }
     }
@@ -120,6 +183,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.kill9();
+        self.kill_helper();
         // Whatever a failed run left: VMMs, dm devices, loops of this dir.
         let root = self.dir.path().display().to_string();
         for (pid, _) in processes_under(&root) {
@@ -241,17 +305,29 @@ fn leftovers(env: &Env, ids: &[String]) -> Vec<String> {
     }
     let o = Command::new("find")
         .arg(env.dir.path().join("run"))
-        .args(["-type", "s", "!", "-name", "bangerd.sock"])
+        .args([
+            "-type",
+            "s",
+            "!",
+            "-name",
+            "bangerd.sock",
+            "!",
+            "-name",
+            "helper.sock",
+        ])
         .output()
         .unwrap();
     if !text(&o).trim().is_empty() {
         bad.push(format!("sockets: {}", text(&o)));
     }
+    // `ip netns exec` execs: the children's pids are the processes'.
     let daemon_pid = env.daemon.as_ref().map(|c| c.id() as i32);
+    let helper_pid = env.helper.as_ref().map(|c| c.id() as i32);
     let procs: Vec<_> = processes_under(&root)
         .into_iter()
         .filter(|(p, a0)| {
-            Some(*p) != daemon_pid && !a0.ends_with("bangerd") && !a0.ends_with("/ip")
+            let ours = [Some(*p) == daemon_pid, Some(*p) == helper_pid];
+            !ours.contains(&true) && !a0.ends_with("/ip")
         })
         .collect();
     if !procs.is_empty() {
@@ -327,8 +403,23 @@ enum Op {
     Rm,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    Daemon,
+    Helper,
+}
+
 #[test]
-fn kill_9_at_random_points_leaves_nothing_after_reconcile_and_rm_force() {
+fn kill_9_of_the_daemon_at_random_points_leaves_nothing_after_reconcile_and_rm_force() {
+    crash_cycles(Victim::Daemon);
+}
+
+#[test]
+fn kill_9_of_the_helper_mid_call_leaves_nothing_after_reconcile_and_rm_force() {
+    crash_cycles(Victim::Helper);
+}
+
+fn crash_cycles(victim: Victim) {
     if !rustix::process::geteuid().is_root() {
         println!("skipped: needs root (network namespace, loops, dm, QEMU)");
         return;
@@ -359,7 +450,7 @@ fn kill_9_at_random_points_leaves_nothing_after_reconcile_and_rm_force() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(6);
-    println!("crash test: BANGER_CRASH_SEED={seed} BANGER_CRASH_CYCLES={cycles}");
+    println!("crash test ({victim:?}): BANGER_CRASH_SEED={seed} BANGER_CRASH_CYCLES={cycles}");
     let mut rng = Rng(seed);
 
     let dir = tempfile::Builder::new()
@@ -371,7 +462,21 @@ fn kill_9_at_random_points_leaves_nothing_after_reconcile_and_rm_force() {
         dir,
         ns,
         daemon: None,
+        config: None,
+        helper: None,
     };
+    if victim == Victim::Helper {
+        let root = env.dir.path();
+        let mut cfg = banger_proto::install::InstallConfig::for_owner(0, 0, root.join("home"));
+        cfg.state_dir = root.join("state");
+        cfg.runtime_dir = root.join("run");
+        cfg.jailer_base = root.join("jail");
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        let path = root.join("install.toml");
+        std::fs::write(&path, cfg.render()).unwrap();
+        env.config = Some(path);
+        env.start_helper();
+    }
     let ssh = env.dir.path().join("home/.ssh");
     std::fs::create_dir_all(&ssh).unwrap();
     std::fs::write(
@@ -440,7 +545,20 @@ fn kill_9_at_random_points_leaves_nothing_after_reconcile_and_rm_force() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(at));
-        env.kill9();
+        match victim {
+            Victim::Daemon => env.kill9(),
+            Victim::Helper => {
+                env.kill_helper();
+                // Back as its unit would be; the call under way failed.
+                std::thread::sleep(Duration::from_millis(500));
+                env.start_helper();
+                // Let the operation end (a start may wait for SSH: cut it).
+                let _ = wait_until(Duration::from_secs(5), || {
+                    cmd.try_wait().is_ok_and(|s| s.is_some())
+                });
+                env.stop_daemon();
+            }
+        }
         for c in [Some(&mut cmd), starter.as_mut()].into_iter().flatten() {
             if !wait_until(Duration::from_secs(10), || {
                 c.try_wait().is_ok_and(|s| s.is_some())
@@ -449,7 +567,7 @@ fn kill_9_at_random_points_leaves_nothing_after_reconcile_and_rm_force() {
                 let _ = c.wait();
             }
         }
-        println!("cycle {cycle}: {op:?} {name} killed at {at} ms");
+        println!("cycle {cycle}: {op:?} {name}, {victim:?} killed at {at} ms");
         env.start_daemon();
         for vm in env.vms() {
             let id = vm["id"].as_str().unwrap().to_string();
@@ -467,7 +585,7 @@ fn kill_9_at_random_points_leaves_nothing_after_reconcile_and_rm_force() {
         );
     }
     println!(
-        "crash test: {cycles} cycles clean in {:.1}s (seed {seed})",
+        "crash test ({victim:?}): {cycles} cycles clean in {:.1}s (seed {seed})",
         t0.elapsed().as_secs_f64()
     );
     env.ok(&["image", "rm", "base"]);
