@@ -34,7 +34,7 @@ PY
 )
 [ "$got" = "$ip_c" ] || fail "host: $c.vm is '$got', expected $ip_c"
 # Guest → guest by name: the peer's sshd answers on NAME.vm:22.
-banner=$(vssh "$a" bash -c "exec 3<>/dev/tcp/$c.vm/22; head -c 7 <&3")
+banner=$(vssh "$a" "exec 3<>/dev/tcp/$c.vm/22; head -c 7 <&3")
 [ "$banner" = "SSH-2.0" ] || fail "guest→guest $c.vm:22 gave '$banner'"
 # Guest → outside stand-in through NAT.
 ip netns add "$ns"
@@ -45,5 +45,5 @@ ip -n "$ns" link set lo up; ip -n "$ns" route add default via 198.51.100.1
 ip netns exec "$ns" python3 -m http.server 8080 --bind "$outside" >/dev/null 2>&1 &
 web=$!
 wait_for 10 ip netns exec "$ns" python3 -c "import socket; socket.create_connection(('$outside',8080),1)"
-line=$(vssh "$a" bash -c "exec 3<>/dev/tcp/$outside/8080; printf 'GET / HTTP/1.0\r\n\r\n' >&3; head -n1 <&3")
+line=$(vssh "$a" "exec 3<>/dev/tcp/$outside/8080; printf 'GET / HTTP/1.0\r\n\r\n' >&3; head -n1 <&3" | tr -d '\r')
 case "$line" in HTTP/1.0\ 200*) ;; *) fail "guest→outside: '$line'";; esac

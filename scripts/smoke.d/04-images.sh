@@ -47,7 +47,7 @@ json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.
 json.dump({"imageLayoutVersion": "1.0.0"}, open(os.path.join(lay, "oci-layout"), "w"))
 PY
 chown -R "$OWNER" "$w"
-b image build "$tag-oci" --from "$w/layout" --kernel "$w/vmlinux" >/dev/null; names+=("$tag-oci")
+b image build "$tag-oci" --from "$w/layout" >/dev/null; names+=("$tag-oci")
 # 3. the same layout pushed to a local registry, then pulled.
 mkdir -p "$w/registry"
 cat >"$w/registry.yml" <<YML
@@ -72,7 +72,7 @@ for d in [man["config"]["digest"]] + [l["digest"] for l in man["layers"]]:
 urllib.request.urlopen(urllib.request.Request(base + "/manifests/1", data=blob(idx["digest"]), method="PUT",
     headers={"Content-Type": idx["mediaType"]}))
 PY
-b image pull "127.0.0.1:$port/smoke/base:1" --name "$tag-pull" --kernel "$w/vmlinux" >/dev/null; names+=("$tag-pull")
+b image pull "127.0.0.1:$port/smoke/base:1" --name "$tag-pull" >/dev/null; names+=("$tag-pull")
 # 4. Debian (debootstrap; BANGER_SMOKE_MIRROR overrides the mirror).
 dargs=(--debian bookworm)
 [ -n "${BANGER_SMOKE_MIRROR:-}" ] && dargs+=(--mirror "$BANGER_SMOKE_MIRROR")

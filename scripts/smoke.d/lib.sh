@@ -2,7 +2,9 @@
 # What every smoke scenario shares. Sourced by scripts/smoke and by each
 # scenario (run as `bash NN-name.sh` with the environment scripts/smoke
 # exports: OWNER, OWNER_HOME, BASE_IMAGE, RUN, WORK, SMOKE_DIR).
-set -euo pipefail
+set -Eeuo pipefail
+# A command that fails under set -e names itself in the FAIL line.
+trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
 
 BANGER=/usr/local/bin/banger
 
