@@ -14,7 +14,7 @@ check_alive() {
 }
 if [ "${SMOKE_NO_START:-}" = 1 ]; then
   # No systemd: the supervisors of scripts/smoke restart what stops.
-  pkill -TERM -x bangerd; pkill -TERM -x banger-helper
+  pkill -TERM -f -- '/bangerd --config'; pkill -TERM -x banger-helper
 else
   b system restart >/dev/null
 fi

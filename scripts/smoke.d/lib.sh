@@ -61,4 +61,4 @@ wait_for() {
 }
 
 # The daemon's pid (any mode).
-daemon_pid() { pgrep -x bangerd | head -n1; }
+daemon_pid() { pgrep -f -- '/bangerd --config' | head -n1; }
