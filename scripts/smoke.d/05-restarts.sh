@@ -14,12 +14,12 @@ check_alive() {
 }
 if [ "${SMOKE_NO_START:-}" = 1 ]; then
   # No systemd: the supervisors of scripts/smoke restart what stops.
-  pkill -TERM -f -- '/bangerd --config'; pkill -TERM -x banger-helper
+  kill -TERM "$(daemon_pid)" "$(helper_pid)"
 else
   b system restart >/dev/null
 fi
 check_alive "system restart"
 kill -TERM "$(daemon_pid)"; sleep 1; check_alive "a daemon restart"
-pkill -TERM -x banger-helper; sleep 1; check_alive "a helper restart"
+kill -TERM "$(helper_pid)"; sleep 1; check_alive "a helper restart"
 b vm stop "$n" >/dev/null
 [ "$(vm_field "$n" state)" = stopped ] || fail "stop after the restarts"

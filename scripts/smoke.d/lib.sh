@@ -60,5 +60,16 @@ wait_for() {
   done
 }
 
-# The daemon's pid (any mode).
-daemon_pid() { pgrep -f -- '/bangerd --config' | head -n1; }
+# The install's daemon / helper pid: systemd's MainPID, or what the smoke
+# supervisor recorded (never looked up by name: other bangers are not ours).
+service_pid() {
+  if [ "${SMOKE_NO_START:-}" = 1 ]; then
+    cat "$PIDS/$1.pid"
+  else
+    local unit=bangerd.service
+    [ "$1" = helper ] && unit=banger-helper.service
+    systemctl show -p MainPID --value "$unit"
+  fi
+}
+daemon_pid() { service_pid daemon; }
+helper_pid() { service_pid helper; }
