@@ -2,6 +2,7 @@
 # systemd or the smoke supervisor): after rm --force, no leftovers.
 source "$(dirname "$0")/lib.sh"
 n=$(vm_name killed)
+trap 'b vm rm --force "$n" >/dev/null 2>&1 || true' EXIT
 b vm create "$n" --image "$BASE_IMAGE" --vcpus 1 --memory 512 >/dev/null 2>&1 & c=$!
 wait_for 30 b vm inspect "$n" || fail "create never recorded $n"
 id=$(vm_field "$n" id)

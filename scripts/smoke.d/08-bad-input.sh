@@ -17,7 +17,7 @@ pid=$(vm_field "$n" pid)
 vms_before=$(b vm ls --json | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
 expect_one_line_error "no image" b vm create "$(vm_name x1)" --image "no-such-image-$RUN"
 expect_one_line_error "exists already" b vm create "$n" --image "$BASE_IMAGE"
-for bad in "UPPER" "-lead" "a_b" "$(printf 'x%.0s' $(seq 1 70))" "../x"; do
+for bad in "UPPER" "trail-" "a_b" "$(printf 'x%.0s' $(seq 1 70))" "../x"; do
   expect_one_line_error "" b vm create "$bad" --image "$BASE_IMAGE"
 done
 expect_one_line_error "memory" b vm create "$(vm_name x2)" --image "$BASE_IMAGE" --memory 64
