@@ -6,6 +6,7 @@ a=$(vm_name neta); c=$(vm_name netb)
 ns="bgtest-smk${RUN}-out"; ho="bgsmk${RUN}o0"; no="bgsmk${RUN}o1"
 outside=198.51.100.2
 cleanup() {
+  set +e; trap - ERR
   [ -n "${web:-}" ] && kill "$web" 2>/dev/null
   ip link del "$ho" 2>/dev/null
   ip netns del "$ns" 2>/dev/null

@@ -6,6 +6,7 @@ source "$(dirname "$0")/lib.sh"
 n=$(vm_name sync); bad=$(vm_name syncbad)
 src="$OWNER_HOME/smoke-sync-$RUN"; cfg="$OWNER_HOME/.config/banger/config.toml"
 cleanup() {
+  set +e; trap - ERR
   b vm rm --force "$n" >/dev/null 2>&1; b vm rm --force "$bad" >/dev/null 2>&1
   rm -rf "$src"; [ -e "$cfg.smoke-$RUN" ] && mv "$cfg.smoke-$RUN" "$cfg"
   return 0

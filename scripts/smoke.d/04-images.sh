@@ -5,6 +5,7 @@ source "$(dirname "$0")/lib.sh"
 tag="s${RUN}"; w="$OWNER_HOME/smoke-img-$RUN"; port=$((5100 + RUN % 800))
 names=(); vms=()
 cleanup() {
+  set +e; trap - ERR
   for v in "${vms[@]}"; do b vm rm --force "$v" >/dev/null 2>&1; done
   for i in "${names[@]}"; do b image rm "$i" >/dev/null 2>&1; done
   [ -n "${reg:-}" ] && kill "$reg" 2>/dev/null

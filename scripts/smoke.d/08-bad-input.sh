@@ -6,6 +6,7 @@ source "$(dirname "$0")/lib.sh"
 n=$(vm_name bystander)
 fs="$WORK/full-$RUN"; mnt="$fs.d"
 cleanup() {
+  set +e; trap - ERR
   [ -n "${dev:-}" ] && kill "$dev" 2>/dev/null && wait "$dev" 2>/dev/null
   mountpoint -q "$mnt" && umount "$mnt"
   rm -rf "$fs" "$mnt"
