@@ -31,6 +31,8 @@ expect_one_line_error() {
   local err rc=0
   err=$("$@" 2>&1 >/dev/null) || rc=$?
   [ "$rc" -ne 0 ] || fail "$* succeeded; expected: $text"
+  # Progress lines (`copy rootfs: 26% (17.0 MiB)`) go to stderr too.
+  err=$(printf '%s\n' "$err" | grep -vE '^[A-Za-z0-9 ._/-]+: [0-9]+% \(' || true)
   [ "$(printf '%s\n' "$err" | grep -c .)" -eq 1 ] || fail "$*: not one line: $err"
   printf '%s' "$err" | grep -qF -- "$text" || fail "$*: '$err' lacks '$text'"
 }
