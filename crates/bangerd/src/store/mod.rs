@@ -59,8 +59,12 @@ pub enum StoreError {
     Chmod(PathBuf, #[source] std::io::Error),
     #[error("migrating database to schema {0}")]
     Migrate(usize, #[source] rusqlite::Error),
-    #[error("database schema {found} is newer than this bangerd knows ({known})")]
+    #[error("database schema {found} is newer than this bangerd knows ({known}); left unchanged: upgrade banger")]
     TooNew { found: usize, known: usize },
+    #[error("database {0} is not a banger database or is damaged; left unchanged: move it aside or restore a backup")]
+    Unreadable(PathBuf, #[source] rusqlite::Error),
+    #[error("database {0} is damaged ({1}); left unchanged: move it aside or restore a backup")]
+    Damaged(PathBuf, String),
     #[error("database query failed")]
     Sql(#[from] rusqlite::Error),
 }
@@ -72,6 +76,30 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// Before anything writes to an existing database: it must read as
+/// SQLite, pass `quick_check`, and carry a schema this build knows. A
+/// refusal leaves the file byte for byte as it was.
+fn check_existing(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let unreadable = |e| StoreError::Unreadable(path.into(), e);
+    let version: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(unreadable)?;
+    let verdict: String = conn
+        .pragma_query_value(None, "quick_check", |r| r.get(0))
+        .map_err(unreadable)?;
+    if verdict != "ok" {
+        let first = verdict.lines().next().unwrap_or("").to_string();
+        return Err(StoreError::Damaged(path.into(), first));
+    }
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    Ok(())
+}
+
 impl Store {
     /// Open (creating if needed) the database at `path`, make it 0600, turn
     /// on WAL and foreign keys, and run pending migrations.
@@ -79,7 +107,11 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::CreateDir(dir.into(), e))?;
         }
+        let existed = path.exists();
         let conn = Connection::open(path).map_err(|e| StoreError::Open(path.into(), e))?;
+        if existed {
+            check_existing(&conn, path)?;
+        }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| StoreError::Chmod(path.into(), e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;

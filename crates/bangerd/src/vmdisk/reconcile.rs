@@ -8,7 +8,7 @@ use crate::store::vms as table;
 use crate::vmdisk::orphans::{self as plan, HostDisks, Recorded};
 use banger_core::vm::VmState;
 use banger_proto::helper::{self as m, method};
-use banger_sys::loopdev::{KernelLoops, LoopOps};
+use banger_sys::loopdev::{KernelLoops, LoopInfo, LoopOps};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -53,6 +53,31 @@ pub fn at_start(d: &Daemon) {
     }
 }
 
+/// Whether dm device `name` sits on a loop backed by a file under `state`
+/// (its `<sys>/block/dm-N/slaves`).
+fn dm_on_state(sys_root: &Path, name: &str, loops: &[LoopInfo], state: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(sys_root.join("block")) else {
+        return false;
+    };
+    for e in rd.flatten() {
+        let named = std::fs::read_to_string(e.path().join("dm/name"))
+            .is_ok_and(|n| n.trim_end_matches('\n') == name);
+        if !named {
+            continue;
+        }
+        let Ok(slaves) = std::fs::read_dir(e.path().join("slaves")) else {
+            return false;
+        };
+        return slaves.flatten().any(|s| {
+            loops.iter().any(|l| {
+                l.device.file_name() == Some(s.file_name().as_os_str())
+                    && l.backing_file.starts_with(state)
+            })
+        });
+    }
+    false
+}
+
 /// Read rows and the host under `sys_root`, decide with
 /// [`crate::vmdisk::orphans::plan`], act.
 pub fn run(d: &Daemon, sys_root: &Path) -> Result<Report, VmDiskError> {
@@ -89,10 +114,15 @@ pub fn run(d: &Daemon, sys_root: &Path) -> Result<Report, VmDiskError> {
         .canonicalize()
         .unwrap_or_else(|_| d.paths.state_dir.clone());
     let loops = KernelLoops::new(sys_root);
-    let host = HostDisks {
+    let mut host = HostDisks {
         loops: loops.list().unwrap_or_default(),
         dm: banger_sys::dm::list_sysfs(sys_root).unwrap_or_default(),
     };
+    // Another daemon's snapshots (another StateDir) are not ours to clean.
+    host.dm.retain(|(name, _)| {
+        recorded.iter().any(|r| r.handles.dm_name == *name)
+            || dm_on_state(sys_root, name, &host.loops, &state)
+    });
     let p = plan::plan(&host, &recorded, &state, &|id| running.contains(id));
     for h in p.cleanup {
         let what = if h.dm_name.is_empty() {

@@ -44,6 +44,18 @@ fn reconcile_cleans_orphans_and_marks_vanished_disks_broken() {
     std::fs::write(f.state().join("vms/bgtest-orphan/cow.img"), b"x").unwrap();
     sysfs_dm(&sys, 0, "fc-rootfs-zz", "BANGER-fc-rootfs-zz");
     sysfs_dm(&sys, 1, "vg0-root", "LVM-1");
+    // zz sits on a loop of this StateDir; yy (another daemon's) does not.
+    sysfs_dm(&sys, 2, "fc-rootfs-yy", "BANGER-fc-rootfs-yy");
+    for (dm, lp, file) in [
+        (0, 7, f.state().join("images/gone-image/rootfs.ext4")),
+        (2, 8, "/elsewhere/state/vms/yy/cow.img".into()),
+    ] {
+        let slaves = sys.join(format!("block/dm-{dm}/slaves/loop{lp}"));
+        std::fs::create_dir_all(&slaves).unwrap();
+        let l = sys.join(format!("block/loop{lp}/loop"));
+        std::fs::create_dir_all(&l).unwrap();
+        std::fs::write(l.join("backing_file"), format!("{}\n", file.display())).unwrap();
+    }
     let before = rec.calls().len();
     let r = reconcile::run(&f.d, &sys).unwrap();
     assert_eq!(r.cleaned, vec!["fc-rootfs-zz".to_string()]);
@@ -52,7 +64,7 @@ fn reconcile_cleans_orphans_and_marks_vanished_disks_broken() {
     assert_eq!(r.deactivated, vec!["run".to_string(), "stop".to_string()]);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let calls = &rec.calls()[before..];
-    assert_eq!(calls.len(), 1);
+    assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(
         calls[0],
         (
@@ -60,6 +72,7 @@ fn reconcile_cleans_orphans_and_marks_vanished_disks_broken() {
             json!({"handles": {"dm_name": "fc-rootfs-zz", "dm_device": "", "base_loop": "", "cow_loop": ""}})
         )
     );
+    // Nothing of yy's (its loops are another StateDir's).
     assert_eq!(row(&f.d, "gone").0, "broken");
     assert_eq!(row(&f.d, "run").0, "broken");
     assert_eq!(row(&f.d, "keep").0, "stopped");

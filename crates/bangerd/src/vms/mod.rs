@@ -6,6 +6,7 @@ pub mod reconcile;
 pub mod record;
 pub mod remove;
 pub mod run;
+pub mod sweep;
 
 use crate::images::catalog::CatalogError;
 use crate::network::NetworkError;
