@@ -124,12 +124,15 @@ pub struct Doctor {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Event {
-    /// `done` of `total` units (bytes, layers…) of `step`.
+    /// `done` of `total` units of `step`: bytes when `unit` is `bytes`,
+    /// seconds when `s`, a plain count (layers, steps) when absent.
     Progress {
         step: String,
         done: u64,
         #[serde(default)]
         total: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
     },
     /// A line of narration.
     Log { message: String },

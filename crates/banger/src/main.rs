@@ -137,11 +137,17 @@ enum VmCmd {
 enum ImageCmd {
     /// Import an image from an ext4 rootfs and an uncompressed kernel.
     Import {
+        /// Name of the new image.
         name: String,
+        /// ext4 root filesystem image (copied into the StateDir; the guest's
+        /// `/`).
         #[arg(long)]
         rootfs: PathBuf,
+        /// Uncompressed kernel (vmlinux) the VMs of this image boot.
         #[arg(long)]
         kernel: PathBuf,
+        /// Initramfs to boot with the kernel (needed when the kernel's
+        /// virtio and ext4 drivers are modules).
         #[arg(long)]
         initrd: Option<PathBuf>,
     },
@@ -228,7 +234,50 @@ fn default_socket() -> PathBuf {
     }
 }
 
+/// The status a Unix tool killed by SIGPIPE reports (128 + 13).
+const CLOSED_PIPE: i32 = 141;
+
+/// Stdout's reader went away (`banger … | head`): stop quietly, as Unix
+/// tools do, with the status a SIGPIPE death reports.
+fn closed_pipe() -> ! {
+    std::process::exit(CLOSED_PIPE)
+}
+
+/// `println!` panics on a closed stdout ("failed printing to stdout:
+/// Broken pipe"); that one panic becomes a quiet exit, others keep the
+/// default report.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            closed_pipe();
+        }
+        default(info);
+    }));
+}
+
+/// Write `text` and a newline to stdout; a closed pipe ends the process
+/// quietly.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = writeln!(o, "{text}").and_then(|()| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            closed_pipe();
+        }
+        eprintln!("banger: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -254,9 +303,9 @@ fn main() {
 
 fn print(json_mode: bool, v: &Value, text: impl FnOnce() -> String) {
     if json_mode {
-        println!("{}", serde_json::to_string_pretty(v).expect("JSON prints"));
+        out(&serde_json::to_string_pretty(v).expect("JSON prints"));
     } else {
-        println!("{}", text());
+        out(&text());
     }
 }
 
@@ -417,10 +466,14 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
             use std::io::Write;
             let mut logs = a.body;
             loop {
-                let mut out = std::io::stdout().lock();
-                out.write_all(logs.text.as_bytes())?;
-                out.flush()?;
-                drop(out);
+                let mut o = std::io::stdout().lock();
+                if let Err(e) = o.write_all(logs.text.as_bytes()).and_then(|()| o.flush()) {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        closed_pipe();
+                    }
+                    return Err(e.into());
+                }
+                drop(o);
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 let offset = logs.offset;
                 logs = client
@@ -436,7 +489,14 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
         .await;
     view.finish();
     let v = v?;
-    print(j, &v, || detail(&v));
+    if method == "DELETE" {
+        // The VM is gone: one line, not the inspect of what was.
+        print(j, &v, || {
+            format!("removed VM {}", output::field(&v, "name"))
+        });
+    } else {
+        print(j, &v, || detail(&v));
+    }
     Ok(())
 }
 

@@ -69,6 +69,23 @@ fn vm_ls_inspect_json_refused_rm_of_a_running_vm_and_rm() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // In text, rm of a VM that is not running says one line, all told.
+    db.write(|tx| {
+        tx.execute_batch(
+            "INSERT INTO vms (id, name, image_id, state, vcpus, memory_mib, disk_driver, created_at)
+               VALUES ('v3', 'old', 'img1', 'stopped', 1, 512, 'copy', 7);",
+        )
+    })
+    .unwrap();
+    let out = env.banger(&["vm", "rm", "old"]);
+    assert!(out.status.success(), "{out:?}");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(all, "removed VM old\n");
+
     // A created VM goes; its address is freed.
     let gone = env.ok_json(&["vm", "rm", "db", "--json"]);
     assert_eq!(gone["name"], "db");
@@ -101,5 +118,30 @@ fn vm_ls_inspect_json_refused_rm_of_a_running_vm_and_rm() {
         assert_eq!(out.status.code(), Some(1), "{verb}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("no VM \"nope\""), "{verb}: {err}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let env = start();
+    for args in [
+        &["vm", "ls", "--json"][..],
+        &["version", "--json"],
+        &["doctor"],
+    ] {
+        // The reader is gone before banger writes a byte (`| head -c0`).
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(r);
+        let out = std::process::Command::new(common::dev_daemon::cli())
+            .arg("--socket")
+            .arg(&env.socket)
+            .args(args)
+            .stdout(std::process::Stdio::from(w))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.is_empty(), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}");
     }
 }

@@ -175,7 +175,7 @@ pub fn pull(
         .map_err(|e| CatalogError::Write(layout.clone(), e))?;
     let pulled = rt
         .block_on(registry::pull(&r, &layout, &mut |what, bytes| {
-            p.step(what, bytes, None)
+            p.bytes(what, bytes, None)
         }))
         .map_err(CatalogError::Pull)?;
     p.log(format!(
