@@ -81,7 +81,9 @@ pub struct Vm {
 #[serde(deny_unknown_fields)]
 pub struct VmCreate {
     pub name: String,
-    pub image: String,
+    /// Absent: the owner's `default_image`, built once if missing.
+    #[serde(default)]
+    pub image: Option<String>,
     #[serde(default)]
     pub vcpus: Option<u8>,
     #[serde(default)]

@@ -1,15 +1,15 @@
 //! `banger`: the command-line client of bangerd.
 
 mod client;
+mod guest;
 mod manpages;
 mod output;
 mod system;
 
 use anyhow::{Context, Result};
 use banger_core::paths::{self, PathEnv};
-use banger_core::vm::VmState;
 use banger_proto::api::{
-    Doctor, Health, Image, ImageBuild, ImageImport, ImagePull, Logs, VersionInfo, Vm, VmCreate,
+    Doctor, Image, ImageBuild, ImageImport, ImagePull, Logs, VersionInfo, Vm, VmCreate,
 };
 use banger_proto::install::{InstallConfig, SYSTEM_CONFIG_PATH};
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -82,9 +82,11 @@ enum VmCmd {
     Create {
         /// Name of the new VM (DNS label: a-z, 0-9, '-').
         name: String,
-        /// Image to boot.
+        /// Image to boot (default: `default_image` from
+        /// ~/.config/banger/config.toml, "debian-bookworm", built once
+        /// when it does not exist yet).
         #[arg(long)]
-        image: String,
+        image: Option<String>,
         /// Virtual CPUs.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
         vcpus: u8,
@@ -504,28 +506,8 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
 /// (the process is replaced by ssh; its exit status is ssh's).
 async fn ssh(client: &Client, name: &str, command: &[String]) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let vm = client.get::<Vm>(&format!("/v1/vms/{name}")).await?.body;
-    let Some(ip) = vm.ip else {
-        anyhow::bail!("VM {name} has no address");
-    };
-    if vm.state.parse::<VmState>().ok() != Some(VmState::Running) {
-        anyhow::bail!(
-            "VM {name} is {}; start it with `banger vm start {name}`",
-            vm.state
-        );
-    }
-    let health = client.get::<Health>("/v1/health").await?.body;
-    let state_dir = PathBuf::from(health.state_dir);
-    let err = std::process::Command::new("ssh")
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            state_dir.join("known_hosts").display()
-        ))
-        .args(["-o", "StrictHostKeyChecking=yes"])
-        .arg(format!("root@{ip}"))
-        .args(command)
-        .exec();
+    let (ip, state_dir) = guest::target(client, name).await?;
+    let err = guest::ssh(&state_dir, ip).args(command).exec();
     Err(anyhow::Error::new(err).context("running ssh"))
 }
 

@@ -71,7 +71,7 @@ impl CreateReq {
     pub fn from_api(req: banger_proto::api::VmCreate) -> Self {
         CreateReq {
             name: req.name,
-            image: req.image,
+            image: req.image.unwrap_or_default(),
             vcpus: req.vcpus.unwrap_or(1).max(1),
             memory_mib: req.memory_mib.unwrap_or(512).max(128),
             start: req.start.unwrap_or(true),

@@ -2,6 +2,7 @@
 //! transition persisted in the `vms` row before the host is touched.
 
 pub mod create;
+pub mod default_image;
 pub mod reconcile;
 pub mod record;
 pub mod remove;
@@ -70,6 +71,8 @@ pub enum VmError {
     Teardown(String, Failures),
     #[error("state database")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    DefaultImage(#[from] default_image::DefaultImageError),
 }
 
 /// Every teardown step that failed, in order.
