@@ -1,6 +1,8 @@
 //! `banger`: the command-line client of bangerd.
 
 mod client;
+mod copy;
+mod exec;
 mod guest;
 mod manpages;
 mod output;
@@ -125,6 +127,26 @@ enum VmCmd {
         /// Command to run instead of a login shell.
         #[arg(last = true)]
         command: Vec<String>,
+    },
+    /// Run one command in a VM (no terminal): stdin passed through, stdout
+    /// and stderr kept apart; banger exits with the command's status (124
+    /// when --timeout runs out, 255 when SSH itself fails).
+    Exec {
+        name: String,
+        /// Give up (and exit 124) after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// The command and its arguments (after `--` when they start with `-`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Copy files or directories between the host and a VM (either side
+    /// `NAME:/path`; modes kept; into DST when it is a directory).
+    Cp {
+        /// `PATH` on the host or `NAME:/path` in a VM.
+        src: String,
+        /// `PATH` on the host or `NAME:/path` in a VM.
+        dst: String,
     },
     /// Print the VM's serial console log.
     Logs {
@@ -431,6 +453,18 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
             return Ok(());
         }
         VmCmd::Ssh { name, command } => return ssh(client, &name, &command).await,
+        VmCmd::Cp { src, dst } => return copy::copy(client, &src, &dst).await,
+        VmCmd::Exec {
+            name,
+            timeout,
+            command,
+        } => {
+            let code = exec::exec(client, &name, &command, j, timeout).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            return Ok(());
+        }
         VmCmd::Create {
             name,
             image,

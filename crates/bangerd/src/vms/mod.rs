@@ -3,6 +3,7 @@
 
 pub mod create;
 pub mod default_image;
+pub mod exec;
 pub mod reconcile;
 pub mod record;
 pub mod remove;
@@ -37,6 +38,8 @@ pub enum VmError {
     Busy(#[from] crate::vmm::registry::Busy),
     #[error("VM {0} is {1}; stop it first or use `banger vm rm --force`")]
     IsRunning(String, VmState),
+    #[error("VM {0} is {1}; start it with `banger vm start {0}`")]
+    NotRunning(String, VmState),
     #[error("VM {0} has no IP address")]
     NoIp(String),
     #[error(transparent)]

@@ -1,0 +1,243 @@
+//! The first-VM path and `vm exec` through the `banger` CLI against a real
+//! Debian guest (QEMU): from an empty StateDir and a `HOME` with no `.ssh`,
+//! `banger vm create NAME` (no `--image`) builds the default image once and
+//! boots a VM reachable with banger's own key; `vm exec` keeps stdout and
+//! stderr apart, passes stdin, propagates exit statuses, prints `--json`,
+//! honours `--timeout`. One image and one VM serve every assertion.
+
+mod common;
+
+use banger_testkit::http_unix;
+use base64::Engine;
+use common::guest_net::{gate, GuestNet};
+use std::os::unix::fs::PermissionsExt;
+use std::time::Instant;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn sha256(p: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Every entry under `root`: relative path, mode, content digest.
+fn listing(root: &std::path::Path) -> Vec<(String, u32, String)> {
+    let mut v = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let sum = if m.is_file() { sha256(&p) } else { "-".into() };
+            v.push((rel, m.permissions().mode() & 0o7777, sum));
+            if m.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn first_vm_with_no_preparation_then_exec() {
+    if let Err(why) = gate() {
+        println!("skipped: {why}");
+        return;
+    }
+    let g = GuestNet::start();
+    assert!(!g.home.join(".ssh").exists());
+
+    // No --image, nothing in the StateDir, no owner key.
+    let t = Instant::now();
+    let out = g.banger(&["vm", "create", "first", "--vcpus", "1", "--memory", "512"]);
+    println!("create from nothing in {:?}", t.elapsed());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        g.consoles()
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("default image debian-bookworm does not exist yet"),
+        "{err}"
+    );
+    let images = g.banger(&["image", "ls", "--json"]);
+    let images: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
+    assert_eq!(images[0]["name"], "debian-bookworm");
+    assert!(g.dir.path().join("state/ssh/id_ed25519").exists());
+    assert!(
+        !g.home.join(".ssh").exists(),
+        "banger wrote nothing in HOME"
+    );
+
+    // Reached with banger's own key (HOME has none).
+    let out = g.banger(&["vm", "ssh", "first", "--", "cat", "/etc/hostname"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "first");
+
+    // exec: streams apart, status propagated.
+    let out = g.banger(&[
+        "vm",
+        "exec",
+        "first",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+    let out = g.banger(&["vm", "exec", "first", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    // Arguments arrive as they were given.
+    let out = g.banger(&[
+        "vm", "exec", "first", "printf", "%s|", "a b", "it's", "$HOME",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "a b|it's|$HOME|",
+        "{}",
+        text(&out.stderr)
+    );
+    // stdin passed through.
+    let out = g.banger_in(&["vm", "exec", "first", "--", "wc", "-c"], &[7u8; 100_000]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "100000");
+    // --json.
+    let out = g.banger(&[
+        "vm",
+        "exec",
+        "first",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo o; echo e >&2; exit 42",
+    ]);
+    assert_eq!(out.status.code(), Some(42));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"exit_code": 42, "stdout": "o\n", "stderr": "e\n"})
+    );
+    // --timeout.
+    let t = Instant::now();
+    let out = g.banger(&["vm", "exec", "first", "--timeout", "2", "--", "sleep", "60"]);
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(t.elapsed().as_secs() < 30);
+    assert!(text(&out.stderr).contains("timed out after 2s"));
+
+    // cp: a 100 MiB file and a tree, there and back, identical.
+    let h = g.dir.path().join("cp");
+    std::fs::create_dir_all(&h).unwrap();
+    let big = h.join("big.bin");
+    {
+        use std::io::{Read, Write};
+        let mut r = std::fs::File::open("/dev/urandom").unwrap().take(100 << 20);
+        let mut w = std::fs::File::create(&big).unwrap();
+        std::io::copy(&mut r, &mut w).unwrap();
+        w.flush().unwrap();
+    }
+    let host_sum = sha256(&big);
+    let t = Instant::now();
+    let out = g.banger(&["vm", "cp", big.to_str().unwrap(), "first:/root/big.bin"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    println!("100 MiB up in {:?}", t.elapsed());
+    let out = g.banger(&["vm", "exec", "first", "sha256sum", "/root/big.bin"]);
+    assert_eq!(
+        text(&out.stdout).split_whitespace().next(),
+        Some(host_sum.as_str())
+    );
+    let back = h.join("back.bin");
+    let t = Instant::now();
+    let out = g.banger(&["vm", "cp", "first:/root/big.bin", back.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    println!("100 MiB down in {:?}", t.elapsed());
+    assert_eq!(sha256(&back), host_sum);
+
+    let tree = h.join("tree");
+    for (p, mode, body) in [
+        ("run.sh", 0o755, "#!/bin/sh\necho hi\n"),
+        ("sub/secret", 0o600, "s3cret"),
+        ("sub/deep/x.txt", 0o644, "x"),
+    ] {
+        let f = tree.join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, body).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::create_dir_all(tree.join("empty")).unwrap();
+    // Into an existing directory, then back under a new name.
+    let out = g.banger(&["vm", "cp", tree.to_str().unwrap(), "first:/root"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = g.banger(&[
+        "vm",
+        "exec",
+        "first",
+        "stat",
+        "-c",
+        "%a",
+        "/root/tree/sub/secret",
+        "/root/tree/run.sh",
+    ]);
+    assert_eq!(text(&out.stdout), "600\n755\n", "{}", text(&out.stderr));
+    let tree2 = h.join("tree2");
+    let out = g.banger(&["vm", "cp", "first:/root/tree", tree2.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(listing(&tree), listing(&tree2));
+    assert_eq!(listing(&tree).len(), 6, "{:?}", listing(&tree));
+
+    // The API: frames, stdin, status; a timeout.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = serde_json::json!({
+        "argv": ["sh", "-c", "cat; echo e >&2; exit 5"],
+        "stdin_b64": b64.encode("from the api"),
+    });
+    let (status, answer) = http_unix(
+        &g.socket,
+        "POST",
+        "/v1/vms/first/exec",
+        Some(&body.to_string()),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let (mut o, mut e, mut last) = (Vec::new(), Vec::new(), serde_json::Value::Null);
+    for line in answer.lines() {
+        let f: serde_json::Value = serde_json::from_str(line).unwrap();
+        match f["type"].as_str().unwrap() {
+            "stdout" => o.extend(b64.decode(f["data_b64"].as_str().unwrap()).unwrap()),
+            "stderr" => e.extend(b64.decode(f["data_b64"].as_str().unwrap()).unwrap()),
+            _ => last = f,
+        }
+    }
+    assert_eq!(text(&o), "from the api");
+    assert_eq!(text(&e), "e\n");
+    assert_eq!(last, serde_json::json!({"type": "exit", "exit_code": 5}));
+    let body = serde_json::json!({"argv": ["sleep", "60"], "timeout_secs": 1});
+    let (status, answer) = http_unix(
+        &g.socket,
+        "POST",
+        "/v1/vms/first/exec",
+        Some(&body.to_string()),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(answer.contains("\"code\":\"timeout\""), "{answer}");
+
+    let out = g.banger(&["vm", "rm", "--force", "first"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
