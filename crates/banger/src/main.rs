@@ -6,6 +6,7 @@ mod exec;
 mod guest;
 mod manpages;
 mod output;
+mod ports;
 mod system;
 
 use anyhow::{Context, Result};
@@ -98,6 +99,9 @@ enum VmCmd {
         /// Only create it (disk, address, customisation); start it later.
         #[arg(long)]
         no_start: bool,
+        /// Forward 127.0.0.1:HOSTPORT to the VM's GUESTPORT (repeatable).
+        #[arg(short = 'p', long = "port", value_name = "HOSTPORT:GUESTPORT")]
+        ports: Vec<String>,
     },
     /// List VMs.
     Ls,
@@ -148,6 +152,9 @@ enum VmCmd {
         /// `PATH` on the host or `NAME:/path` in a VM.
         dst: String,
     },
+    /// Forward host loopback ports to a VM's ports.
+    #[command(subcommand)]
+    Port(ports::PortCmd),
     /// Print the VM's serial console log.
     Logs {
         name: String,
@@ -288,7 +295,7 @@ fn quiet_on_closed_stdout() {
 
 /// Write `text` and a newline to stdout; a closed pipe ends the process
 /// quietly.
-fn out(text: &str) {
+pub(crate) fn out(text: &str) {
     use std::io::Write;
     let mut o = std::io::stdout().lock();
     if let Err(e) = writeln!(o, "{text}").and_then(|()| o.flush()) {
@@ -325,7 +332,7 @@ fn main() {
     }
 }
 
-fn print(json_mode: bool, v: &Value, text: impl FnOnce() -> String) {
+pub(crate) fn print(json_mode: bool, v: &Value, text: impl FnOnce() -> String) {
     if json_mode {
         out(&serde_json::to_string_pretty(v).expect("JSON prints"));
     } else {
@@ -465,23 +472,41 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
             }
             return Ok(());
         }
+        VmCmd::Port(cmd) => return ports::run(client, j, cmd).await,
         VmCmd::Create {
             name,
             image,
             vcpus,
             memory,
             no_start,
-        } => (
-            "POST",
-            "/v1/vms".to_string(),
-            body(&VmCreate {
-                name,
-                image,
-                vcpus: Some(vcpus),
-                memory_mib: Some(memory),
-                start: Some(!no_start),
-            }),
-        ),
+            ports: specs,
+        } => {
+            // Every -p checked before anything is made.
+            let specs = specs
+                .iter()
+                .map(|s| ports::parse(s))
+                .collect::<Result<Vec<_>>>()?;
+            let mut view = output::ProgressView::new();
+            let v = client
+                .call_stream(
+                    "POST",
+                    "/v1/vms",
+                    body(&VmCreate {
+                        name: name.clone(),
+                        image,
+                        vcpus: Some(vcpus),
+                        memory_mib: Some(memory),
+                        start: Some(!no_start),
+                    }),
+                    &mut |e| view.event(e),
+                )
+                .await;
+            view.finish();
+            let v = v?;
+            ports::add_all(client, &name, &specs).await?;
+            print(j, &v, || detail(&v));
+            return Ok(());
+        }
         VmCmd::Inspect(n) => {
             let v = client
                 .call("GET", &format!("/v1/vms/{}", n.name), None)

@@ -58,21 +58,64 @@ fn first_vm_with_no_preparation_then_exec() {
     let g = GuestNet::start();
     assert!(!g.home.join(".ssh").exists());
 
+    // file_sync from the owner's config: a symlink out of the home is
+    // refused, named (after the default image is built, once).
+    let cfgdir = g.home.join(".config/banger");
+    std::fs::create_dir_all(&cfgdir).unwrap();
+    std::fs::write(g.dir.path().join("outside"), "host secret").unwrap();
+    std::os::unix::fs::symlink(g.dir.path().join("outside"), g.home.join("escape")).unwrap();
+    std::fs::write(g.home.join("notes.txt"), "synced note\n").unwrap();
+    std::fs::create_dir_all(g.home.join("proj/sub")).unwrap();
+    std::fs::write(g.home.join("proj/sub/deep.txt"), "deep\n").unwrap();
+    let entries = "[[file_sync]]\nhost = \"~/notes.txt\"\nguest = \"/root/notes.txt\"\n\
+                   [[file_sync]]\nhost = \"proj\"\nguest = \"/srv/proj\"\n";
+    std::fs::write(
+        cfgdir.join("config.toml"),
+        format!("{entries}[[file_sync]]\nhost = \"~/escape\"\nguest = \"/root/leak\"\n"),
+    )
+    .unwrap();
+
     // No --image, nothing in the StateDir, no owner key.
     let t = Instant::now();
     let out = g.banger(&["vm", "create", "first", "--vcpus", "1", "--memory", "512"]);
-    println!("create from nothing in {:?}", t.elapsed());
+    println!("default image built (create refused) in {:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("default image debian-bookworm does not exist yet"),
+        "{err}"
+    );
+    assert!(
+        err.contains("file_sync refused: ~/escape:") && err.contains("outside the owner's home"),
+        "{err}"
+    );
+    assert!(!err.contains("host secret"));
+    std::fs::write(cfgdir.join("config.toml"), entries).unwrap();
+    let t = Instant::now();
+    let out = g.banger(&["vm", "create", "first", "--vcpus", "1", "--memory", "512"]);
+    println!("create in {:?}", t.elapsed());
     assert!(
         out.status.success(),
         "{}\n{}",
         text(&out.stderr),
         g.consoles()
     );
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("default image debian-bookworm does not exist yet"),
-        "{err}"
+    let out = g.banger(&[
+        "vm",
+        "exec",
+        "first",
+        "cat",
+        "/root/notes.txt",
+        "/srv/proj/sub/deep.txt",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "synced note\ndeep\n",
+        "{}",
+        text(&out.stderr)
     );
+    let out = g.banger(&["vm", "exec", "first", "test", "-e", "/root/leak"]);
+    assert_eq!(out.status.code(), Some(1));
     let images = g.banger(&["image", "ls", "--json"]);
     let images: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
     assert_eq!(images[0]["name"], "debian-bookworm");
@@ -238,6 +281,45 @@ fn first_vm_with_no_preparation_then_exec() {
     assert_eq!(status, 200);
     assert!(answer.contains("\"code\":\"timeout\""), "{answer}");
 
+    // Ports: the daemon's loopback (in the namespace) reaches sshd.
+    let banner = |port: &str| g.banner(port.parse().unwrap());
+    let out = g.banger(&["vm", "port", "add", "first", "80:22"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("below 1024"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = g.banger(&["vm", "port", "add", "first", "2222:22"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let b = banner("2222");
+    assert!(b.contains("SSH-2.0-OpenSSH"), "{b}");
+    let ls = g.banger(&["--json", "vm", "port", "ls", "first"]);
+    let ls: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(ls, serde_json::json!([{"host": 2222, "guest": 22}]));
+    // A second VM cannot take the port: a clear error.
+    let out = g.banger(&["vm", "create", "second", "--no-start", "-p", "2222:22"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("host port 2222 is forwarded to VM first already"),
+        "{err}"
+    );
+    assert!(g.banger(&["vm", "rm", "second"]).status.success());
+    // rm of the forward, then the VM's removal takes its forwards.
+    assert!(g
+        .banger(&["vm", "port", "rm", "first", "2222"])
+        .status
+        .success());
+    assert!(!banner("2222").contains("SSH-2.0"));
+    assert!(g
+        .banger(&["vm", "port", "add", "first", "2223:22"])
+        .status
+        .success());
+    assert!(banner("2223").contains("SSH-2.0-OpenSSH"));
+
     let out = g.banger(&["vm", "rm", "--force", "first"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let ss = g.in_ns(&["ss", "-ltnH"]);
+    assert!(!text(&ss.stdout).contains(":2223"), "{}", text(&ss.stdout));
 }

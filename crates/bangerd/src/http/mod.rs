@@ -8,6 +8,7 @@ pub mod exec;
 pub mod handler;
 pub mod images;
 pub mod listener;
+pub mod ports;
 pub mod serve;
 pub mod stream;
 pub mod system;
@@ -66,6 +67,9 @@ pub fn routes() -> Vec<Route> {
         r!(POST, "/v1/vms/{name}/exec", exec::exec_vm),
         r!(GET, "/v1/vms/{name}/archive", archive::get_archive),
         r!(PUT, "/v1/vms/{name}/archive", archive::put_archive),
+        r!(GET, "/v1/vms/{name}/ports", ports::list_ports),
+        r!(POST, "/v1/vms/{name}/ports", ports::add_port),
+        r!(DELETE, "/v1/vms/{name}/ports/{host}", ports::remove_port),
     ]
 }
 

@@ -94,6 +94,7 @@ impl CreateReq {
 /// unless `req.start` is false. Any failure undoes everything.
 pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, VmError> {
     let image = req.check(d)?;
+    let file_sync = super::file_sync::load(&d.cfg.owner_home)?;
     let plan = NetPlan::from_config(&d.cfg)?;
     let id = catalog::new_id()?;
     let now = std::time::SystemTime::now()
@@ -131,7 +132,7 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     let c = Customisation {
         identity: identity(&plan, &row, ip),
         ssh_public_key: None,
-        file_sync: vec![],
+        file_sync,
     };
     custom::customise(d, &id, &c, &HostRunner)?;
     // A dm snapshot is re-activated by start.

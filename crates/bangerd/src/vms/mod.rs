@@ -4,6 +4,7 @@
 pub mod create;
 pub mod default_image;
 pub mod exec;
+pub mod file_sync;
 pub mod reconcile;
 pub mod record;
 pub mod remove;
@@ -74,6 +75,10 @@ pub enum VmError {
     Teardown(String, Failures),
     #[error("state database")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    FileSync(#[from] file_sync::FileSyncError),
+    #[error(transparent)]
+    Port(#[from] crate::network::ports::PortError),
     #[error(transparent)]
     DefaultImage(#[from] default_image::DefaultImageError),
 }

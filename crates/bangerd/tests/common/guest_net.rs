@@ -162,6 +162,37 @@ impl GuestNet {
         out
     }
 
+    /// `argv` run inside the namespace.
+    pub fn in_ns(&self, argv: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(argv)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// The first line a TCP connect to `127.0.0.1:port` inside the
+    /// namespace reads (empty when refused or silent for 15 s).
+    pub fn banner(&self, port: u16) -> String {
+        use std::io::{BufRead, BufReader};
+        let path = PathBuf::from("/run/netns").join(&self.ns);
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+                return String::new();
+            };
+            c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            let mut line = String::new();
+            let _ = BufReader::new(c).read_line(&mut line);
+            line
+        })
+        .join()
+        .unwrap()
+    }
+
     pub fn banger(&self, args: &[&str]) -> Output {
         self.banger_in(args, b"")
     }
