@@ -244,6 +244,58 @@ fn first_vm_with_no_preparation_then_exec() {
     assert_eq!(listing(&tree), listing(&tree2));
     assert_eq!(listing(&tree).len(), 6, "{:?}", listing(&tree));
 
+    // The same through the API's tar archive: PUT a tree, GET it back.
+    let tarball = std::process::Command::new("tar")
+        .args(["-c", "-f", "-", "-C"])
+        .arg(&h)
+        .arg("tree")
+        .output()
+        .unwrap();
+    assert!(tarball.status.success());
+    let tar_text = String::from_utf8(tarball.stdout).unwrap();
+    assert!(g
+        .banger(&["vm", "exec", "first", "mkdir", "/root/api"])
+        .status
+        .success());
+    let (status, answer) = http_unix(
+        &g.socket,
+        "PUT",
+        "/v1/vms/first/archive?path=/root/api",
+        Some(&tar_text),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let out = g.banger(&[
+        "vm",
+        "exec",
+        "first",
+        "stat",
+        "-c",
+        "%a",
+        "/root/api/tree/sub/secret",
+    ]);
+    assert_eq!(text(&out.stdout), "600\n");
+    let (status, tar_back) = http_unix(
+        &g.socket,
+        "GET",
+        "/v1/vms/first/archive?path=/root/api/tree",
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let tree3 = h.join("tree3");
+    std::fs::create_dir_all(&tree3).unwrap();
+    let mut x = std::process::Command::new("tar")
+        .args(["-x", "-p", "-f", "-", "-C"])
+        .arg(&tree3)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(x.stdin.as_mut().unwrap(), tar_back.as_bytes()).unwrap();
+    drop(x.stdin.take());
+    assert!(x.wait().unwrap().success());
+    assert_eq!(listing(&tree), listing(&tree3.join("tree")));
+
     // The API: frames, stdin, status; a timeout.
     let b64 = base64::engine::general_purpose::STANDARD;
     let body = serde_json::json!({
