@@ -8,6 +8,7 @@ pub mod machine;
 pub mod names;
 pub mod net;
 pub mod paths;
+pub mod shellword;
 pub mod subids;
 pub mod units;
 pub mod vm;

@@ -81,7 +81,9 @@ pub struct Vm {
 #[serde(deny_unknown_fields)]
 pub struct VmCreate {
     pub name: String,
-    pub image: String,
+    /// Absent: the owner's `default_image`, built once if missing.
+    #[serde(default)]
+    pub image: Option<String>,
     #[serde(default)]
     pub vcpus: Option<u8>,
     #[serde(default)]
@@ -124,12 +126,15 @@ pub struct Doctor {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Event {
-    /// `done` of `total` units (bytes, layers…) of `step`.
+    /// `done` of `total` units of `step`: bytes when `unit` is `bytes`,
+    /// seconds when `s`, a plain count (layers, steps) when absent.
     Progress {
         step: String,
         done: u64,
         #[serde(default)]
         total: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
     },
     /// A line of narration.
     Log { message: String },
@@ -180,4 +185,33 @@ pub struct ImagePull {
     pub name: Option<String>,
     #[serde(default)]
     pub kernel: Option<String>,
+}
+
+/// `POST /v1/vms/{name}/exec` body: one command in the guest, no terminal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VmExec {
+    /// The command and its arguments (each arrives as given).
+    pub argv: Vec<String>,
+    /// Bytes for the command's stdin (base64; default none: stdin is empty).
+    #[serde(default)]
+    pub stdin_b64: Option<String>,
+    /// Give up after this many seconds (the command is killed).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// One line of the `application/x-ndjson` answer of `POST
+/// /v1/vms/{name}/exec`: output as it comes, then one `exit` or `error`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExecFrame {
+    /// Bytes the command wrote to stdout (base64).
+    Stdout { data_b64: String },
+    /// Bytes the command wrote to stderr (base64).
+    Stderr { data_b64: String },
+    /// The command ended with this status (255: SSH itself failed).
+    Exit { exit_code: i32 },
+    /// It could not run, or `timeout` ran out.
+    Error { code: String, message: String },
 }

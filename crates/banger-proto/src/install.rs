@@ -61,6 +61,10 @@ pub struct InstallConfig {
     /// helper creates for one VM. Absent in older files: [`DEFAULT_MAX_COW_BYTES`].
     #[serde(default = "defaults::max_cow_bytes")]
     pub max_cow_bytes: u64,
+    /// Whether `vm port add` may forward host ports below 1024 (the daemon
+    /// also needs the right to bind them).
+    #[serde(default)]
+    pub allow_low_ports: bool,
 }
 
 /// Default per-VM COW cap: 256 GiB (sparse, so only what the guest writes
@@ -155,6 +159,7 @@ impl InstallConfig {
             jail_uid_count: None,
             max_launches: defaults::max_launches(),
             max_cow_bytes: defaults::max_cow_bytes(),
+            allow_low_ports: false,
         }
     }
 

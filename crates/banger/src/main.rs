@@ -1,15 +1,18 @@
 //! `banger`: the command-line client of bangerd.
 
 mod client;
+mod copy;
+mod exec;
+mod guest;
 mod manpages;
 mod output;
+mod ports;
 mod system;
 
 use anyhow::{Context, Result};
 use banger_core::paths::{self, PathEnv};
-use banger_core::vm::VmState;
 use banger_proto::api::{
-    Doctor, Health, Image, ImageBuild, ImageImport, ImagePull, Logs, VersionInfo, Vm, VmCreate,
+    Doctor, Image, ImageBuild, ImageImport, ImagePull, Logs, VersionInfo, Vm, VmCreate,
 };
 use banger_proto::install::{InstallConfig, SYSTEM_CONFIG_PATH};
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -82,9 +85,11 @@ enum VmCmd {
     Create {
         /// Name of the new VM (DNS label: a-z, 0-9, '-').
         name: String,
-        /// Image to boot.
+        /// Image to boot (default: `default_image` from
+        /// ~/.config/banger/config.toml, "debian-bookworm", built once
+        /// when it does not exist yet).
         #[arg(long)]
-        image: String,
+        image: Option<String>,
         /// Virtual CPUs.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
         vcpus: u8,
@@ -94,6 +99,9 @@ enum VmCmd {
         /// Only create it (disk, address, customisation); start it later.
         #[arg(long)]
         no_start: bool,
+        /// Forward 127.0.0.1:HOSTPORT to the VM's GUESTPORT (repeatable).
+        #[arg(short = 'p', long = "port", value_name = "HOSTPORT:GUESTPORT")]
+        ports: Vec<String>,
     },
     /// List VMs.
     Ls,
@@ -124,6 +132,29 @@ enum VmCmd {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Run one command in a VM (no terminal): stdin passed through, stdout
+    /// and stderr kept apart; banger exits with the command's status (124
+    /// when --timeout runs out, 255 when SSH itself fails).
+    Exec {
+        name: String,
+        /// Give up (and exit 124) after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// The command and its arguments (after `--` when they start with `-`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Copy files or directories between the host and a VM (either side
+    /// `NAME:/path`; modes kept; into DST when it is a directory).
+    Cp {
+        /// `PATH` on the host or `NAME:/path` in a VM.
+        src: String,
+        /// `PATH` on the host or `NAME:/path` in a VM.
+        dst: String,
+    },
+    /// Forward host loopback ports to a VM's ports.
+    #[command(subcommand)]
+    Port(ports::PortCmd),
     /// Print the VM's serial console log.
     Logs {
         name: String,
@@ -137,11 +168,17 @@ enum VmCmd {
 enum ImageCmd {
     /// Import an image from an ext4 rootfs and an uncompressed kernel.
     Import {
+        /// Name of the new image.
         name: String,
+        /// ext4 root filesystem image (copied into the StateDir; the guest's
+        /// `/`).
         #[arg(long)]
         rootfs: PathBuf,
+        /// Uncompressed kernel (vmlinux) the VMs of this image boot.
         #[arg(long)]
         kernel: PathBuf,
+        /// Initramfs to boot with the kernel (needed when the kernel's
+        /// virtio and ext4 drivers are modules).
         #[arg(long)]
         initrd: Option<PathBuf>,
     },
@@ -228,7 +265,50 @@ fn default_socket() -> PathBuf {
     }
 }
 
+/// The status a Unix tool killed by SIGPIPE reports (128 + 13).
+const CLOSED_PIPE: i32 = 141;
+
+/// Stdout's reader went away (`banger … | head`): stop quietly, as Unix
+/// tools do, with the status a SIGPIPE death reports.
+fn closed_pipe() -> ! {
+    std::process::exit(CLOSED_PIPE)
+}
+
+/// `println!` panics on a closed stdout ("failed printing to stdout:
+/// Broken pipe"); that one panic becomes a quiet exit, others keep the
+/// default report.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            closed_pipe();
+        }
+        default(info);
+    }));
+}
+
+/// Write `text` and a newline to stdout; a closed pipe ends the process
+/// quietly.
+pub(crate) fn out(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = writeln!(o, "{text}").and_then(|()| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            closed_pipe();
+        }
+        eprintln!("banger: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -252,11 +332,11 @@ fn main() {
     }
 }
 
-fn print(json_mode: bool, v: &Value, text: impl FnOnce() -> String) {
+pub(crate) fn print(json_mode: bool, v: &Value, text: impl FnOnce() -> String) {
     if json_mode {
-        println!("{}", serde_json::to_string_pretty(v).expect("JSON prints"));
+        out(&serde_json::to_string_pretty(v).expect("JSON prints"));
     } else {
-        println!("{}", text());
+        out(&text());
     }
 }
 
@@ -380,23 +460,53 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
             return Ok(());
         }
         VmCmd::Ssh { name, command } => return ssh(client, &name, &command).await,
+        VmCmd::Cp { src, dst } => return copy::copy(client, &src, &dst).await,
+        VmCmd::Exec {
+            name,
+            timeout,
+            command,
+        } => {
+            let code = exec::exec(client, &name, &command, j, timeout).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            return Ok(());
+        }
+        VmCmd::Port(cmd) => return ports::run(client, j, cmd).await,
         VmCmd::Create {
             name,
             image,
             vcpus,
             memory,
             no_start,
-        } => (
-            "POST",
-            "/v1/vms".to_string(),
-            body(&VmCreate {
-                name,
-                image,
-                vcpus: Some(vcpus),
-                memory_mib: Some(memory),
-                start: Some(!no_start),
-            }),
-        ),
+            ports: specs,
+        } => {
+            // Every -p checked before anything is made.
+            let specs = specs
+                .iter()
+                .map(|s| ports::parse(s))
+                .collect::<Result<Vec<_>>>()?;
+            let mut view = output::ProgressView::new();
+            let v = client
+                .call_stream(
+                    "POST",
+                    "/v1/vms",
+                    body(&VmCreate {
+                        name: name.clone(),
+                        image,
+                        vcpus: Some(vcpus),
+                        memory_mib: Some(memory),
+                        start: Some(!no_start),
+                    }),
+                    &mut |e| view.event(e),
+                )
+                .await;
+            view.finish();
+            let v = v?;
+            ports::add_all(client, &name, &specs).await?;
+            print(j, &v, || detail(&v));
+            return Ok(());
+        }
         VmCmd::Inspect(n) => {
             let v = client
                 .call("GET", &format!("/v1/vms/{}", n.name), None)
@@ -417,10 +527,14 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
             use std::io::Write;
             let mut logs = a.body;
             loop {
-                let mut out = std::io::stdout().lock();
-                out.write_all(logs.text.as_bytes())?;
-                out.flush()?;
-                drop(out);
+                let mut o = std::io::stdout().lock();
+                if let Err(e) = o.write_all(logs.text.as_bytes()).and_then(|()| o.flush()) {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        closed_pipe();
+                    }
+                    return Err(e.into());
+                }
+                drop(o);
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 let offset = logs.offset;
                 logs = client
@@ -436,7 +550,14 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
         .await;
     view.finish();
     let v = v?;
-    print(j, &v, || detail(&v));
+    if method == "DELETE" {
+        // The VM is gone: one line, not the inspect of what was.
+        print(j, &v, || {
+            format!("removed VM {}", output::field(&v, "name"))
+        });
+    } else {
+        print(j, &v, || detail(&v));
+    }
     Ok(())
 }
 
@@ -444,28 +565,8 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
 /// (the process is replaced by ssh; its exit status is ssh's).
 async fn ssh(client: &Client, name: &str, command: &[String]) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let vm = client.get::<Vm>(&format!("/v1/vms/{name}")).await?.body;
-    let Some(ip) = vm.ip else {
-        anyhow::bail!("VM {name} has no address");
-    };
-    if vm.state.parse::<VmState>().ok() != Some(VmState::Running) {
-        anyhow::bail!(
-            "VM {name} is {}; start it with `banger vm start {name}`",
-            vm.state
-        );
-    }
-    let health = client.get::<Health>("/v1/health").await?.body;
-    let state_dir = PathBuf::from(health.state_dir);
-    let err = std::process::Command::new("ssh")
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            state_dir.join("known_hosts").display()
-        ))
-        .args(["-o", "StrictHostKeyChecking=yes"])
-        .arg(format!("root@{ip}"))
-        .args(command)
-        .exec();
+    let (ip, state_dir) = guest::target(client, name).await?;
+    let err = guest::ssh(&state_dir, ip).args(command).exec();
     Err(anyhow::Error::new(err).context("running ssh"))
 }
 

@@ -54,6 +54,21 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// One plain progress line: a percentage when the total is known, the
+/// amount in its unit (bytes as a size, seconds, else nothing: a count
+/// means nothing without its total).
+pub fn progress_line(step: &str, done: u64, total: Option<u64>, unit: Option<&str>) -> String {
+    let pct = total.map(|t| format!(" {}%", (done * 100).checked_div(t).unwrap_or(100)));
+    let amount = match (unit, total) {
+        (Some("bytes"), Some(t)) => format!(" ({} of {})", size(done), size(t)),
+        (Some("bytes"), None) => format!(" ({})", size(done)),
+        (Some("s"), _) => format!(" ({done}s)"),
+        (_, Some(t)) => format!(" ({done}/{t})"),
+        (_, None) => format!(" ({done})"),
+    };
+    format!("{step}:{}{amount}", pct.unwrap_or_default())
+}
+
 /// Shows a long operation's progress: bars on a terminal, plain lines
 /// (each step, then every 25 %) otherwise. Writes to stderr so `--json`
 /// output on stdout stays clean.
@@ -81,14 +96,21 @@ impl ProgressView {
                 self.finish();
                 eprintln!("{message}");
             }
-            Event::Progress { step, done, total } if self.tty => self.bar(step, *done, *total),
-            Event::Progress { step, done, total } => {
+            Event::Progress {
+                step,
+                done,
+                total,
+                unit,
+            } if self.tty => self.bar(step, *done, *total, unit.as_deref()),
+            Event::Progress {
+                step,
+                done,
+                total,
+                unit,
+            } => {
                 let quarter = total.map_or(0, |t| (done * 4).checked_div(t).unwrap_or(4));
                 if self.last_quarter.0 != *step || quarter > self.last_quarter.1 {
-                    let pct = total.map_or(String::new(), |t| {
-                        format!(" {}%", (done * 100).checked_div(t).unwrap_or(100))
-                    });
-                    eprintln!("{step}:{pct} ({})", size(*done));
+                    eprintln!("{}", progress_line(step, *done, *total, unit.as_deref()));
                     self.last_quarter = (step.clone(), quarter);
                 }
             }
@@ -96,19 +118,22 @@ impl ProgressView {
         }
     }
 
-    fn bar(&mut self, step: &str, done: u64, total: Option<u64>) {
+    fn bar(&mut self, step: &str, done: u64, total: Option<u64>, unit: Option<&str>) {
         if self.bar.as_ref().is_none_or(|(s, _)| s != step) {
             self.finish();
-            let pb = match total {
-                Some(t) => indicatif::ProgressBar::new(t).with_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{msg:>14} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-                    )
-                    .expect("template parses")
-                    .progress_chars("=> "),
-                ),
-                None => indicatif::ProgressBar::new_spinner(),
+            let template = match (total, unit) {
+                (Some(_), Some("bytes")) => {
+                    "{msg:>14} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}"
+                }
+                (Some(_), _) => "{msg:>14} [{bar:30}] {pos}/{len}",
+                (None, Some("bytes")) => "{spinner} {msg} {bytes}",
+                (None, Some("s")) => "{spinner} {msg} {pos}s",
+                (None, _) => "{spinner} {msg} {pos}",
             };
+            let style = indicatif::ProgressStyle::with_template(template)
+                .expect("template parses")
+                .progress_chars("=> ");
+            let pb = indicatif::ProgressBar::new(total.unwrap_or(0)).with_style(style);
             pb.set_message(step.to_string());
             self.bar = Some((step.to_string(), pb));
         }
@@ -139,6 +164,29 @@ mod tests {
             ],
         );
         assert_eq!(t, "NAME       STATE\na          running\nlong-name  x");
+    }
+
+    #[test]
+    fn progress_lines_print_byte_units_only_for_bytes() {
+        assert_eq!(progress_line("disk", 1, Some(1), None), "disk: 100% (1/1)");
+        assert_eq!(
+            progress_line("waiting for SSH", 3, None, Some("s")),
+            "waiting for SSH: (3s)"
+        );
+        assert_eq!(
+            progress_line("copy rootfs", 512 << 20, Some(1 << 30), Some("bytes")),
+            "copy rootfs: 50% (512.0 MiB of 1.0 GiB)"
+        );
+        assert_eq!(
+            progress_line("layer", 2048, None, Some("bytes")),
+            "layer: (2.0 KiB)"
+        );
+        for l in [
+            progress_line("disk", 1, Some(1), None),
+            progress_line("waiting for SSH", 1, None, Some("s")),
+        ] {
+            assert!(!l.contains(" B"), "{l}");
+        }
     }
 
     #[test]

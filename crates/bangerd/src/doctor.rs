@@ -100,15 +100,28 @@ pub fn disk_driver(f: &Facts) -> Check {
             "ok",
             format!("dm-snapshot: O(1) copy-on-write VM disks ({})", c.reason),
         ),
-        Driver::Copy => check(
-            "disk driver",
-            "warn",
-            format!(
-                "copy fallback: each VM disk is a copy of its image that never writes it ({})",
-                c.reason
-            ),
-        ),
+        Driver::Copy => copy_driver(&c),
     }
+}
+
+/// The copy driver's line: one statement of what a VM disk is on this
+/// StateDir (a reflink clone is cheap and says so; a full copy warns).
+fn copy_driver(c: &crate::vmdisk::driver::Choice) -> Check {
+    let (status, what) = match c.reflink {
+        Some(true) => (
+            "ok",
+            "copy driver with reflink: each VM disk is a copy-on-write clone of its image",
+        ),
+        Some(false) => (
+            "warn",
+            "copy driver: each VM disk is a full sparse copy of its image",
+        ),
+        None => (
+            "warn",
+            "copy driver: each VM disk is a full sparse copy of its image (reflink unknown)",
+        ),
+    };
+    check("disk driver", status, format!("{what} ({})", c.reason))
 }
 
 /// Whether `ssh <vm>.<domain>` can resolve from the host.
@@ -200,6 +213,26 @@ pub fn run(f: &Facts) -> Vec<Check> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn copy_driver_line_says_one_thing_per_filesystem() {
+        use crate::vmdisk::driver::{Choice, Driver};
+        let choice = |reflink| Choice {
+            driver: Driver::Copy,
+            reason: "no device-mapper in /proc/misc; x".into(),
+            reflink,
+        };
+        let yes = copy_driver(&choice(Some(true)));
+        assert_eq!(yes.status, "ok");
+        assert!(yes.detail.contains("copy-on-write clone"), "{yes:?}");
+        assert!(!yes.detail.contains("full"), "{yes:?}");
+        for r in [Some(false), None] {
+            let no = copy_driver(&choice(r));
+            assert_eq!(no.status, "warn");
+            assert!(no.detail.contains("full sparse copy"), "{no:?}");
+            assert!(!no.detail.contains("clone"), "{no:?}");
+        }
+    }
+
     fn facts<'a>(root: &'a Path, fc: &'a Path) -> Facts<'a> {
         Facts {
             root,
@@ -228,7 +261,7 @@ mod tests {
             c[0].detail.contains("TCG") && c[0].detail.contains("kvm_pvm"),
             "{c:?}"
         );
-        assert!(c[1].detail.starts_with("copy fallback"));
+        assert!(c[1].detail.starts_with("copy driver"), "{c:?}");
         assert!(c[2].detail.contains("server=/vm/"));
     }
 

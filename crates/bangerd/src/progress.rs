@@ -27,8 +27,22 @@ impl Progress {
         let _ = self.tx.send(e);
     }
 
-    /// `done` of `total` units of `step`.
+    /// `done` of `total` counted units (layers, steps) of `step`.
     pub fn step(&self, step: &str, done: u64, total: Option<u64>) {
+        self.step_in(step, None, done, total);
+    }
+
+    /// `done` of `total` bytes of `step`.
+    pub fn bytes(&self, step: &str, done: u64, total: Option<u64>) {
+        self.step_in(step, Some("bytes"), done, total);
+    }
+
+    /// `done` seconds of `step` (a wait with no known end).
+    pub fn seconds(&self, step: &str, done: u64) {
+        self.step_in(step, Some("s"), done, None);
+    }
+
+    fn step_in(&self, step: &str, unit: Option<&str>, done: u64, total: Option<u64>) {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let finished = total.is_some_and(|t| done >= t);
         let new_step = last.0 != step;
@@ -41,6 +55,7 @@ impl Progress {
             step: step.to_string(),
             done,
             total,
+            unit: unit.map(str::to_string),
         });
     }
 

@@ -92,7 +92,8 @@ fn every_documented_route_answers_on_a_real_socket() {
         || socket.exists()
     ));
 
-    for (method, path) in documented() {
+    let doc = documented();
+    for (method, path) in doc.clone() {
         let concrete = path.replace("{name}", "nosuch");
         let body = (method == "POST").then_some("{}");
         let (status, text) = http_unix(&socket, &method, &concrete, body).unwrap();
@@ -107,8 +108,10 @@ fn every_documented_route_answers_on_a_real_socket() {
             assert!(err_or_ok["code"].is_string(), "{method} {path}: {text}");
         }
         // A method the document does not list for this path is refused.
-        let (status, _) = http_unix(&socket, "PUT", &concrete, Some("{}")).unwrap();
-        assert_eq!(status, 405, "PUT {path}");
+        if !doc.contains(&("PUT".to_string(), path.clone())) {
+            let (status, _) = http_unix(&socket, "PUT", &concrete, Some("{}")).unwrap();
+            assert_eq!(status, 405, "PUT {path}");
+        }
     }
     let (status, text) = http_unix(&socket, "GET", "/v2/nothing", None).unwrap();
     assert_eq!(status, 404);

@@ -2,10 +2,13 @@
 //! The router is built from [`routes`], the one table the OpenAPI test
 //! compares with the document; handlers live per resource.
 
+pub mod archive;
 pub mod error;
+pub mod exec;
 pub mod handler;
 pub mod images;
 pub mod listener;
+pub mod ports;
 pub mod serve;
 pub mod stream;
 pub mod system;
@@ -61,6 +64,12 @@ pub fn routes() -> Vec<Route> {
         r!(POST, "/v1/vms/{name}/stop", vms::stop_vm),
         r!(POST, "/v1/vms/{name}/restart", vms::restart_vm),
         r!(GET, "/v1/vms/{name}/logs", vms::vm_logs),
+        r!(POST, "/v1/vms/{name}/exec", exec::exec_vm),
+        r!(GET, "/v1/vms/{name}/archive", archive::get_archive),
+        r!(PUT, "/v1/vms/{name}/archive", archive::put_archive),
+        r!(GET, "/v1/vms/{name}/ports", ports::list_ports),
+        r!(POST, "/v1/vms/{name}/ports", ports::add_port),
+        r!(DELETE, "/v1/vms/{name}/ports/{host}", ports::remove_port),
     ]
 }
 

@@ -70,10 +70,26 @@ pub async fn create_vm(
     State(d): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiFailure> {
-    let req = vms::CreateReq::from_api(parse::<VmCreate>(&body)?);
-    req.check(&d)?;
+    let mut body = parse::<VmCreate>(&body)?;
+    // No image named: the owner's default, built in the job if missing.
+    let default = body.image.is_none();
+    if default {
+        body.image = Some(vms::default_image::name(&d).map_err(VmError::from)?);
+    }
+    let req = vms::CreateReq::from_api(body);
+    match req.check(&d) {
+        Err(VmError::Image(crate::images::catalog::CatalogError::NotFound(_))) if default => {}
+        r => {
+            r?;
+        }
+    }
     Ok(vm_job(d, move |d, p| {
-        Box::pin(async move { vms::create(d, &req, p).await.map(|r| r.id) })
+        Box::pin(async move {
+            if default {
+                vms::default_image::ensure(d, &req.image, p)?;
+            }
+            vms::create(d, &req, p).await.map(|r| r.id)
+        })
     }))
 }
 

@@ -173,7 +173,7 @@ pub async fn pull(
         Staging::new(state_dir)
     })?;
     let layout = staging.dir.join(".layout");
-    let pulled = registry::pull(&r, &layout, &mut |what, bytes| p.step(what, bytes, None))
+    let pulled = registry::pull(&r, &layout, &mut |what, bytes| p.bytes(what, bytes, None))
         .await
         .map_err(CatalogError::Pull)?;
     p.log(format!(

@@ -146,7 +146,7 @@ pub fn copy_hashed(
                 .map_err(|e| CatalogError::Write(dst.into(), e))?;
         }
         done += n as u64;
-        p.step(step, done, Some(total));
+        p.bytes(step, done, Some(total));
     }
     to.set_len(done)
         .map_err(|e| CatalogError::Write(dst.into(), e))?;
@@ -171,7 +171,7 @@ pub fn digest_file(path: &Path, step: &str, p: &Progress) -> Result<String, Cata
         }
         h.update(&buf[..n]);
         done += n as u64;
-        p.step(step, done, total);
+        p.bytes(step, done, total);
     }
     Ok(format!("{:x}", h.finalize()))
 }

@@ -96,21 +96,23 @@ pub fn read_in_home(home: &Path, path: &Path, max: u64) -> Result<(Vec<u8>, u32)
 }
 
 /// The owner's public keys: `explicit`, or every `<home>/.ssh/*.pub`
-/// (sorted); each must resolve inside the home and parse as a key line.
+/// (sorted; none when there is no `.ssh`: banger's own key serves); each
+/// must resolve inside the home and parse as a key line.
 pub fn owner_keys(home: &Path, explicit: Option<&Path>) -> Result<Vec<String>, CustomError> {
     let paths = match explicit {
         Some(p) => vec![p.to_path_buf()],
         None => {
             let dir = home.join(".ssh");
-            let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(|e| CustomError::ListKeys(dir.clone(), e))?
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(it) => it,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+                Err(e) => return Err(CustomError::ListKeys(dir.clone(), e)),
+            };
+            let mut v: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "pub"))
                 .collect();
             v.sort();
-            if v.is_empty() {
-                return Err(CustomError::NoOwnerKey(dir));
-            }
             v
         }
     };
@@ -176,7 +178,9 @@ pub fn customise(
         (None, _) => return Err(VmDiskError::NotActive(vm_id.into())),
     };
     let home = &d.cfg.owner_home;
-    let keys = owner_keys(home, c.ssh_public_key.as_deref())?;
+    let mut keys = owner_keys(home, c.ssh_public_key.as_deref())?;
+    // banger's own key, in every VM: `vm ssh`/`vm exec` need nothing of the owner's.
+    keys.push(crate::sshkey::ensure(&d.paths.state_dir).map_err(CustomError::BangerKey)?);
     let mut synced = Vec::new();
     for fs in &c.file_sync {
         banger_sys::ext4::check_guest_path(&fs.dest)

@@ -30,14 +30,14 @@ pub fn select(proc_root: &Path, state_dir: &Path) -> Choice {
         };
     }
     let reflink = reflink_supported(state_dir);
-    let how = match reflink {
-        Some(true) => "reflink clones (the StateDir filesystem shares extents)",
-        Some(false) => "sparse copies (the StateDir filesystem has no reflink)",
-        None => "sparse copies (could not probe the StateDir filesystem)",
+    let fs = match reflink {
+        Some(true) => "the StateDir filesystem shares extents",
+        Some(false) => "the StateDir filesystem has no reflink",
+        None => "the StateDir filesystem could not be probed",
     };
     Choice {
         driver: Driver::Copy,
-        reason: format!("no device-mapper in {}: VM disks are {how}", misc.display()),
+        reason: format!("no device-mapper in {}; {fs}", misc.display()),
         reflink,
     }
 }

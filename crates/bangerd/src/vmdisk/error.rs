@@ -69,8 +69,8 @@ pub enum CustomError {
     TooLarge(PathBuf, u64),
     #[error("list {0}")]
     ListKeys(PathBuf, #[source] std::io::Error),
-    #[error("no SSH public key (*.pub) in {0}")]
-    NoOwnerKey(PathBuf),
+    #[error("banger's SSH key")]
+    BangerKey(#[source] crate::sshkey::KeyError),
     #[error("{0} is not an SSH public key")]
     BadKey(PathBuf, #[source] GuestError),
     #[error("invalid file_sync destination {0:?}: absolute, [A-Za-z0-9._/@+-], no . or ..")]

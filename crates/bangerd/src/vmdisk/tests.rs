@@ -324,11 +324,14 @@ fn customise_writes_the_guest_files_and_pins_the_host_key() {
     let files = written(&calls[1].1);
     let get = |p: &str| files.iter().find(|f| f.0 == p).unwrap().clone();
     assert_eq!(get("/etc/hostname").1, b"dev\n");
+    // The owner's key, then banger's own.
+    let banger = crate::sshkey::ensure(&f.state()).unwrap();
+    let banger = banger.trim_end_matches(" banger");
     assert_eq!(
         get("/root/.ssh/authorized_keys"),
         (
             "/root/.ssh/authorized_keys".into(),
-            format!("{KEY}\n").into_bytes(),
+            format!("{KEY}\n{banger}\n").into_bytes(),
             0o600
         )
     );
@@ -453,7 +456,7 @@ fn file_sync_and_key_paths_outside_the_home_are_refused() {
 }
 
 #[test]
-fn no_owner_key_is_an_error() {
+fn no_owner_key_means_banger_key_only_and_a_bad_owner_key_is_refused() {
     let rec = Arc::new(RecordingPriv::new());
     let f = fixture(rec.clone(), None);
     add_vm(&f.d, "nk", "created");
@@ -463,16 +466,26 @@ fn no_owner_key_is_an_error() {
         ssh_public_key: None,
         file_sync: vec![],
     };
-    assert!(matches!(
-        custom::customise(&f.d, "nk", &c, &HostRunner),
-        Err(VmDiskError::Custom(CustomError::NoOwnerKey(_)))
-    ));
     std::fs::write(f.home().join(".ssh/id.pub"), "not a key\n").unwrap();
     assert!(matches!(
         custom::customise(&f.d, "nk", &c, &HostRunner),
         Err(VmDiskError::Custom(CustomError::BadKey(..)))
     ));
     assert!(rec.calls().is_empty());
+    // No .ssh at all: banger's own key, alone.
+    std::fs::remove_dir_all(f.home().join(".ssh")).unwrap();
+    custom::customise(&f.d, "nk", &c, &HostRunner).unwrap();
+    let calls = rec.calls();
+    let files = written(&calls.last().unwrap().1);
+    let ak = files
+        .iter()
+        .find(|f| f.0 == "/root/.ssh/authorized_keys")
+        .unwrap();
+    let banger = crate::sshkey::ensure(&f.state()).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ak.1),
+        format!("{}\n", banger.trim_end_matches(" banger"))
+    );
 }
 
 #[test]

@@ -68,7 +68,7 @@ impl CreateReq {
     pub fn from_api(req: banger_proto::api::VmCreate) -> Self {
         CreateReq {
             name: req.name,
-            image: req.image,
+            image: req.image.unwrap_or_default(),
             vcpus: req.vcpus.unwrap_or(1).max(1),
             memory_mib: req.memory_mib.unwrap_or(512).max(128),
             start: req.start.unwrap_or(true),
@@ -91,6 +91,7 @@ impl CreateReq {
 /// unless `req.start` is false. Any failure undoes everything.
 pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, VmError> {
     let image = req.check(d)?;
+    let file_sync = super::file_sync::load(&d.cfg.owner_home)?;
     let plan = NetPlan::from_config(&d.cfg)?;
     let id = catalog::new_id()?;
     let now = std::time::SystemTime::now()
@@ -128,7 +129,7 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     let c = Customisation {
         identity: identity(&plan, &row, ip),
         ssh_public_key: None,
-        file_sync: vec![],
+        file_sync,
     };
     leaf(|| custom::customise(d, &id, &c, &HostRunner))?;
     // A dm snapshot is re-activated by start.

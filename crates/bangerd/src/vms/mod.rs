@@ -2,6 +2,9 @@
 //! transition persisted in the `vms` row before the host is touched.
 
 pub mod create;
+pub mod default_image;
+pub mod exec;
+pub mod file_sync;
 pub mod reconcile;
 pub mod record;
 pub mod remove;
@@ -37,6 +40,8 @@ pub enum VmError {
     Busy(#[from] crate::vmm::registry::Busy),
     #[error("VM {0} is {1}; stop it first or use `banger vm rm --force`")]
     IsRunning(String, VmState),
+    #[error("VM {0} is {1}; start it with `banger vm start {0}`")]
+    NotRunning(String, VmState),
     #[error("VM {0} has no IP address")]
     NoIp(String),
     #[error(transparent)]
@@ -71,6 +76,12 @@ pub enum VmError {
     Teardown(String, Failures),
     #[error("state database")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    FileSync(#[from] file_sync::FileSyncError),
+    #[error(transparent)]
+    Port(#[from] crate::network::ports::PortError),
+    #[error(transparent)]
+    DefaultImage(#[from] default_image::DefaultImageError),
 }
 
 /// Every teardown step that failed, in order.

@@ -29,7 +29,8 @@ pub async fn remove(d: &Daemon, name: &str, force: bool, p: &Progress) -> Result
         p.log(format!("stopping {}", row.name));
         run::tear_down(d, &row, std::time::Duration::ZERO).await?;
     }
-    p.log(format!("removing {}'s disk", row.name));
+    crate::network::ports::forget_vm(&row.id);
+    tracing::info!(vm = %row.name, "removing the disk");
     leaf(|| vmdisk::destroy(d, &row.id))?;
     let rt = d.paths.vm_runtime_dir(&row.id);
     match leaf(|| std::fs::remove_dir_all(&rt)) {

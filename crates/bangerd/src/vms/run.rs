@@ -206,7 +206,7 @@ async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Resu
             return Ok(());
         }
         let waited = t.elapsed();
-        p.step("waiting for SSH", waited.as_secs(), None);
+        p.seconds("waiting for SSH", waited.as_secs());
         if waited >= limit {
             return Err(VmError::NotReady(row.name.clone(), ip, limit.as_secs()));
         }

@@ -187,27 +187,20 @@ pub fn orphan_vmms(
     out
 }
 
-fn known(d: &Daemon) -> Known {
-    let rows: Vec<(String, String, Option<String>)> = d
-        .store
-        .read(|c| {
-            let mut st = c.prepare(
-                "SELECT v.id, v.name, a.ip FROM vms v LEFT JOIN ip_allocations a ON a.vm_id = v.id",
-            )?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<Result<Vec<_>, rusqlite::Error>>()
-        })
-        .unwrap_or_default();
+/// What the rows record; `None` if the store cannot be read (then nothing
+/// may be swept: every object would look orphaned).
+fn known(d: &Daemon) -> Option<Known> {
+    let rows = d.store.read(crate::store::vms::list).ok()?;
     let mut k = Known::default();
-    for (id, name, ip) in rows {
-        k.ids.insert(id);
-        k.pin_names.insert(format!("{name}.{}", d.cfg.domain));
-        if let Some(ip) = ip.and_then(|s| s.parse().ok()) {
+    for row in rows {
+        k.pin_names.insert(format!("{}.{}", row.name, d.cfg.domain));
+        if let Some(ip) = row.ip {
             k.leased.insert(ip);
             k.pin_names.insert(ip.to_string());
         }
+        k.ids.insert(row.id);
     }
-    k
+    Some(k)
 }
 
 /// Whether this daemon owns the host-wide objects (see the module doc).
@@ -217,8 +210,12 @@ pub fn owns_host_objects(d: &Daemon) -> bool {
 
 /// Sweep, reading the host under `roots`; `host_wide` as [`owns_host_objects`].
 pub fn run(d: &Daemon, roots: &Roots, host_wide: bool) -> Swept {
-    let k = known(d);
     let mut s = Swept::default();
+    let Some(k) = known(d) else {
+        s.errors
+            .push("the VM rows cannot be read: nothing swept".to_string());
+        return s;
+    };
     let mut fail = |what: String, e: &(dyn std::error::Error + 'static)| {
         s.errors.push(format!("{what}: {}", crate::render_chain(e)));
     };

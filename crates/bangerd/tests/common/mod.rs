@@ -4,3 +4,4 @@
 
 pub mod dev_daemon;
 pub mod dns;
+pub mod guest_net;
