@@ -114,6 +114,7 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
         &m::CreateTap {
             name: tap.clone(),
             bridge: plan.bridge.clone(),
+            jail_uid: None,
         },
     )?;
     call::<method::EnsureNat>(
