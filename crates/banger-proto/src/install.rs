@@ -61,6 +61,10 @@ pub struct InstallConfig {
     /// helper creates for one VM. Absent in older files: [`DEFAULT_MAX_COW_BYTES`].
     #[serde(default = "defaults::max_cow_bytes")]
     pub max_cow_bytes: u64,
+    /// The VMM of VMs created without `--vmm`: `auto` (the host decides),
+    /// `firecracker` or `qemu` (forced).
+    #[serde(default)]
+    pub vmm: crate::api::VmmChoice,
 }
 
 /// Default per-VM COW cap: 256 GiB (sparse, so only what the guest writes
@@ -155,6 +159,7 @@ impl InstallConfig {
             jail_uid_count: None,
             max_launches: defaults::max_launches(),
             max_cow_bytes: defaults::max_cow_bytes(),
+            vmm: Default::default(),
         }
     }
 
@@ -262,6 +267,27 @@ domain = "vm"
         let capped = InstallConfig::parse(&format!("{text}max_taps = 3\n")).unwrap();
         assert_eq!(capped.max_taps, 3);
         assert_eq!(InstallConfig::parse(&capped.render()).unwrap(), capped);
+    }
+
+    #[test]
+    fn vmm_defaults_to_auto_and_is_read_and_checked() {
+        use crate::api::VmmChoice;
+        let base = "owner_uid = 1000\nowner_gid = 1000\nowner_home = \"/home/a\"\n";
+        assert_eq!(InstallConfig::parse(base).unwrap().vmm, VmmChoice::Auto);
+        for (v, c) in [
+            ("auto", VmmChoice::Auto),
+            ("firecracker", VmmChoice::Firecracker),
+            ("qemu", VmmChoice::Qemu),
+        ] {
+            let cfg = InstallConfig::parse(&format!("{base}vmm = \"{v}\"\n")).unwrap();
+            assert_eq!(cfg.vmm, c);
+            assert_eq!(
+                InstallConfig::parse(&cfg.render()).unwrap().vmm,
+                c,
+                "round trip"
+            );
+        }
+        assert!(InstallConfig::parse(&format!("{base}vmm = \"kvm\"\n")).is_err());
     }
 
     #[test]

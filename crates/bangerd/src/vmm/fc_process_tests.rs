@@ -73,6 +73,7 @@ fn setup(test: &str) -> Option<Setup> {
         vm_id: "fc1".into(),
         api_socket: t.join("run/fc-fc1.sock"),
         log_file: t.join("state/vms/fc1/console.log"),
+        jail: None,
     };
     Some(Setup {
         tmp,
@@ -154,6 +155,7 @@ async fn a_refused_launch_cancels_the_hand_over_and_makes_no_other_call() {
         vm_id: "fc1".into(),
         api_socket: tmp.path().join("fc.sock"),
         log_file: tmp.path().join("console.log"),
+        jail: None,
     };
     let plan = firecracker_plan(
         &MachineSpec {

@@ -23,6 +23,8 @@ pub struct CreateReq {
     pub vcpus: u8,
     pub memory_mib: u32,
     pub start: bool,
+    /// Its VMM; `None`: the daemon config's `vmm`.
+    pub vmm: Option<banger_proto::api::VmmChoice>,
 }
 
 /// Undoes a half-made create unless disarmed: disk destroyed, row deleted
@@ -75,6 +77,7 @@ impl CreateReq {
             vcpus: req.vcpus.unwrap_or(1).max(1),
             memory_mib: req.memory_mib.unwrap_or(512).max(128),
             start: req.start.unwrap_or(true),
+            vmm: req.vmm,
         }
     }
 
@@ -116,6 +119,13 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
         Ok(())
     });
     inserted?;
+    let vmm = req.vmm.unwrap_or(d.cfg.vmm);
+    d.store.write(|tx| {
+        tx.execute(
+            "UPDATE vms SET vmm=?2 WHERE id=?1",
+            rusqlite::params![id, vmm.as_str()],
+        )
+    })?;
     let mut undo = CreateUndo {
         d,
         id: Some(id.clone()),

@@ -103,6 +103,8 @@ pub fn list(store: &Store) -> Result<Vec<Vm>, StoreError> {
                 memory_mib: r.get(7)?,
                 pid: r.get(8)?,
                 backend: r.get(9)?,
+                vmm: None,
+                vmm_reason: None,
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)

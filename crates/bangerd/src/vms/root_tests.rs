@@ -86,6 +86,7 @@ fn root_vm_lifecycle_create_ssh_stop_start_ssh_rm_leaves_nothing() {
                 vcpus: 1,
                 memory_mib: 384,
                 start: true,
+                vmm: None,
             };
             let t = Instant::now();
             let row = create(&d, &req, &progress()).await.unwrap();

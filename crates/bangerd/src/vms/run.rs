@@ -8,13 +8,14 @@ use crate::network::NetPlan;
 use crate::progress::Progress;
 use crate::vmdisk;
 use crate::vmm::adopted;
-use crate::vmm::fc_process::{FcLaunch, FirecrackerVm};
+use crate::vmm::fc_process::{jail_dir, jailed_api_socket, FcLaunch, FirecrackerVm};
 use crate::vmm::plan::{firecracker_plan, FcFiles};
 use crate::vmm::qemu::QemuVm;
 use crate::vmm::registry::Vmm;
 use crate::vmm::socket_access::WaitPolicy;
-use banger_core::machine::{choose_backend, Backend, GuestNet, MachineSpec, QemuIo};
+use banger_core::machine::{choose_vmm, Backend, GuestNet, MachineSpec, QemuIo};
 use banger_core::vm::{Event, VmState};
+use banger_proto::api::VmmChoice;
 use banger_proto::helper::{self as m, method, Method};
 use banger_sys::runner::{Cmd, HostRunner, Runner};
 use std::io::Read;
@@ -30,19 +31,57 @@ fn call<M: Method<Result = m::Empty>>(d: &Daemon, p: &M::Params) -> Result<(), V
         .map_err(|e| VmError::Priv(M::NAME, Box::new(e)))
 }
 
-/// The backend for this host (as `banger doctor` reports it).
-pub fn backend(d: &Daemon) -> Backend {
-    if let Some(b) = d.vmms.backend {
-        return b;
-    }
-    choose_backend(crate::doctor::host_facts(
-        Path::new("/"),
-        &d.cfg.firecracker_bin,
-    ))
-    .0
+/// VM `id`'s VMM choice (the row's `vmm`; `auto` if unreadable).
+pub fn vmm_choice(d: &Daemon, id: &str) -> VmmChoice {
+    d.store
+        .read(|c| {
+            c.query_row("SELECT vmm FROM vms WHERE id=?1", [id], |r| {
+                r.get::<_, String>(0)
+            })
+        })
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default()
 }
 
-fn backend_name(b: Backend) -> &'static str {
+/// The backend VM `id` runs on here, and why: its VMM choice against the
+/// host (`banger doctor` shows the same for the config's choice).
+pub fn backend_for(d: &Daemon, id: &str) -> (Backend, String) {
+    let choice = vmm_choice(d, id);
+    if let Some(b) = d.vmms.backend {
+        return (b, format!("vmm = {choice}: pinned by the daemon"));
+    }
+    choose_vmm(
+        choice,
+        crate::doctor::host_facts(Path::new("/"), &d.cfg.firecracker_bin),
+    )
+}
+
+/// Whether Firecracker is launched under the jailer: always in the system
+/// install, never in `--dev` (unless a test says otherwise).
+pub fn jailed(d: &Daemon) -> bool {
+    d.vmms
+        .jailed
+        .unwrap_or(d.mode == banger_core::paths::Mode::System)
+}
+
+/// A jailed VM's chroot, removed through `priv.cleanup_jailer_chroot`.
+fn clean_jail(d: &Daemon, id: &str) -> Result<(), VmError> {
+    let dir = jail_dir(&d.cfg.jailer_base, &d.cfg.firecracker_bin, id);
+    call::<method::CleanupJailerChroot>(
+        d,
+        &m::CleanupJailerChroot {
+            path: dir.display().to_string(),
+        },
+    )
+}
+
+/// Whether VM `row` ran (or may run) under the jailer.
+pub(crate) fn ran_jailed(d: &Daemon, row: &VmRow) -> bool {
+    jailed(d) && row.backend.as_deref() == Some("firecracker")
+}
+
+pub fn backend_name(b: Backend) -> &'static str {
     match b {
         Backend::Firecracker => "firecracker",
         Backend::QemuKvm => "qemu-kvm",
@@ -93,7 +132,9 @@ pub(super) async fn start_claimed(d: &Daemon, row: &VmRow, p: &Progress) -> Resu
         }
         Err(e) => {
             tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "start failed; cleaning up");
-            if let Err(t) = tear_down(d, row, Duration::ZERO).await {
+            // The row as launch left it (its backend names what to clean).
+            let now = find(d, &row.id).ok();
+            if let Err(t) = tear_down(d, now.as_ref().unwrap_or(row), Duration::ZERO).await {
                 tracing::error!(vm = %row.name, error = %crate::render_chain(&t), "cleanup after a failed start");
             }
             let _ = transition(d, row, Event::Failed);
@@ -108,15 +149,18 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
     let plan = NetPlan::from_config(&d.cfg)?;
     let disk = vmdisk::activate(d, &row.id)?;
     let tap = banger_core::net::tap_for(&row.id);
+    let (backend, why) = backend_for(d, &row.id);
+    p.log(format!("VMM: {} ({why})", backend_name(backend)));
+    let jail = backend == Backend::Firecracker && jailed(d);
+    let tap_req = m::CreateTap {
+        name: tap.clone(),
+        bridge: plan.bridge.clone(),
+        jail_uid: None,
+    };
     p.log(format!("tap {tap} on {}", plan.bridge));
-    call::<method::CreateTap>(
-        d,
-        &m::CreateTap {
-            name: tap.clone(),
-            bridge: plan.bridge.clone(),
-            jail_uid: None,
-        },
-    )?;
+    if !jail {
+        call::<method::CreateTap>(d, &tap_req)?;
+    }
     call::<method::EnsureNat>(
         d,
         &m::Nat {
@@ -126,7 +170,6 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
     )?;
     let image = crate::images::catalog::find(&d.store, &row.image_id)?
         .ok_or_else(|| crate::images::catalog::CatalogError::NotFound(row.image_id.clone()))?;
-    let backend = backend(d);
     let spec = MachineSpec {
         vcpus: row.vcpus,
         memory_mib: row.memory_mib,
@@ -149,15 +192,52 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
     mkdir(&rt)?;
     let console = d.paths.console_log(&row.id);
     p.log(format!("launching {}", backend_name(backend)));
+    // Recorded first, so a failed start (and a restart's reconcile) knows
+    // which VMM's leftovers to clean.
+    d.store.write(|tx| {
+        tx.execute(
+            "UPDATE vms SET backend=?2 WHERE id=?1",
+            rusqlite::params![row.id, backend_name(backend)],
+        )
+    })?;
     let vmm = match backend {
         Backend::Firecracker => {
-            let api = rt.join("fc.sock");
-            let _ = std::fs::remove_file(&api);
-            let fc_plan = firecracker_plan(&spec, &FcFiles::default()).map_err(VmError::Plan)?;
+            let (api, jail_files, fc_plan) = if jail {
+                // The chroot's names; the helper puts the files there.
+                let inside = MachineSpec {
+                    kernel: m::JAILED_KERNEL.into(),
+                    initrd: spec.initrd.as_ref().map(|_| m::JAILED_INITRD.into()),
+                    rootfs: m::JAILED_ROOT_DISK.into(),
+                    ..spec.clone()
+                };
+                let j = m::JailSpec {
+                    kernel: spec.kernel.display().to_string(),
+                    initrd: spec
+                        .initrd
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    root_disk: spec.rootfs.display().to_string(),
+                    memory_mib: spec.memory_mib,
+                    vcpus: u32::from(spec.vcpus),
+                    cpu_percent: None,
+                };
+                (
+                    jailed_api_socket(&d.paths.runtime_dir, &row.id),
+                    Some((j, tap_req)),
+                    firecracker_plan(&inside, &FcFiles::default()).map_err(VmError::Plan)?,
+                )
+            } else {
+                let api = rt.join("fc.sock");
+                let _ = std::fs::remove_file(&api);
+                let plan = firecracker_plan(&spec, &FcFiles::default()).map_err(VmError::Plan)?;
+                (api, None, plan)
+            };
             let l = FcLaunch {
                 vm_id: row.id.clone(),
                 api_socket: api,
                 log_file: console.clone(),
+                jail: jail_files,
             };
             let policy = WaitPolicy {
                 deadline: Duration::from_secs(10),
@@ -209,7 +289,7 @@ pub fn ssh_banner(addr: SocketAddr, timeout: Duration) -> bool {
 async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(), VmError> {
     let t = Instant::now();
     let limit = d.vmms.ready_timeout;
-    let addr = SocketAddr::from((ip, 22));
+    let addr = d.vmms.ready_addr.unwrap_or(SocketAddr::from((ip, 22)));
     loop {
         if d.vmms.exited(&row.id) {
             return Err(VmError::ExitedEarly(row.name.clone()));
@@ -249,6 +329,11 @@ pub(crate) async fn tear_down(d: &Daemon, row: &VmRow, grace: Duration) -> Resul
             while adopted::alive(proc_root, pid, &row.id) && t.elapsed() < Duration::from_secs(5) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+        }
+    }
+    if ran_jailed(d, row) {
+        if let Err(e) = clean_jail(d, &row.id) {
+            failed.push(e);
         }
     }
     let tap = banger_core::net::tap_for(&row.id);
