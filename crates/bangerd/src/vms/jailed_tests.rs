@@ -324,6 +324,7 @@ async fn a_refused_jailed_launch_is_a_clear_error_and_leaves_nothing() {
         "{text}"
     );
     let m: Vec<String> = rec.calls().into_iter().map(|c| c.0).collect();
+    assert!(!text.contains("its log ends"), "no log, no tail: {text}");
     assert!(
         m.contains(&"priv.cleanup_jailer_chroot".to_string()),
         "{m:?}"
@@ -334,4 +335,78 @@ async fn a_refused_jailed_launch_is_a_clear_error_and_leaves_nothing() {
             .read(|c| c.query_row("SELECT count(*) FROM vms", [], |r| r.get(0)))
             .unwrap();
     assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_firecracker_that_cannot_boot_fails_with_its_own_reason_and_leaves_nothing() {
+    let rec = Arc::new(RecordingPriv::new());
+    let mut f = fx(rec.clone());
+    f.d.vmms.backend = None; // the VM's choice decides
+    f.d.vmms.jailed = Some(false);
+    let pid = stand_in();
+    rec.answer(m::LAUNCH_FIRECRACKER, Ok(json!({ "pid": pid })));
+    // Once launched: a Firecracker API (the double) whose host has no tap,
+    // and a console log with its last words.
+    let (rt, state, r2) = (
+        f.d.paths.runtime_dir.clone(),
+        f.d.paths.state_dir.clone(),
+        rec.clone(),
+    );
+    tokio::spawn(async move {
+        let id = loop {
+            if let Some(c) = r2
+                .calls()
+                .into_iter()
+                .find(|c| c.0 == m::LAUNCH_FIRECRACKER)
+            {
+                break c.1["vm_id"].as_str().unwrap().to_string();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        std::fs::write(
+            state.join("vms").join(&id).join("console.log"),
+            "boot\nbgtest: cannot open the tap\n",
+        )
+        .unwrap();
+        let l = tokio::net::UnixListener::bind(rt.join("vms").join(&id).join("fc.sock")).unwrap();
+        let cfg = banger_fc_double::DoubleConfig {
+            instance_id: id,
+            sys_root: "/nonexistent-sys".into(),
+            guest_shutdown: None,
+            ..Default::default()
+        };
+        let _ = banger_fc_double::serve(l, cfg, std::future::pending()).await;
+    });
+    let e = create(
+        &f.d,
+        &CreateReq {
+            name: "web".into(),
+            image: "base".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            start: true,
+            vmm: Some(banger_proto::api::VmmChoice::Firecracker),
+        },
+        &progress(),
+    )
+    .await
+    .unwrap_err();
+    // SAFETY: kill(2) on the stand-in this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let text = crate::render_chain(&e);
+    assert!(text.contains("starting Firecracker for VM web"), "{text}");
+    assert!(
+        text.contains("its log ends: boot | bgtest: cannot open the tap"),
+        "{text}"
+    );
+    assert!(
+        text.contains("network interface"),
+        "Firecracker's own refusal: {text}"
+    );
+    let n: i64 =
+        f.d.store
+            .read(|c| c.query_row("SELECT count(*) FROM vms", [], |r| r.get(0)))
+            .unwrap();
+    assert_eq!(n, 0, "the create undid itself");
+    assert_eq!(std::fs::read_dir(f.d.paths.vms_dir()).unwrap().count(), 0);
 }

@@ -52,8 +52,13 @@ pub enum VmError {
     NoQemu(PathBuf),
     #[error("starting QEMU for VM {0}")]
     Qemu(String, #[source] Box<crate::vmm::qemu::QemuError>),
-    #[error("starting Firecracker for VM {0}")]
-    Firecracker(String, #[source] Box<crate::vmm::fc_process::FcVmError>),
+    #[error("starting Firecracker for VM {0}{tail}", tail = log_tail(.2))]
+    Firecracker(
+        String,
+        #[source] Box<crate::vmm::fc_process::FcVmError>,
+        /// The end of Firecracker's log (its console), if any.
+        String,
+    ),
     #[error("the firecracker boot plan")]
     Plan(#[source] crate::vmm::plan::NotUtf8),
     #[error("VM {0}'s VMM exited before the guest was ready (see `banger vm logs {0}`)")]
@@ -70,6 +75,14 @@ pub enum VmError {
     Teardown(String, Failures),
     #[error("state database")]
     Store(#[from] StoreError),
+}
+
+fn log_tail(t: &str) -> String {
+    if t.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" (its log ends: {})", t.trim())
+    }
 }
 
 /// Every teardown step that failed, in order.

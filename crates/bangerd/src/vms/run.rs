@@ -246,7 +246,9 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
             Vmm::Firecracker(
                 FirecrackerVm::launch(d.privops.clone(), &l, &fc_plan, policy)
                     .await
-                    .map_err(|e| VmError::Firecracker(row.name.clone(), Box::new(e)))?,
+                    .map_err(|e| {
+                        VmError::Firecracker(row.name.clone(), Box::new(e), log_tail(&console))
+                    })?,
             )
         }
         Backend::QemuKvm | Backend::QemuTcg => {
@@ -274,6 +276,15 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
         )
     })?;
     wait_ready(d, row, ip, p).await
+}
+
+/// The last few lines (at most 1 KiB) of Firecracker's log, on one line.
+fn log_tail(p: &Path) -> String {
+    let text = std::fs::read(p).unwrap_or_default();
+    let start = text.len().saturating_sub(1024);
+    let tail = String::from_utf8_lossy(&text[start..]);
+    let lines: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
 /// Whether `addr` answers with an SSH banner within `timeout`.
