@@ -179,7 +179,14 @@ async fn a_refused_launch_cancels_the_hand_over_and_makes_no_other_call() {
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, FcVmError::Launch(..)), "{err:?}");
+    // A gate refusal (-32602) comes back as the helper's rule, named.
+    assert!(
+        matches!(&err, FcVmError::Refused(id, rule) if id == "fc1" && rule.contains("owned by root")),
+        "{err:?}"
+    );
+    assert!(err
+        .to_string()
+        .starts_with("the helper refused to launch Firecracker for VM fc1: priv.launch_firecracker: executable must be owned by root"));
     assert!(
         t.elapsed() < Duration::from_secs(60),
         "the wait was cancelled"
