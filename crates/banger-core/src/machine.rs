@@ -78,6 +78,29 @@ pub fn choose_backend(facts: HostFacts) -> (Backend, &'static str) {
     }
 }
 
+/// The backend for a VM whose VMM is `choice` on a host with `facts`, and
+/// why. `auto` is [`choose_backend`]; `firecracker` is forced (a host that
+/// cannot boot it fails at launch with Firecracker's own reason); `qemu` is
+/// QEMU with KVM where KVM runs a stock guest, else TCG.
+pub fn choose_vmm(choice: banger_proto::api::VmmChoice, facts: HostFacts) -> (Backend, String) {
+    use banger_proto::api::VmmChoice as C;
+    match choice {
+        C::Auto => {
+            let (b, why) = choose_backend(facts);
+            (b, format!("vmm = auto: {why}"))
+        }
+        C::Firecracker => (Backend::Firecracker, "vmm = firecracker (forced)".into()),
+        C::Qemu if facts.kvm && !facts.nested_pvm => (
+            Backend::QemuKvm,
+            "vmm = qemu (forced); /dev/kvm works".into(),
+        ),
+        C::Qemu => (
+            Backend::QemuTcg,
+            "vmm = qemu (forced); no usable /dev/kvm, so TCG".into(),
+        ),
+    }
+}
+
 /// A guest's network: its tap on banger's bridge and its static address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestNet {
@@ -252,6 +275,55 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn vmm_choice_parses_and_chooses() {
+        use banger_proto::api::VmmChoice as C;
+        for (text, c) in [
+            ("auto", C::Auto),
+            ("firecracker", C::Firecracker),
+            ("qemu", C::Qemu),
+        ] {
+            assert_eq!(text.parse::<C>().unwrap(), c);
+            assert_eq!(c.to_string(), text);
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{text}\""));
+        }
+        for bad in ["", "Auto", "QEMU", "fc", "qemu-tcg"] {
+            assert!(bad.parse::<C>().is_err(), "{bad}");
+        }
+        let fc_host = HostFacts {
+            kvm: true,
+            nested_pvm: false,
+            firecracker: true,
+        };
+        let no_kvm = HostFacts {
+            kvm: false,
+            nested_pvm: false,
+            firecracker: true,
+        };
+        let pvm = HostFacts {
+            kvm: true,
+            nested_pvm: true,
+            firecracker: true,
+        };
+        let no_fc = HostFacts {
+            kvm: true,
+            nested_pvm: false,
+            firecracker: false,
+        };
+        assert_eq!(choose_vmm(C::Auto, fc_host).0, Backend::Firecracker);
+        assert_eq!(choose_vmm(C::Auto, no_kvm).0, Backend::QemuTcg);
+        assert_eq!(choose_vmm(C::Auto, no_fc).0, Backend::QemuKvm);
+        assert!(choose_vmm(C::Auto, no_kvm).1.contains("/dev/kvm is absent"));
+        // Forced Firecracker stays Firecracker whatever the host.
+        for f in [fc_host, no_kvm, pvm, no_fc] {
+            assert_eq!(choose_vmm(C::Firecracker, f).0, Backend::Firecracker);
+        }
+        assert_eq!(choose_vmm(C::Qemu, fc_host).0, Backend::QemuKvm);
+        assert_eq!(choose_vmm(C::Qemu, pvm).0, Backend::QemuTcg);
+        assert_eq!(choose_vmm(C::Qemu, no_kvm).0, Backend::QemuTcg);
+        assert!(choose_vmm(C::Qemu, no_kvm).1.contains("forced"));
+    }
 
     fn spec() -> MachineSpec {
         MachineSpec {

@@ -122,6 +122,10 @@ User={uid}
 Group={gid}
 ExecStart={daemon} --config {config}
 Restart=on-failure
+# Stopping or restarting the daemon stops only the daemon: the VMMs it
+# started (QEMU, in their own process groups) keep running and the next
+# daemon re-adopts them.
+KillMode=process
 UMask=0077
 CapabilityBoundingSet=
 AmbientCapabilities=

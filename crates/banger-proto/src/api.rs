@@ -74,6 +74,56 @@ pub struct Vm {
     /// The backend it last ran on (`firecracker`, `qemu-kvm`, `qemu-tcg`).
     #[serde(default)]
     pub backend: Option<String>,
+    /// Its VMM choice (`auto`, `firecracker`, `qemu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmm: Option<VmmChoice>,
+    /// The backend that choice gives on this host now, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmm_reason: Option<String>,
+}
+
+/// Which VMM a VM runs on: `auto` (the host decides, as `banger doctor`
+/// shows), or forced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmmChoice {
+    #[default]
+    Auto,
+    Firecracker,
+    Qemu,
+}
+
+impl VmmChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmmChoice::Auto => "auto",
+            VmmChoice::Firecracker => "firecracker",
+            VmmChoice::Qemu => "qemu",
+        }
+    }
+}
+
+impl std::fmt::Display for VmmChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A VMM name that is not `auto`, `firecracker` or `qemu`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown VMM {0:?} (expected auto, firecracker or qemu)")]
+pub struct UnknownVmm(pub String);
+
+impl std::str::FromStr for VmmChoice {
+    type Err = UnknownVmm;
+    fn from_str(s: &str) -> Result<Self, UnknownVmm> {
+        match s {
+            "auto" => Ok(VmmChoice::Auto),
+            "firecracker" => Ok(VmmChoice::Firecracker),
+            "qemu" => Ok(VmmChoice::Qemu),
+            other => Err(UnknownVmm(other.to_string())),
+        }
+    }
 }
 
 /// `POST /v1/vms` body.
@@ -91,6 +141,9 @@ pub struct VmCreate {
     /// Start it once made (default true).
     #[serde(default)]
     pub start: Option<bool>,
+    /// Its VMM (default: the daemon config's `vmm`, itself `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmm: Option<VmmChoice>,
 }
 
 /// `GET /v1/vms/{name}/logs`.

@@ -83,6 +83,10 @@ pub struct EnsureBridge {
 pub struct CreateTap {
     pub name: String,
     pub bridge: String,
+    /// Own the tap by this jail uid (= gid) instead of the owner, for a
+    /// jailed Firecracker; must lie inside install.toml's jail uid range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail_uid: Option<u32>,
 }
 
 /// `priv.delete_tap`.

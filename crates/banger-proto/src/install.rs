@@ -65,6 +65,10 @@ pub struct InstallConfig {
     /// also needs the right to bind them).
     #[serde(default)]
     pub allow_low_ports: bool,
+    /// The VMM of VMs created without `--vmm`: `auto` (the host decides),
+    /// `firecracker` or `qemu` (forced).
+    #[serde(default)]
+    pub vmm: crate::api::VmmChoice,
 }
 
 /// Default per-VM COW cap: 256 GiB (sparse, so only what the guest writes
@@ -160,6 +164,7 @@ impl InstallConfig {
             max_launches: defaults::max_launches(),
             max_cow_bytes: defaults::max_cow_bytes(),
             allow_low_ports: false,
+            vmm: Default::default(),
         }
     }
 
@@ -267,6 +272,27 @@ domain = "vm"
         let capped = InstallConfig::parse(&format!("{text}max_taps = 3\n")).unwrap();
         assert_eq!(capped.max_taps, 3);
         assert_eq!(InstallConfig::parse(&capped.render()).unwrap(), capped);
+    }
+
+    #[test]
+    fn vmm_defaults_to_auto_and_is_read_and_checked() {
+        use crate::api::VmmChoice;
+        let base = "owner_uid = 1000\nowner_gid = 1000\nowner_home = \"/home/a\"\n";
+        assert_eq!(InstallConfig::parse(base).unwrap().vmm, VmmChoice::Auto);
+        for (v, c) in [
+            ("auto", VmmChoice::Auto),
+            ("firecracker", VmmChoice::Firecracker),
+            ("qemu", VmmChoice::Qemu),
+        ] {
+            let cfg = InstallConfig::parse(&format!("{base}vmm = \"{v}\"\n")).unwrap();
+            assert_eq!(cfg.vmm, c);
+            assert_eq!(
+                InstallConfig::parse(&cfg.render()).unwrap().vmm,
+                c,
+                "round trip"
+            );
+        }
+        assert!(InstallConfig::parse(&format!("{base}vmm = \"kvm\"\n")).is_err());
     }
 
     #[test]

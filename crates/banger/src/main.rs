@@ -102,6 +102,10 @@ enum VmCmd {
         /// Forward 127.0.0.1:HOSTPORT to the VM's GUESTPORT (repeatable).
         #[arg(short = 'p', long = "port", value_name = "HOSTPORT:GUESTPORT")]
         ports: Vec<String>,
+        /// Its VMM: auto (the host decides, as `banger doctor` shows),
+        /// firecracker or qemu (forced). Default: the daemon config's `vmm`.
+        #[arg(long)]
+        vmm: Option<banger_proto::api::VmmChoice>,
     },
     /// List VMs.
     Ls,
@@ -480,6 +484,7 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
             memory,
             no_start,
             ports: specs,
+            vmm,
         } => {
             // Every -p checked before anything is made.
             let specs = specs
@@ -497,6 +502,7 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
                         vcpus: Some(vcpus),
                         memory_mib: Some(memory),
                         start: Some(!no_start),
+                        vmm,
                     }),
                     &mut |e| view.event(e),
                 )
@@ -650,4 +656,38 @@ async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
     let v = v?;
     print(j, &v, || detail(&v));
     Ok(())
+}
+
+#[cfg(test)]
+mod vmm_flag_tests {
+    use super::*;
+    use banger_proto::api::VmmChoice;
+
+    fn create_vmm(args: &[&str]) -> Result<Option<VmmChoice>, clap::Error> {
+        let mut argv = vec!["banger", "vm", "create", "web", "--image", "base"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.cmd {
+            Cmd::Vm(VmCmd::Create { vmm, .. }) => Ok(vmm),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn vm_create_takes_a_vmm_choice() {
+        assert_eq!(create_vmm(&[]).unwrap(), None);
+        assert_eq!(
+            create_vmm(&["--vmm", "auto"]).unwrap(),
+            Some(VmmChoice::Auto)
+        );
+        assert_eq!(
+            create_vmm(&["--vmm", "firecracker"]).unwrap(),
+            Some(VmmChoice::Firecracker)
+        );
+        assert_eq!(
+            create_vmm(&["--vmm", "qemu"]).unwrap(),
+            Some(VmmChoice::Qemu)
+        );
+        let e = create_vmm(&["--vmm", "kvm"]).unwrap_err().to_string();
+        assert!(e.contains("unknown VMM \"kvm\""), "{e}");
+    }
 }

@@ -17,6 +17,10 @@ pub struct Facts<'a> {
     pub state_dir: &'a Path,
     /// banger's bridge (named in the firewall hint).
     pub bridge: &'a str,
+    /// The configured VMM choice (`vmm` in the config file).
+    pub vmm: banger_proto::api::VmmChoice,
+    /// The jailer (system install).
+    pub jailer_bin: &'a Path,
 }
 
 fn at(root: &Path, p: &str) -> PathBuf {
@@ -43,8 +47,8 @@ pub fn host_facts(root: &Path, firecracker_bin: &Path) -> banger_core::machine::
 /// Which VMM backend to use on this host, and why
 /// ([`banger_core::machine::choose_backend`]).
 pub fn backend(f: &Facts) -> Check {
-    use banger_core::machine::{choose_backend, Backend};
-    let (backend, why) = choose_backend(host_facts(f.root, f.firecracker_bin));
+    use banger_core::machine::{choose_vmm, Backend};
+    let (backend, why) = choose_vmm(f.vmm, host_facts(f.root, f.firecracker_bin));
     match backend {
         Backend::Firecracker => match linked_dynamically(f.firecracker_bin) {
             // The jailer (system install) starts it in an empty chroot.
@@ -59,10 +63,16 @@ pub fn backend(f: &Facts) -> Check {
             None => check(
                 "backend",
                 "ok",
-                format!("firecracker ({} with /dev/kvm)", f.firecracker_bin.display()),
+                format!(
+                    "firecracker ({} with /dev/kvm); {why}",
+                    f.firecracker_bin.display()
+                ),
             ),
         },
         Backend::QemuTcg => check("backend", "warn", format!("qemu-microvm with TCG: {why}")),
+        Backend::QemuKvm if f.vmm == banger_proto::api::VmmChoice::Qemu => {
+            check("backend", "ok", format!("qemu-microvm with KVM: {why}"))
+        }
         Backend::QemuKvm => check(
             "backend",
             "warn",
@@ -70,6 +80,62 @@ pub fn backend(f: &Facts) -> Check {
                 "qemu-microvm with KVM: no Firecracker binary at {} (install it from Firecracker's releases)",
                 f.firecracker_bin.display()
             ),
+        ),
+    }
+}
+
+/// The jailer every system-install Firecracker starts under: present,
+/// owned by root and not writable by others, and static (it runs before the
+/// chroot, but the helper's gate and Firecracker's own advice want the
+/// release binary). Development mode launches unjailed: only noted.
+pub fn jailer(f: &Facts) -> Check {
+    use std::os::unix::fs::MetadataExt;
+    let bin = f.jailer_bin;
+    let system = f.privileges == "helper";
+    let bad = if system { "fail" } else { "ok" };
+    let md = match std::fs::metadata(bin) {
+        Ok(md) if md.is_file() => md,
+        _ => {
+            return check(
+                "jailer",
+                bad,
+                format!(
+                    "no jailer at {}{}",
+                    bin.display(),
+                    if system {
+                        ": jailed Firecracker launches fail (install the release's jailer)"
+                    } else {
+                        " (development mode launches Firecracker unjailed)"
+                    }
+                ),
+            )
+        }
+    };
+    if md.uid() != 0 || md.mode() & 0o022 != 0 {
+        return check(
+            "jailer",
+            bad,
+            format!(
+                "{} must be owned by root and not group/world-writable (uid {}, mode {:o})",
+                bin.display(),
+                md.uid(),
+                md.mode() & 0o7777
+            ),
+        );
+    }
+    match linked_dynamically(bin) {
+        Some(interp) => check(
+            "jailer",
+            "warn",
+            format!(
+                "{} is dynamically linked ({interp}); install the static release binary",
+                bin.display()
+            ),
+        ),
+        None => check(
+            "jailer",
+            "ok",
+            format!("{} (root-owned, static)", bin.display()),
         ),
     }
 }
@@ -206,6 +272,7 @@ pub fn run(f: &Facts) -> Vec<Check> {
         resolver(f),
         forwarding(f),
         privileges(f),
+        jailer(f),
     ]
 }
 
@@ -241,7 +308,47 @@ mod tests {
             domain: "vm",
             state_dir: root,
             bridge: "banger0",
+            vmm: banger_proto::api::VmmChoice::Auto,
+            jailer_bin: Path::new("/nonexistent/jailer"),
         }
+    }
+
+    #[test]
+    fn the_jailer_must_be_present_root_owned_and_static() {
+        let root = tempfile::tempdir().unwrap();
+        let mut f = facts(root.path(), Path::new("/bin/ls"));
+        let c = jailer(&f);
+        assert_eq!(c.status, "fail", "{c:?}");
+        assert!(c.detail.contains("no jailer"), "{c:?}");
+        f.privileges = "sudo";
+        assert_eq!(jailer(&f).status, "ok", "development: only noted");
+        f.privileges = "helper";
+        // A root-owned dynamic binary (when tests run as root), or not root's.
+        f.jailer_bin = Path::new("/bin/ls");
+        let c = jailer(&f);
+        assert_ne!(c.status, "ok", "{c:?}");
+        let mine = root.path().join("jailer");
+        std::fs::write(&mine, b"x").unwrap();
+        f.jailer_bin = &mine;
+        let c = jailer(&f);
+        if rustix::process::getuid().is_root() {
+            // Root made it: root-owned, mode 0644 from umask, not ELF.
+            assert_eq!(c.status, "ok", "{c:?}");
+        } else {
+            assert!(c.detail.contains("owned by root"), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_forced_vmm_is_shown_with_why() {
+        let root = tempfile::tempdir().unwrap();
+        let mut f = facts(root.path(), Path::new("/nonexistent/fc"));
+        f.vmm = banger_proto::api::VmmChoice::Qemu;
+        let c = backend(&f);
+        assert!(c.detail.contains("vmm = qemu (forced)"), "{c:?}");
+        f.vmm = banger_proto::api::VmmChoice::Firecracker;
+        let c = backend(&f);
+        assert!(c.detail.starts_with("firecracker"), "{c:?}");
     }
 
     fn touch(root: &Path, p: &str) {
@@ -280,8 +387,18 @@ mod tests {
         std::fs::write(at(root.path(), "/proc/sys/net/ipv4/ip_forward"), "1\n").unwrap();
         let fc = root.path().join("fc");
         std::fs::write(&fc, "").unwrap();
-        let c = run(&facts(root.path(), &fc));
-        assert!(c.iter().all(|c| c.status == "ok"), "{c:?}");
+        let mut f = facts(root.path(), &fc);
+        // A root-owned jailer only root can make; others check the rest.
+        let jailer = root.path().join("jailer");
+        std::fs::write(&jailer, "").unwrap();
+        f.jailer_bin = &jailer;
+        let c = run(&f);
+        let is_root = rustix::process::getuid().is_root();
+        assert!(
+            c.iter()
+                .all(|c| c.status == "ok" || (!is_root && c.name == "jailer")),
+            "{c:?}"
+        );
         assert!(c[0].detail.starts_with("firecracker"));
         assert!(c[1].detail.starts_with("dm-snapshot"));
     }

@@ -9,7 +9,9 @@
 //!   authorized socket and serve loop, ndjson job streams, handlers per
 //!   resource (system, images, vms).
 //! - [`vms`]: the VM lifecycle: lookup and transitions, create,
-//!   start/stop/restart, remove, and reconcile at start.
+//!   start/stop/restart, remove, reconcile and the orphan sweep at start,
+//!   exec, port forwards (`forward` values, `ports` listeners), file_sync
+//!   entries, the default image.
 //! - [`vmm`]: the monitors: the registry of running VMMs, adopted VMMs of a
 //!   previous daemon, Firecracker (API client, launch through the helper,
 //!   socket access), QEMU microvm, the boot plan.

@@ -136,7 +136,7 @@ fn run(cli: Cli) -> Result<()> {
         bangerd::vms::reconcile::run(&d, std::path::Path::new("/proc")).await;
         bangerd::vms::sweep::at_start(&d);
         bangerd::vmdisk::reconcile::at_start(&d);
-        bangerd::network::ports::restore(&d);
+        bangerd::vms::ports::restore(&d);
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         http::serve(d, listener, banger_sys::service::shutdown_signal()).await?;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);

@@ -80,9 +80,21 @@ pub fn create_tap(h: &Helper, p: m::CreateTap) -> Result<m::Empty, RpcError> {
     const M: &str = m::CREATE_TAP;
     let name = gate(M, g::tap_name(&p.name))?;
     let bridge = gate(M, g::configured_bridge("bridge", &p.bridge, &h.cfg.bridge))?;
-    let owner = Owner {
-        uid: h.cfg.owner_uid,
-        gid: h.cfg.owner_gid,
+    let owner = match p.jail_uid {
+        None => Owner {
+            uid: h.cfg.owner_uid,
+            gid: h.cfg.owner_gid,
+        },
+        Some(uid) => {
+            let range = h.cfg.jail_range().ok().flatten();
+            if !range.is_some_and(|r| r.contains(uid)) {
+                return Err(RpcError::Gate {
+                    method: M,
+                    refused: Refused::new("jail_uid must lie inside install.toml's jail uid range"),
+                });
+            }
+            Owner { uid, gid: uid }
+        }
     };
     let _one_at_a_time = TAP_CREATION.lock().unwrap_or_else(|p| p.into_inner());
     // The cap counts every banger-marked tap on the host; re-ensuring a

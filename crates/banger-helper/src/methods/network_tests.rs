@@ -554,3 +554,50 @@ fn dns_redirect_is_exact_and_gated() {
     );
     assert!(g.runner.calls().is_empty());
 }
+
+#[test]
+fn a_tap_for_a_jail_uid_only_inside_the_reserved_range() {
+    let mut f = fixture(RecordingNet::new().with_link("banger0", "bridge", true));
+    f.helper.cfg.jail_uid_base = Some(900_000);
+    f.helper.cfg.jail_uid_count = Some(16);
+    // An attacker asks for root, the owner, a uid just outside the range
+    // either side, and a uid of another host user: all refused, nothing made.
+    for uid in [0u32, 1000, 1001, 899_999, 900_016, 65534] {
+        let e = refused(
+            &f,
+            "priv.create_tap",
+            json!({"name": "banger-0a1b2c3d", "bridge": "banger0", "jail_uid": uid}),
+        );
+        assert!(
+            e.contains("priv.create_tap: jail_uid must lie inside install.toml's jail uid range"),
+            "{uid}: {e}"
+        );
+    }
+    assert!(f.net.calls().is_empty(), "{:?}", f.net.calls());
+    f.helper
+        .dispatch(
+            "priv.create_tap",
+            json!({"name": "banger-0a1b2c3d", "bridge": "banger0", "jail_uid": 900_015}),
+        )
+        .unwrap();
+    assert_eq!(
+        f.net.calls(),
+        vec![NetRequest::CreateTap {
+            name: "banger-0a1b2c3d".into(),
+            bridge: "banger0".into(),
+            owner: Owner {
+                uid: 900_015,
+                gid: 900_015
+            }
+        }]
+    );
+    // No range reserved: every jail uid is refused.
+    let g = fixture(RecordingNet::new().with_link("banger0", "bridge", true));
+    let e = refused(
+        &g,
+        "priv.create_tap",
+        json!({"name": "banger-0a1b2c3d", "bridge": "banger0", "jail_uid": 900_000}),
+    );
+    assert!(e.contains("jail uid range"), "{e}");
+    assert!(g.net.calls().is_empty());
+}

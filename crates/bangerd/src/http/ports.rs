@@ -2,7 +2,8 @@
 
 use super::error::ApiFailure;
 use super::handler::{parse, ApiResult, AppState};
-use crate::network::ports::{self, Forward, PortError};
+use crate::vms::forward::{Forward, PortError};
+use crate::vms::ports;
 use crate::vms::VmError;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

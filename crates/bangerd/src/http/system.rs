@@ -43,6 +43,8 @@ pub async fn doctor(State(d): State<AppState>) -> ApiResult<Doctor> {
         domain: &d.cfg.domain,
         state_dir: &d.paths.state_dir,
         bridge: &d.cfg.bridge,
+        vmm: d.cfg.vmm,
+        jailer_bin: &d.cfg.jailer_bin,
     };
     Ok(Json(Doctor {
         checks: crate::doctor::run(&facts),

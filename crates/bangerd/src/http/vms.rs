@@ -20,7 +20,12 @@ pub async fn inspect_vm(State(d): State<AppState>, Path(name): Path<String>) -> 
     let all = vms::list(&d.store).map_err(ApiFailure::internal)?;
     all.into_iter()
         .find(|v| v.name == name || v.id == name)
-        .map(Json)
+        .map(|mut v| {
+            let (b, why) = vms::run::backend_for(&d, &v.id);
+            v.vmm = Some(vms::run::vmm_choice(&d, &v.id));
+            v.vmm_reason = Some(format!("{} ({why})", b.as_str()));
+            Json(v)
+        })
         .ok_or_else(|| {
             ApiFailure::new(
                 StatusCode::NOT_FOUND,

@@ -9,7 +9,6 @@
 //! (systemd-resolved) both use `<bridge address>:53`.
 
 pub mod dns;
-pub mod ports;
 
 use crate::privops::{PrivError, PrivOps};
 use crate::store::{Store, StoreError};

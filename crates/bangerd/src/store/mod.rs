@@ -46,6 +46,10 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE vms ADD COLUMN backend TEXT;
     "#,
+    // 3: the VM's VMM choice (auto | firecracker | qemu).
+    r#"
+    ALTER TABLE vms ADD COLUMN vmm TEXT NOT NULL DEFAULT 'auto';
+    "#,
 ];
 
 /// Why the store failed.

@@ -4,6 +4,7 @@
 use banger_core::disk::Driver;
 use banger_core::machine::Backend;
 use banger_core::vm::VmState;
+use banger_proto::api::VmmChoice;
 use rusqlite::{Connection, OptionalExtension, Row};
 use std::net::Ipv4Addr;
 
@@ -39,6 +40,8 @@ impl VmRow {
             memory_mib: Some(self.memory_mib),
             pid: self.pid,
             backend: self.backend.map(|b| b.as_str().to_string()),
+            vmm: None,
+            vmm_reason: None,
         }
     }
 }
@@ -155,6 +158,33 @@ pub fn set_process(c: &Connection, id: &str, pid: i64, backend: Backend) -> rusq
         rusqlite::params![id, pid, backend.as_str()],
     )?;
     Ok(())
+}
+
+/// Record the backend VM `id` is about to run on (before the launch, so a
+/// failed start and a restart's reconcile know which VMM's leftovers to clean).
+pub fn set_backend(c: &Connection, id: &str, backend: Backend) -> rusqlite::Result<()> {
+    c.execute(
+        "UPDATE vms SET backend=?2 WHERE id=?1",
+        rusqlite::params![id, backend.as_str()],
+    )?;
+    Ok(())
+}
+
+/// Record VM `id`'s VMM choice (`vms.vmm`).
+pub fn set_vmm(c: &Connection, id: &str, vmm: VmmChoice) -> rusqlite::Result<()> {
+    c.execute(
+        "UPDATE vms SET vmm=?2 WHERE id=?1",
+        rusqlite::params![id, vmm.as_str()],
+    )?;
+    Ok(())
+}
+
+/// VM `id`'s VMM choice; `auto` when unset or unknown.
+pub fn vmm(c: &Connection, id: &str) -> rusqlite::Result<VmmChoice> {
+    let s: Option<String> = c
+        .query_row("SELECT vmm FROM vms WHERE id=?1", [id], |r| r.get(0))
+        .optional()?;
+    Ok(s.and_then(|s| s.parse().ok()).unwrap_or_default())
 }
 
 /// Names of the VMs made from image `image_id`.

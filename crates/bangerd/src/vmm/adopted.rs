@@ -1,10 +1,15 @@
-//! VMMs a previous daemon started (adopted at reconcile): recognised under
-//! `/proc` by binary and VM id, and killed (Firecracker, a jailed root
-//! process, through the helper; QEMU, the daemon's own user, directly).
+//! VMMs a previous daemon started (re-adopted at reconcile): recognised
+//! under `/proc` by binary and VM id, held by a pidfd, proven by their
+//! QMP/API socket answering; stopped like the daemon's own (QMP or API
+//! first), or killed (Firecracker through the helper; QEMU by its pidfd).
 
+use super::qemu::{QemuError, Qmp};
+use super::Stopped;
 use crate::privops::{PrivError, PrivOps};
 use banger_proto::helper::{self as m, method};
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A kill that failed.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +18,10 @@ pub enum KillError {
     Helper(i64, #[source] Box<PrivError>),
     #[error("killing QEMU {0}")]
     Kill(i64, #[source] std::io::Error),
+    #[error("killing QEMU {0} through its pidfd")]
+    Pidfd(i64, #[source] banger_sys::pidfd::PidfdError),
+    #[error("QEMU {0} still runs after SIGKILL")]
+    Survived(i64),
 }
 
 /// Whether `pid` under `proc_root` is a VMM (QEMU or Firecracker) of VM `id`:
@@ -45,6 +54,103 @@ pub fn kill(privops: &dyn PrivOps, jailed: bool, pid: i64) -> Result<(), KillErr
         Some(p) => rustix::process::kill_process(p, rustix::process::Signal::Kill)
             .map_err(|e| KillError::Kill(pid, e.into())),
         None => Ok(()),
+    }
+}
+
+/// A QEMU a previous daemon started, held by a pidfd opened while its
+/// command line still named the VM.
+pub struct AdoptedQemu {
+    pid: i32,
+    pidfd: OwnedFd,
+    qmp: PathBuf,
+}
+
+/// Why a running QEMU was not re-adopted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error("pid {0} is not VM {1}'s VMM")]
+    NotTheVmm(i64, String),
+    #[error("holding pid {0}")]
+    Pidfd(i64, #[source] banger_sys::pidfd::PidfdError),
+    #[error("QEMU (pid {0}) does not answer on its QMP socket")]
+    Qmp(i64, #[source] Box<QemuError>),
+}
+
+impl AdoptedQemu {
+    /// Re-adopt QEMU `pid` of VM `id`: a pidfd first, then its argv must
+    /// still name the VM (so the pidfd holds that very process), then its
+    /// QMP socket `qmp` must answer a session within 2 s.
+    pub async fn adopt(
+        proc_root: &Path,
+        pid: i64,
+        id: &str,
+        qmp: PathBuf,
+    ) -> Result<AdoptedQemu, AdoptError> {
+        let pidfd = banger_sys::pidfd::open(pid as i32).map_err(|e| AdoptError::Pidfd(pid, e))?;
+        if !alive(proc_root, pid, id) {
+            return Err(AdoptError::NotTheVmm(pid, id.into()));
+        }
+        match tokio::time::timeout(Duration::from_secs(2), Qmp::connect(&qmp)).await {
+            Ok(Ok(_)) => Ok(AdoptedQemu {
+                pid: pid as i32,
+                pidfd,
+                qmp,
+            }),
+            Ok(Err(e)) => Err(AdoptError::Qmp(pid, Box::new(e))),
+            Err(_) => Err(AdoptError::Qmp(
+                pid,
+                Box::new(QemuError::Closed(qmp.clone())),
+            )),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether the process has exited (its pidfd polls readable).
+    pub fn exited(&self) -> bool {
+        !banger_sys::pidfd::is_alive(self.pid, &self.pidfd).unwrap_or(false)
+    }
+
+    async fn exited_within(&self, d: Duration) -> bool {
+        let t = tokio::time::Instant::now();
+        loop {
+            if self.exited() {
+                return true;
+            }
+            if t.elapsed() >= d {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// As [`super::qemu::QemuVm::stop`]: Ctrl+Alt+Del and `grace`, QMP
+    /// `quit`, then SIGKILL through the pidfd.
+    pub async fn stop(&mut self, grace: Duration) -> Result<Stopped, KillError> {
+        if self.exited() {
+            return Ok(Stopped::AlreadyExited);
+        }
+        if let Ok(Ok(mut q)) =
+            tokio::time::timeout(Duration::from_secs(2), Qmp::connect(&self.qmp)).await
+        {
+            if q.ctrl_alt_del().await.is_ok() && self.exited_within(grace).await {
+                return Ok(Stopped::Graceful);
+            }
+            if q.execute("quit", None).await.is_ok()
+                && self.exited_within(Duration::from_secs(5)).await
+            {
+                return Ok(Stopped::Quit);
+            }
+        }
+        banger_sys::pidfd::send_signal(self.pid, &self.pidfd, libc::SIGKILL)
+            .map_err(|e| KillError::Pidfd(i64::from(self.pid), e))?;
+        if self.exited_within(Duration::from_secs(5)).await {
+            Ok(Stopped::Killed)
+        } else {
+            Err(KillError::Survived(i64::from(self.pid)))
+        }
     }
 }
 

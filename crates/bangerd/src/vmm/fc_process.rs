@@ -2,7 +2,9 @@
 //! hand-over raced against the launch (`EnsureSocketAccessForAsync`), the
 //! API configured and started, and a stop that asks first (Ctrl+Alt+Del)
 //! and then kills through the helper's pidfd-checked `priv.kill_process`.
-//! Not jailed yet: the jailed API socket lives in the chroot.
+//! Jailed (the system install): the helper runs the jailer, the API socket
+//! is the host side of the chroot's `/api` directory, and the tap is created
+//! for the jail uid the launch answered.
 
 use super::firecracker::{wait_for_api, BootPlan, FirecrackerClient, FirecrackerError};
 use super::socket_access::{ensure_socket_access_for_async, SocketAccessError, WaitPolicy};
@@ -18,6 +20,12 @@ use std::time::Duration;
 pub enum FcVmError {
     #[error("launching Firecracker for VM {0}")]
     Launch(String, #[source] PrivError),
+    #[error("the helper refused to launch Firecracker for VM {0}: {1} (see docs/privileges.md, priv.launch_firecracker)")]
+    Refused(String, String),
+    #[error("the jailed launch of VM {0} answered API socket {1:?}, not {2}")]
+    UnexpectedSocket(String, Option<String>, PathBuf),
+    #[error("creating tap {0} for the jail uid of VM {1}")]
+    Tap(String, String, #[source] PrivError),
     #[error("handing Firecracker's sockets to the owner")]
     SocketAccess(#[source] SocketAccessError),
     #[error("configuring and starting VM {0}")]
@@ -34,10 +42,32 @@ pub enum FcVmError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FcLaunch {
     pub vm_id: String,
-    /// Under RuntimeDir.
+    /// Under RuntimeDir: `<rt>/vms/<id>/fc.sock`, or jailed the host side
+    /// of the chroot's socket ([`jailed_api_socket`]).
     pub api_socket: PathBuf,
     /// Firecracker's stdout/stderr (the serial console), under StateDir.
     pub log_file: PathBuf,
+    /// Jailed: what the chroot holds, and the tap to create for the jail uid
+    /// once the launch names it.
+    pub jail: Option<(m::JailSpec, m::CreateTap)>,
+}
+
+/// Where a jailed VM's API socket appears on the host.
+pub fn jailed_api_socket(runtime_dir: &Path, vm_id: &str) -> PathBuf {
+    runtime_dir
+        .join("jails")
+        .join(vm_id)
+        .join("firecracker.socket")
+}
+
+/// A jailed VM's chroot directory (`priv.cleanup_jailer_chroot` removes it):
+/// `<jailer_base>/<exec name>/<vm_id>`.
+pub fn jail_dir(jailer_base: &Path, firecracker_bin: &Path, vm_id: &str) -> PathBuf {
+    let exec = firecracker_bin
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "firecracker".into());
+    jailer_base.join(exec).join(vm_id)
 }
 
 /// A launched, started Firecracker VM.
@@ -73,30 +103,60 @@ impl FirecrackerVm {
             policy,
             rx,
         );
-        let params: m::LaunchFirecrackerParams = m::LaunchFirecracker {
+        let jailed = l.jail.is_some();
+        let params = m::LaunchFirecrackerParams {
             vm_id: l.vm_id.clone(),
-            api_socket: l.api_socket.display().to_string(),
-            jailed: false,
+            api_socket: if jailed {
+                String::new()
+            } else {
+                l.api_socket.display().to_string()
+            },
+            jailed,
             log_file: l.log_file.display().to_string(),
-        }
-        .into();
+            jail: l.jail.as_ref().map(|(j, _)| j.clone()),
+        };
         let p = privops.clone();
         let launched = blocking(move || p.call::<method::LaunchFirecracker>(&params)).await?;
-        let pid = match launched {
-            Ok(r) => r.pid,
+        let r = match launched {
+            Ok(r) => r,
             Err(e) => {
                 drop(cancel);
                 let _ = access.await;
-                return Err(FcVmError::Launch(l.vm_id.clone(), e));
+                return Err(match e {
+                    PrivError::Refused {
+                        code: -32602,
+                        message,
+                        ..
+                    } => FcVmError::Refused(l.vm_id.clone(), message),
+                    e => FcVmError::Launch(l.vm_id.clone(), e),
+                });
             }
         };
         let mut vm = FirecrackerVm {
             privops,
-            pid,
+            pid: r.pid,
             client: FirecrackerClient::new(&l.api_socket),
             proc_root: "/proc".into(),
         };
         let ready = async {
+            if let Some((_, tap)) = &l.jail {
+                if r.api_socket.as_deref().map(Path::new) != Some(l.api_socket.as_path()) {
+                    return Err(FcVmError::UnexpectedSocket(
+                        l.vm_id.clone(),
+                        r.api_socket.clone(),
+                        l.api_socket.clone(),
+                    ));
+                }
+                let tap = m::CreateTap {
+                    jail_uid: r.jail_uid,
+                    ..tap.clone()
+                };
+                let p = vm.privops.clone();
+                let name = tap.name.clone();
+                blocking(move || p.call::<method::CreateTap>(&tap))
+                    .await?
+                    .map_err(|e| FcVmError::Tap(name, l.vm_id.clone(), e))?;
+            }
             access
                 .await
                 .map_err(FcVmError::Task)?
@@ -117,8 +177,38 @@ impl FirecrackerVm {
         Ok(vm)
     }
 
+    /// Re-adopt Firecracker `pid` of VM `vm_id` (a previous daemon's):
+    /// alive, and its API socket answers `GET /` with the VM's id as its
+    /// instance id (jailed or not, `--id` is the VM id) within 2 s.
+    pub async fn adopt(
+        privops: Arc<dyn PrivOps>,
+        proc_root: &Path,
+        pid: i32,
+        vm_id: &str,
+        api_socket: &Path,
+    ) -> Option<FirecrackerVm> {
+        let vm = FirecrackerVm {
+            privops,
+            pid,
+            client: FirecrackerClient::new(api_socket),
+            proc_root: proc_root.into(),
+        };
+        if !vm.alive() {
+            return None;
+        }
+        match tokio::time::timeout(Duration::from_secs(2), vm.client.describe_instance()).await {
+            Ok(Ok(info)) if info.id == vm_id => Some(vm),
+            _ => None,
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// Whether the process still runs.
+    pub fn is_alive(&self) -> bool {
+        self.alive()
     }
 
     pub fn client(&self) -> &FirecrackerClient {
@@ -178,9 +268,20 @@ impl FirecrackerVm {
 }
 
 /// `<proc_root>/<pid>` exists (the helper reaps its children, so an exited
-/// Firecracker does not linger as a zombie).
+/// Firecracker does not linger as a zombie); on the real `/proc`, a jailed
+/// VMM hidden from the daemon (`ProtectProc=invisible`, another uid) still
+/// counts: `kill(pid, 0)` answers `EPERM`, not `ESRCH`.
 fn alive(proc_root: &Path, pid: i32) -> bool {
-    proc_root.join(pid.to_string()).exists()
+    if proc_root.join(pid.to_string()).exists() {
+        return true;
+    }
+    proc_root == Path::new("/proc")
+        && rustix::process::Pid::from_raw(pid).is_some_and(|p| {
+            !matches!(
+                rustix::process::test_kill_process(p),
+                Err(rustix::io::Errno::SRCH)
+            )
+        })
 }
 
 #[cfg(test)]

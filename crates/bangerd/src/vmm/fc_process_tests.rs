@@ -73,6 +73,7 @@ fn setup(test: &str) -> Option<Setup> {
         vm_id: "fc1".into(),
         api_socket: t.join("run/fc-fc1.sock"),
         log_file: t.join("state/vms/fc1/console.log"),
+        jail: None,
     };
     Some(Setup {
         tmp,
@@ -154,6 +155,7 @@ async fn a_refused_launch_cancels_the_hand_over_and_makes_no_other_call() {
         vm_id: "fc1".into(),
         api_socket: tmp.path().join("fc.sock"),
         log_file: tmp.path().join("console.log"),
+        jail: None,
     };
     let plan = firecracker_plan(
         &MachineSpec {
@@ -177,7 +179,14 @@ async fn a_refused_launch_cancels_the_hand_over_and_makes_no_other_call() {
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, FcVmError::Launch(..)), "{err:?}");
+    // A gate refusal (-32602) comes back as the helper's rule, named.
+    assert!(
+        matches!(&err, FcVmError::Refused(id, rule) if id == "fc1" && rule.contains("owned by root")),
+        "{err:?}"
+    );
+    assert!(err
+        .to_string()
+        .starts_with("the helper refused to launch Firecracker for VM fc1: priv.launch_firecracker: executable must be owned by root"));
     assert!(
         t.elapsed() < Duration::from_secs(60),
         "the wait was cancelled"

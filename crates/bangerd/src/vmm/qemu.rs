@@ -148,7 +148,9 @@ impl QemuVm {
             // QEMU's own errors (a tap it cannot open, a bad drive) go to the
             // daemon's log; a pipe nobody reads would stall it once full.
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
+            // Its own process group, not killed with the daemon: a new
+            // daemon re-adopts it (`vmm::adopted`).
+            .process_group(0)
             .spawn()
             .map_err(|e| QemuError::Spawn(qemu.into(), e))?;
         let pid = child.id().unwrap_or(0);

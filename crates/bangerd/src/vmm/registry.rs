@@ -7,7 +7,7 @@ use super::Stopped;
 use banger_core::disk::Driver;
 use banger_core::machine::Backend;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,6 +15,9 @@ use std::time::Duration;
 pub enum Vmm {
     Qemu(QemuVm),
     Firecracker(FirecrackerVm),
+    /// A QEMU a previous daemon started (a re-adopted Firecracker is a
+    /// [`FirecrackerVm`] like any other).
+    AdoptedQemu(super::adopted::AdoptedQemu),
 }
 
 impl Vmm {
@@ -22,13 +25,15 @@ impl Vmm {
         match self {
             Vmm::Qemu(q) => q.pid() as i64,
             Vmm::Firecracker(f) => f.pid() as i64,
+            Vmm::AdoptedQemu(q) => i64::from(q.pid()),
         }
     }
 
     fn exited(&mut self) -> bool {
         match self {
             Vmm::Qemu(q) => !matches!(q.try_exited(), Ok(None)),
-            Vmm::Firecracker(f) => !Path::new("/proc").join(f.pid().to_string()).exists(),
+            Vmm::Firecracker(f) => !f.is_alive(),
+            Vmm::AdoptedQemu(q) => q.exited(),
         }
     }
 
@@ -37,6 +42,7 @@ impl Vmm {
         match self {
             Vmm::Qemu(q) => q.stop(grace).await.map_err(|e| crate::render_chain(&e)),
             Vmm::Firecracker(f) => f.stop(grace).await.map_err(|e| crate::render_chain(&e)),
+            Vmm::AdoptedQemu(q) => q.stop(grace).await.map_err(|e| crate::render_chain(&e)),
         }
     }
 }
@@ -59,6 +65,12 @@ pub struct Registry {
     pub backend: Option<Backend>,
     /// The disk driver, when not chosen from the host (tests).
     pub disk_driver: Option<Driver>,
+    /// Whether Firecracker runs under the jailer, when not taken from the
+    /// mode (system install: jailed; `--dev`: not) (tests).
+    pub jailed: Option<bool>,
+    /// Where readiness looks for the SSH banner, instead of `<guest ip>:22`
+    /// (tests without a guest network).
+    pub ready_addr: Option<std::net::SocketAddr>,
     /// How long `start` waits for the SSH banner.
     pub ready_timeout: Duration,
     /// How long `stop` waits for a graceful shutdown.
@@ -79,6 +91,8 @@ impl Default for Registry {
             wrapper: Vec::new(),
             backend: None,
             disk_driver: None,
+            jailed: None,
+            ready_addr: None,
             ready_timeout: Duration::from_secs(300),
             grace: Duration::from_secs(60),
         }

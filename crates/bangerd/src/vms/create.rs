@@ -23,6 +23,8 @@ pub struct CreateReq {
     pub vcpus: u8,
     pub memory_mib: u32,
     pub start: bool,
+    /// Its VMM; `None`: the daemon config's `vmm`.
+    pub vmm: Option<banger_proto::api::VmmChoice>,
 }
 
 /// Undoes a half-made create unless disarmed: disk destroyed, row deleted
@@ -72,6 +74,7 @@ impl CreateReq {
             vcpus: req.vcpus.unwrap_or(1).max(1),
             memory_mib: req.memory_mib.unwrap_or(512).max(128),
             start: req.start.unwrap_or(true),
+            vmm: req.vmm,
         }
     }
 
@@ -112,6 +115,7 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
                 created_at: now,
             },
         )?;
+        table::set_vmm(tx, &id, req.vmm.unwrap_or(d.cfg.vmm))?;
         Ok(())
     })?;
     let mut undo = CreateUndo {

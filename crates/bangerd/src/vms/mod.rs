@@ -5,6 +5,8 @@ pub mod create;
 pub mod default_image;
 pub mod exec;
 pub mod file_sync;
+pub mod forward;
+pub mod ports;
 pub mod reconcile;
 pub mod record;
 pub mod remove;
@@ -58,8 +60,13 @@ pub enum VmError {
     NoQemu(PathBuf),
     #[error("starting QEMU for VM {0}")]
     Qemu(String, #[source] Box<crate::vmm::qemu::QemuError>),
-    #[error("starting Firecracker for VM {0}")]
-    Firecracker(String, #[source] Box<crate::vmm::fc_process::FcVmError>),
+    #[error("starting Firecracker for VM {0}{tail}", tail = log_tail(.2))]
+    Firecracker(
+        String,
+        #[source] Box<crate::vmm::fc_process::FcVmError>,
+        /// The end of Firecracker's log (its console), if any.
+        String,
+    ),
     #[error("the firecracker boot plan")]
     Plan(#[source] crate::vmm::plan::NotUtf8),
     #[error("VM {0}'s VMM exited before the guest was ready (see `banger vm logs {0}`)")]
@@ -79,9 +86,23 @@ pub enum VmError {
     #[error(transparent)]
     FileSync(#[from] file_sync::FileSyncError),
     #[error(transparent)]
-    Port(#[from] crate::network::ports::PortError),
+    Port(#[from] forward::PortError),
     #[error(transparent)]
-    DefaultImage(#[from] default_image::DefaultImageError),
+    DefaultImage(Box<default_image::DefaultImageError>),
+}
+
+impl From<default_image::DefaultImageError> for VmError {
+    fn from(e: default_image::DefaultImageError) -> Self {
+        VmError::DefaultImage(Box::new(e))
+    }
+}
+
+fn log_tail(t: &str) -> String {
+    if t.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" (its log ends: {})", t.trim())
+    }
 }
 
 /// Every teardown step that failed, in order.
@@ -101,6 +122,8 @@ impl From<rusqlite::Error> for VmError {
     }
 }
 
+#[cfg(test)]
+mod jailed_tests;
 #[cfg(test)]
 mod root_tests;
 #[cfg(test)]

@@ -3,13 +3,20 @@
 //! running VM whose process died become `stopped` (their tap and NAT
 //! removed, the disk deactivated), a vanished disk `broken`, an unfinished
 //! delete is finished, and no process outlives a state that may not have one.
+//! A running VM whose VMM still runs is **re-adopted**: held by pidfd (QEMU)
+//! or pid (Firecracker, the helper's), its argv naming the VM, its QMP/API
+//! socket answering (Firecracker's instance id is the VM id); it stays
+//! `running` and `stop`/`rm` drive it as the daemon's own. A live VMM that
+//! fails the proof is killed and its VM stopped.
 
 use super::{find, VmRow};
 use crate::blocking::leaf;
 use crate::daemon::Daemon;
 use crate::store::vms as table;
 use crate::vmdisk;
-use crate::vmm::adopted;
+use crate::vmm::adopted::{self, AdoptedQemu};
+use crate::vmm::fc_process::{jailed_api_socket, FirecrackerVm};
+use crate::vmm::registry::Vmm;
 use banger_core::machine::Backend;
 use banger_core::vm::{self, Found, Repair, VmState};
 use banger_proto::helper::{self as m, method};
@@ -44,8 +51,44 @@ fn clear_network(d: &Daemon, row: &VmRow) {
     let _ = d
         .privops
         .call::<method::DeleteTap>(&m::DeleteTap { name: tap });
+    if super::run::ran_jailed(d, row) {
+        let dir =
+            crate::vmm::fc_process::jail_dir(&d.cfg.jailer_base, &d.cfg.firecracker_bin, &row.id);
+        let _ = d
+            .privops
+            .call::<method::CleanupJailerChroot>(&m::CleanupJailerChroot {
+                path: dir.display().to_string(),
+            });
+    }
     if let Err(e) = vmdisk::deactivate(d, &row.id) {
         tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: deactivating the disk");
+    }
+}
+
+/// Re-adopt running VM `row`'s VMM, if it proves to be the VM's.
+async fn adopt(d: &Daemon, row: &VmRow, proc_root: &Path) -> Option<Vmm> {
+    let pid = row.pid?;
+    match row.backend? {
+        Backend::Firecracker => {
+            let api = if super::run::ran_jailed(d, row) {
+                jailed_api_socket(&d.paths.runtime_dir, &row.id)
+            } else {
+                d.paths.vm_runtime_dir(&row.id).join("fc.sock")
+            };
+            FirecrackerVm::adopt(d.privops.clone(), proc_root, pid as i32, &row.id, &api)
+                .await
+                .map(Vmm::Firecracker)
+        }
+        Backend::QemuKvm | Backend::QemuTcg => {
+            let qmp = d.paths.vm_runtime_dir(&row.id).join("qmp.sock");
+            match AdoptedQemu::adopt(proc_root, pid, &row.id, qmp).await {
+                Ok(q) => Some(Vmm::AdoptedQemu(q)),
+                Err(e) => {
+                    tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: not re-adopting");
+                    None
+                }
+            }
+        }
     }
 }
 
@@ -62,11 +105,36 @@ pub async fn run(d: &Daemon, proc_root: &Path) -> Vec<Fixed> {
         let alive = row
             .pid
             .is_some_and(|p| adopted::alive(proc_root, p, &row.id));
+        let held = if row.state == VmState::Running && !d.vmms.holds(&row.id) {
+            adopt(d, &row, proc_root).await
+        } else {
+            None
+        };
         let found = Found {
-            process_alive: alive,
+            process_alive: alive || held.is_some(),
             disk_present: disk_present(d, &row.id),
         };
-        let (to, repair) = vm::reconcile(row.state, found);
+        let (mut to, mut repair) = vm::reconcile(row.state, found);
+        match held {
+            Some(vmm) if to == VmState::Running => {
+                tracing::info!(vm = %row.name, pid = vmm.pid(), "reconcile: re-adopted the running VMM");
+                d.vmms.put(&row.id, vmm);
+            }
+            Some(_) => {}
+            // Alive but not proven to be the VM's: not kept.
+            None if to == VmState::Running
+                && row.state == VmState::Running
+                && !d.vmms.holds(&row.id) =>
+            {
+                to = VmState::Stopped;
+                repair = if alive {
+                    Repair::KillProcess
+                } else {
+                    Repair::Nothing
+                };
+            }
+            None => {}
+        }
         if to == row.state && repair == Repair::Nothing {
             continue;
         }

@@ -29,7 +29,7 @@ pub async fn remove(d: &Daemon, name: &str, force: bool, p: &Progress) -> Result
         p.log(format!("stopping {}", row.name));
         run::tear_down(d, &row, std::time::Duration::ZERO).await?;
     }
-    crate::network::ports::forget_vm(&row.id);
+    crate::vms::ports::forget_vm(&row.id);
     tracing::info!(vm = %row.name, "removing the disk");
     leaf(|| vmdisk::destroy(d, &row.id))?;
     let rt = d.paths.vm_runtime_dir(&row.id);

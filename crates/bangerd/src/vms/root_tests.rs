@@ -2,7 +2,10 @@
 //! daemon's build path, then — inside a `bgtest-` network namespace whose
 //! bridge the daemon's network start-up makes — `create` (started under
 //! QEMU microvm), SSH with the pinned known_hosts, a graceful `stop`,
-//! `start` again, SSH again, `rm`; and nothing of the VM is left.
+//! a new daemon on the same state after the first one died abruptly and
+//! then gracefully (the VM re-adopted, still running, SSH working), a
+//! graceful `stop` by the new daemon, `start` again, SSH again, `rm`; and
+//! nothing of the VM is left.
 
 use super::tests::fx;
 use super::*;
@@ -86,6 +89,7 @@ fn root_vm_lifecycle_create_ssh_stop_start_ssh_rm_leaves_nothing() {
                 vcpus: 1,
                 memory_mib: 384,
                 start: true,
+                vmm: None,
             };
             let t = Instant::now();
             let row = create(&d, &req, &progress()).await.unwrap();
@@ -123,12 +127,78 @@ fn root_vm_lifecycle_create_ssh_stop_start_ssh_rm_leaves_nothing() {
             );
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "bgtest-life");
 
+            // The VMM is not the daemon's to take down: its own process group.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let pgrp: i64 = stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .nth(2)
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(pgrp, pid, "QEMU leads its own process group");
+            // The daemon dies twice — abruptly (nothing of it runs again:
+            // its state leaked, as after `kill -9`) and gracefully (dropped,
+            // as after SIGTERM) — and a new daemon on the same state
+            // re-adopts the VM: still running, SSH works, stop works after.
+            let mut d = d;
+            for abrupt in [true, false] {
+                let next = Daemon {
+                    cfg: d.cfg.clone(),
+                    paths: d.paths.clone(),
+                    mode: d.mode,
+                    store: crate::store::Store::open(&d.paths.database()).unwrap(),
+                    privops: d.privops.clone(),
+                    host_paths: Default::default(),
+                    vmms: Default::default(),
+                };
+                let mut next = next;
+                next.vmms.grace = d.vmms.grace;
+                if abrupt {
+                    std::mem::forget(d);
+                } else {
+                    drop(d);
+                }
+                d = next;
+                assert!(
+                    Path::new(&format!("/proc/{pid}")).exists(),
+                    "the VMM outlived the daemon"
+                );
+                let fixed = super::reconcile::run(&d, Path::new("/proc")).await;
+                assert!(fixed.is_empty(), "abrupt={abrupt}: {fixed:?}");
+                let row = find(&d, "bgtest-life").unwrap();
+                assert_eq!(
+                    (row.state, row.pid),
+                    (VmState::Running, Some(pid)),
+                    "abrupt={abrupt}"
+                );
+                assert!(d.vmms.holds(&row.id), "abrupt={abrupt}: re-adopted");
+                assert!(has_tap());
+                let out = ssh(&key, &known_hosts, ip, "cat /etc/hostname");
+                assert!(
+                    out.status.success(),
+                    "abrupt={abrupt}: {}\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    console_tail(&d, &row.id)
+                );
+                assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "bgtest-life");
+            }
+
             let t = Instant::now();
             let row = stop(&d, "bgtest-life", false, &progress()).await.unwrap();
             println!("graceful stop in {:?}", t.elapsed());
             assert_eq!(row.state, VmState::Stopped);
             assert_eq!(row.pid, None);
             assert!(!has_tap());
+            // Exited: the re-adopting daemon is not its parent, and this
+            // test process (the first daemon, its handle leaked) is: a
+            // zombie until reaped here, as init reaps it on a real host.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            assert!(stat.is_empty() || stat.contains(") Z "), "{stat}");
+            // SAFETY: waitpid(2) on this test process's own child.
+            unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
             assert!(!Path::new(&format!("/proc/{pid}")).exists());
 
             let t = Instant::now();

@@ -10,13 +10,14 @@ use crate::progress::Progress;
 use crate::store::vms as table;
 use crate::vmdisk;
 use crate::vmm::adopted;
-use crate::vmm::fc_process::{FcLaunch, FirecrackerVm};
+use crate::vmm::fc_process::{jail_dir, jailed_api_socket, FcLaunch, FirecrackerVm};
 use crate::vmm::plan::{firecracker_plan, FcFiles};
 use crate::vmm::qemu::QemuVm;
 use crate::vmm::registry::Vmm;
 use crate::vmm::socket_access::WaitPolicy;
-use banger_core::machine::{choose_backend, Backend, GuestNet, MachineSpec, QemuIo};
+use banger_core::machine::{choose_vmm, Backend, GuestNet, MachineSpec, QemuIo};
 use banger_core::vm::{Event, VmState};
+use banger_proto::api::VmmChoice;
 use banger_proto::helper::{self as m, method, Method};
 use banger_sys::runner::{Cmd, HostRunner, Runner};
 use std::io::Read;
@@ -31,16 +32,46 @@ fn call<M: Method<Result = m::Empty>>(d: &Daemon, p: &M::Params) -> Result<(), V
         .map_err(|e| VmError::Priv(M::NAME, Box::new(e)))
 }
 
-/// The backend for this host (as `banger doctor` reports it).
-pub fn backend(d: &Daemon) -> Backend {
+/// VM `id`'s VMM choice (the row's `vmm`; `auto` if unreadable).
+pub fn vmm_choice(d: &Daemon, id: &str) -> VmmChoice {
+    d.store.read(|c| table::vmm(c, id)).unwrap_or_default()
+}
+
+/// The backend VM `id` runs on here, and why: its VMM choice against the
+/// host (`banger doctor` shows the same for the config's choice).
+pub fn backend_for(d: &Daemon, id: &str) -> (Backend, String) {
+    let choice = vmm_choice(d, id);
     if let Some(b) = d.vmms.backend {
-        return b;
+        return (b, format!("vmm = {choice}: pinned by the daemon"));
     }
-    choose_backend(crate::doctor::host_facts(
-        Path::new("/"),
-        &d.cfg.firecracker_bin,
-    ))
-    .0
+    choose_vmm(
+        choice,
+        crate::doctor::host_facts(Path::new("/"), &d.cfg.firecracker_bin),
+    )
+}
+
+/// Whether Firecracker is launched under the jailer: always in the system
+/// install, never in `--dev` (unless a test says otherwise).
+pub fn jailed(d: &Daemon) -> bool {
+    d.vmms
+        .jailed
+        .unwrap_or(d.mode == banger_core::paths::Mode::System)
+}
+
+/// A jailed VM's chroot, removed through `priv.cleanup_jailer_chroot`.
+fn clean_jail(d: &Daemon, id: &str) -> Result<(), VmError> {
+    let dir = jail_dir(&d.cfg.jailer_base, &d.cfg.firecracker_bin, id);
+    call::<method::CleanupJailerChroot>(
+        d,
+        &m::CleanupJailerChroot {
+            path: dir.display().to_string(),
+        },
+    )
+}
+
+/// Whether VM `row` ran (or may run) under the jailer.
+pub(crate) fn ran_jailed(d: &Daemon, row: &VmRow) -> bool {
+    jailed(d) && row.backend == Some(Backend::Firecracker)
 }
 
 /// The host TSC in kHz for `tsc_early_khz` under TCG.
@@ -86,7 +117,9 @@ pub(super) async fn start_claimed(d: &Daemon, row: &VmRow, p: &Progress) -> Resu
         }
         Err(e) => {
             tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "start failed; cleaning up");
-            if let Err(t) = tear_down(d, row, Duration::ZERO).await {
+            // The row as launch left it (its backend names what to clean).
+            let now = find(d, &row.id).ok();
+            if let Err(t) = tear_down(d, now.as_ref().unwrap_or(row), Duration::ZERO).await {
                 tracing::error!(vm = %row.name, error = %crate::render_chain(&t), "cleanup after a failed start");
             }
             let _ = transition(d, row, Event::Failed);
@@ -101,14 +134,18 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
     let plan = NetPlan::from_config(&d.cfg)?;
     let disk = leaf(|| vmdisk::activate(d, &row.id))?;
     let tap = banger_core::net::tap_for(&row.id);
+    let (backend, why) = backend_for(d, &row.id);
+    p.log(format!("VMM: {} ({why})", backend.as_str()));
+    let jail = backend == Backend::Firecracker && jailed(d);
+    let tap_req = m::CreateTap {
+        name: tap.clone(),
+        bridge: plan.bridge.clone(),
+        jail_uid: None,
+    };
     p.log(format!("tap {tap} on {}", plan.bridge));
-    call::<method::CreateTap>(
-        d,
-        &m::CreateTap {
-            name: tap.clone(),
-            bridge: plan.bridge.clone(),
-        },
-    )?;
+    if !jail {
+        call::<method::CreateTap>(d, &tap_req)?;
+    }
     call::<method::EnsureNat>(
         d,
         &m::Nat {
@@ -118,7 +155,6 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
     )?;
     let image = crate::images::catalog::find(&d.store, &row.image_id)?
         .ok_or_else(|| crate::images::catalog::CatalogError::NotFound(row.image_id.clone()))?;
-    let backend = backend(d);
     let spec = MachineSpec {
         vcpus: row.vcpus,
         memory_mib: row.memory_mib,
@@ -140,16 +176,49 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
     let rt = d.paths.vm_runtime_dir(&row.id);
     mkdir(&rt)?;
     let console = d.paths.console_log(&row.id);
-    p.log(format!("launching {}", backend));
+    p.log(format!("launching {backend}"));
+    // Recorded first, so a failed start (and a restart's reconcile) knows
+    // which VMM's leftovers to clean.
+    d.store
+        .write(|tx| table::set_backend(tx, &row.id, backend))?;
     let vmm = match backend {
         Backend::Firecracker => {
-            let api = rt.join("fc.sock");
-            let _ = std::fs::remove_file(&api);
-            let fc_plan = firecracker_plan(&spec, &FcFiles::default()).map_err(VmError::Plan)?;
+            let (api, jail_files, fc_plan) = if jail {
+                // The chroot's names; the helper puts the files there.
+                let inside = MachineSpec {
+                    kernel: m::JAILED_KERNEL.into(),
+                    initrd: spec.initrd.as_ref().map(|_| m::JAILED_INITRD.into()),
+                    rootfs: m::JAILED_ROOT_DISK.into(),
+                    ..spec.clone()
+                };
+                let j = m::JailSpec {
+                    kernel: spec.kernel.display().to_string(),
+                    initrd: spec
+                        .initrd
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    root_disk: spec.rootfs.display().to_string(),
+                    memory_mib: spec.memory_mib,
+                    vcpus: u32::from(spec.vcpus),
+                    cpu_percent: None,
+                };
+                (
+                    jailed_api_socket(&d.paths.runtime_dir, &row.id),
+                    Some((j, tap_req)),
+                    firecracker_plan(&inside, &FcFiles::default()).map_err(VmError::Plan)?,
+                )
+            } else {
+                let api = rt.join("fc.sock");
+                let _ = std::fs::remove_file(&api);
+                let plan = firecracker_plan(&spec, &FcFiles::default()).map_err(VmError::Plan)?;
+                (api, None, plan)
+            };
             let l = FcLaunch {
                 vm_id: row.id.clone(),
                 api_socket: api,
                 log_file: console.clone(),
+                jail: jail_files,
             };
             let policy = WaitPolicy {
                 deadline: Duration::from_secs(10),
@@ -158,7 +227,9 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
             Vmm::Firecracker(
                 FirecrackerVm::launch(d.privops.clone(), &l, &fc_plan, policy)
                     .await
-                    .map_err(|e| VmError::Firecracker(row.name.clone(), Box::new(e)))?,
+                    .map_err(|e| {
+                        VmError::Firecracker(row.name.clone(), Box::new(e), log_tail(&console))
+                    })?,
             )
         }
         Backend::QemuKvm | Backend::QemuTcg => {
@@ -184,6 +255,15 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
     wait_ready(d, row, ip, p).await
 }
 
+/// The last few lines (at most 1 KiB) of Firecracker's log, on one line.
+fn log_tail(p: &Path) -> String {
+    let text = std::fs::read(p).unwrap_or_default();
+    let start = text.len().saturating_sub(1024);
+    let tail = String::from_utf8_lossy(&text[start..]);
+    let lines: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
 /// Whether `addr` answers with an SSH banner within `timeout`.
 pub fn ssh_banner(addr: SocketAddr, timeout: Duration) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
@@ -197,7 +277,7 @@ pub fn ssh_banner(addr: SocketAddr, timeout: Duration) -> bool {
 async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(), VmError> {
     let t = Instant::now();
     let limit = d.vmms.ready_timeout;
-    let addr = SocketAddr::from((ip, 22));
+    let addr = d.vmms.ready_addr.unwrap_or(SocketAddr::from((ip, 22)));
     loop {
         if d.vmms.exited(&row.id) {
             return Err(VmError::ExitedEarly(row.name.clone()));
@@ -237,6 +317,11 @@ pub(crate) async fn tear_down(d: &Daemon, row: &VmRow, grace: Duration) -> Resul
             while adopted::alive(proc_root, pid, &row.id) && t.elapsed() < Duration::from_secs(5) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+        }
+    }
+    if ran_jailed(d, row) {
+        if let Err(e) = clean_jail(d, &row.id) {
+            failed.push(e);
         }
     }
     let tap = banger_core::net::tap_for(&row.id);

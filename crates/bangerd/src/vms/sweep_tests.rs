@@ -73,6 +73,7 @@ async fn a_sweep_removes_what_no_row_records_and_keeps_the_rest() {
         vcpus: 1,
         memory_mib: 256,
         start: false,
+        vmm: None,
     };
     let web = create(
         &f.d,

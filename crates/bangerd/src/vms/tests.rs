@@ -84,6 +84,7 @@ fn req(name: &str, start: bool) -> CreateReq {
         vcpus: 1,
         memory_mib: 256,
         start,
+        vmm: None,
     }
 }
 
@@ -393,14 +394,31 @@ mod reconcile_tests {
             let d = &f.d;
             async move { create(d, &req(name, false), &progress()).await.unwrap() }
         };
-        let alive = mk("alive").await; // running, its VMM alive: kept
+        let alive = mk("alive").await; // running, its VMM alive and answering: re-adopted
+        let fake = mk("fake").await; // running, a live process that does not answer: killed, stopped
         let died = mk("died").await; // running, VMM gone: stopped + network cleared
         let half = mk("half").await; // starting, VMM alive: killed, stopped
         let nodisk = mk("nodisk").await; // stopped, disk vanished: broken
         let del = mk("del").await; // deleting: finished
-        proc_with(&procs, 101, &["qemu-system-x86_64", &alive.id]);
+        proc_with(&procs, 101, &["firecracker", "--id", &alive.id]);
         proc_with(&procs, 103, &["firecracker", "--id", &half.id]);
-        record(&f.d, &alive.id, "running", Some(101), "qemu-tcg");
+        proc_with(&procs, 104, &["firecracker", "--id", &fake.id]);
+        // `alive`'s API answers with its id as Firecracker's instance id.
+        let rt = f.d.paths.vm_runtime_dir(&alive.id);
+        std::fs::create_dir_all(&rt).unwrap();
+        let listener = tokio::net::UnixListener::bind(rt.join("fc.sock")).unwrap();
+        let cfg = banger_fc_double::DoubleConfig {
+            instance_id: alive.id.clone(),
+            guest_shutdown: None,
+            ..Default::default()
+        };
+        tokio::spawn(banger_fc_double::serve(
+            listener,
+            cfg,
+            std::future::pending(),
+        ));
+        record(&f.d, &alive.id, "running", Some(101), "firecracker");
+        record(&f.d, &fake.id, "running", Some(104), "firecracker");
         record(&f.d, &died.id, "running", Some(102), "qemu-tcg");
         record(&f.d, &half.id, "starting", Some(103), "firecracker");
         record(&f.d, &nodisk.id, "stopped", None, "qemu-tcg");
@@ -418,12 +436,15 @@ mod reconcile_tests {
             vec![
                 ("del".to_string(), VmState::Deleting, Repair::FinishDelete),
                 ("died".to_string(), VmState::Stopped, Repair::Nothing),
+                ("fake".to_string(), VmState::Stopped, Repair::KillProcess),
                 ("half".to_string(), VmState::Stopped, Repair::KillProcess),
                 ("nodisk".to_string(), VmState::Broken, Repair::Nothing),
             ]
         );
         assert_eq!(find(&f.d, "alive").unwrap().state, VmState::Running);
         assert_eq!(find(&f.d, "alive").unwrap().pid, Some(101));
+        assert!(f.d.vmms.holds(&alive.id), "re-adopted");
+        assert!(!f.d.vmms.holds(&fake.id));
         assert!(matches!(find(&f.d, "del"), Err(VmError::NotFound(_))));
         let died_row = find(&f.d, "died").unwrap();
         assert_eq!((died_row.state, died_row.pid), (VmState::Stopped, None));
@@ -438,12 +459,15 @@ mod reconcile_tests {
         assert_eq!(
             rec.calls()[n..].to_vec(),
             vec![
-                nat(&del, "172.30.0.6"),
+                nat(&del, "172.30.0.7"),
                 del_tap(&del),
-                nat(&died, "172.30.0.3"),
+                nat(&died, "172.30.0.4"),
                 del_tap(&died),
+                ("priv.kill_process".to_string(), json!({"pid": 104})),
+                nat(&fake, "172.30.0.3"),
+                del_tap(&fake),
                 ("priv.kill_process".to_string(), json!({"pid": 103})),
-                nat(&half, "172.30.0.4"),
+                nat(&half, "172.30.0.5"),
                 del_tap(&half),
             ]
         );
