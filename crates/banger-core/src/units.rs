@@ -148,8 +148,10 @@ ProtectClock=yes
 ProtectHostname=yes
 ProtectProc=invisible
 ProcSubset=pid
-# User namespaces for rootless image builds; nothing else.
-RestrictNamespaces=user mnt
+# No namespaces at all. Rootless Debian builds (mmdebstrap --mode=unshare)
+# would need the setuid newuidmap, which NoNewPrivileges disarms, so a user
+# namespace could serve nothing here.
+RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
@@ -213,6 +215,7 @@ mod tests {
         // Of all homes only the owner's is visible, read-only.
         assert!(u.contains("\nProtectHome=tmpfs\nBindReadOnlyPaths=-/home/al\n"));
         assert!(u.contains("\nPrivateDevices=yes\nBindPaths=-/dev/kvm -/dev/net/tun\n"));
+        assert!(u.contains("\nRestrictNamespaces=yes\n"));
     }
 
     #[test]
