@@ -44,7 +44,19 @@ fn vm_ls_inspect_json_refused_rm_of_a_running_vm_and_rm() {
     assert_eq!(web["image"], "base");
     assert_eq!(web["vcpus"], 2);
     assert_eq!(web["memory_mib"], 1024);
-    assert_eq!(web, ls[1]);
+    // Inspect adds the VMM choice and why; the rest is the listing's row.
+    assert_eq!(web["vmm"], "auto");
+    assert!(
+        web["vmm_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("vmm = auto")),
+        "{web}"
+    );
+    let mut row = web.clone();
+    let obj = row.as_object_mut().unwrap();
+    obj.remove("vmm");
+    obj.remove("vmm_reason");
+    assert_eq!(row, ls[1]);
 
     // A running VM is not removed without --force.
     let out = env.banger(&["vm", "rm", "web"]);
