@@ -240,15 +240,7 @@ pub fn open_file(dir: &Path, rel: &Path, access: Access) -> Result<File, Beneath
     .map_err(|e| BeneathError::OpenDir(dir.into(), e.into()))?;
     // O_NONBLOCK: opening a FIFO (or a device) planted where a file is
     // expected must not park a helper thread; regular-file I/O ignores it.
-    let flags = OFlags::CLOEXEC
-        | OFlags::NOFOLLOW
-        | OFlags::NOCTTY
-        | OFlags::NONBLOCK
-        | match access {
-            Access::Read => OFlags::RDONLY,
-            Access::ReadWrite => OFlags::RDWR,
-            Access::CreateNew => OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
-        };
+    let flags = access_flags(access);
     let fd = rustix::fs::openat2(
         &dfd,
         rel,
