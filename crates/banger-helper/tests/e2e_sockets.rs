@@ -90,7 +90,7 @@ fn root_out_of_fds_the_helper_backs_off_and_recovers() {
         served.push(s);
     }
     // These wait in the listen backlog: every accept now fails (EMFILE).
-    let mut waiting: Vec<UnixStream> = (0..4).map(|_| connect_and_ask(&h)).collect();
+    let waiting: Vec<UnixStream> = (0..4).map(|_| connect_and_ask(&h)).collect();
     assert!(
         wait_until(Duration::from_secs(10), || accept_failures(&h) > 0),
         "accept never failed; log:\n{}",
@@ -126,14 +126,16 @@ fn root_out_of_fds_the_helper_backs_off_and_recovers() {
     );
 
     // Free the fds: the waiting connections are accepted and answered.
+    // Only three fit at once (the helper keeps an answered connection open
+    // for its next request), so each is closed once answered, making room
+    // for the fourth.
     drop(served);
     let t0 = Instant::now();
-    for s in &mut waiting {
-        let a = answer(s).expect("a waiting connection is served after fds free up");
+    for mut s in waiting {
+        let a = answer(&mut s).expect("a waiting connection is served after fds free up");
         assert!(a.contains(banger_proto::VERSION), "{a}");
     }
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
-    drop(waiting);
     let v = call_as(
         owner.uid,
         owner.gid,
