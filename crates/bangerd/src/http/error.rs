@@ -144,7 +144,9 @@ mod tests {
             502
         );
         assert_eq!(
-            status(CatalogError::Pull(RegistryError::BadReference("x".into()))),
+            status(CatalogError::Pull(RegistryError::BadReference(
+                crate::images::reference::BadReference("x".into())
+            ))),
             400
         );
         let mkfs = crate::images::oci::OciError::Mkfs(

@@ -6,7 +6,9 @@ use crate::blocking::leaf;
 use crate::images::catalog::{self, CatalogError, Digests, Staging};
 use crate::images::debian;
 use crate::images::kernel::{self, HostPaths};
-use crate::images::{oci, registry};
+use crate::images::oci::{self, Blobs};
+use crate::images::pull;
+use crate::images::reference::{BadReference, Reference};
 use crate::progress::Progress;
 use crate::store::Store;
 use banger_proto::api::{Image, ImageBuild, ImagePull};
@@ -49,9 +51,11 @@ fn add_kernel(
     Ok(digest)
 }
 
-/// Build the rootfs of `staging` from an OCI source dir or tarball.
+/// Build the rootfs of `staging` from an OCI source dir or tarball
+/// (`blobs`: whether its layer blobs were verified as they were written).
 fn rootfs_from_oci(
     source: &Path,
+    blobs: Blobs,
     staging: &Staging,
     headroom_mib: Option<u64>,
     p: &Progress,
@@ -72,6 +76,7 @@ fn rootfs_from_oci(
         scratch.path(),
         &out,
         sizing,
+        blobs,
         &mut |step| match step {
             oci::Step::Unpack => p.log("unpacking the archive"),
             oci::Step::Layer {
@@ -131,7 +136,7 @@ pub fn build(
         )));
     }
     let staging = Staging::new(state_dir)?;
-    let rootfs = rootfs_from_oci(&source, &staging, req.headroom_mib, p)?;
+    let rootfs = rootfs_from_oci(&source, Blobs::Verify, &staging, req.headroom_mib, p)?;
     let kernel = add_kernel(&staging, req.kernel.as_deref(), host, p)?;
     catalog::commit(
         store,
@@ -143,13 +148,15 @@ pub fn build(
     )
 }
 
-/// `<last repository component>-<tag>`, e.g. `debian-bookworm`.
-pub fn default_name(r: &registry::Reference) -> String {
+/// `<last repository component>-<tag>`, e.g. `debian-bookworm` (the first
+/// 12 hex digits of the digest when only a digest is given).
+pub fn default_name(r: &Reference) -> String {
     let repo = r.repository.rsplit('/').next().unwrap_or("image");
-    let tag = r
-        .reference
-        .strip_prefix("sha256:")
-        .map_or(r.reference.as_str(), |h| &h[..12]);
+    let tag = match (&r.tag, &r.digest) {
+        (Some(t), _) => t.as_str(),
+        (None, Some(d)) => &d[7..19],
+        (None, None) => "latest",
+    };
     format!("{repo}-{tag}").to_ascii_lowercase()
 }
 
@@ -163,7 +170,10 @@ pub async fn pull(
     req: &ImagePull,
     p: &Progress,
 ) -> Result<Image, CatalogError> {
-    let r: registry::Reference = req.reference.parse().map_err(CatalogError::Pull)?;
+    let r: Reference = req
+        .reference
+        .parse()
+        .map_err(|e: BadReference| CatalogError::Pull(e.into()))?;
     let name = match &req.name {
         Some(n) => n.clone(),
         None => default_name(&r),
@@ -173,7 +183,7 @@ pub async fn pull(
         Staging::new(state_dir)
     })?;
     let layout = staging.dir.join(".layout");
-    let pulled = registry::pull(&r, &layout, &mut |what, bytes| p.bytes(what, bytes, None))
+    let pulled = pull::pull(&r, &layout, &mut |what, bytes| p.bytes(what, bytes, None))
         .await
         .map_err(CatalogError::Pull)?;
     p.log(format!(
@@ -181,7 +191,7 @@ pub async fn pull(
         pulled.manifest_digest, pulled.layers, pulled.bytes
     ));
     leaf(|| {
-        let rootfs = rootfs_from_oci(&layout, &staging, None, p)?;
+        let rootfs = rootfs_from_oci(&layout, Blobs::Verified, &staging, None, p)?;
         let _ = std::fs::remove_dir_all(&layout);
         let kernel = add_kernel(&staging, req.kernel.as_deref(), host, p)?;
         catalog::commit(
@@ -204,47 +214,51 @@ fn tar_as_layout(
     layout: &Path,
     p: &Progress,
 ) -> Result<(), CatalogError> {
+    use oci_spec::image::{
+        Arch, Descriptor, ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os, RootFs,
+    };
     use sha2::{Digest, Sha256};
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| CatalogError::Write(blobs.clone(), e))?;
-    let put = |bytes: &[u8]| -> Result<(String, usize), CatalogError> {
+    let spec = |e| CatalogError::Rootfs(oci::OciError::Spec(layout.into(), e));
+    let put = |media: MediaType, bytes: &[u8]| -> Result<Descriptor, CatalogError> {
         let hex = format!("{:x}", Sha256::digest(bytes));
         let p = blobs.join(&hex);
         std::fs::write(&p, bytes).map_err(|e| CatalogError::Write(p, e))?;
-        Ok((format!("sha256:{hex}"), bytes.len()))
+        let digest = oci::sha256_digest(&hex).map_err(CatalogError::Rootfs)?;
+        Ok(Descriptor::new(media, bytes.len() as u64, digest))
     };
     // The layer (it can be large) is hashed, then moved into place.
     let hex = catalog::digest_file(tarball, "digest rootfs tarball", p)?;
     let size = std::fs::metadata(tarball).map(|m| m.len()).unwrap_or(0);
     let dst = blobs.join(&hex);
     std::fs::rename(tarball, &dst).map_err(|e| CatalogError::Write(dst, e))?;
-    let (xd, xs) = put(extra)?;
-    let (cd, cs) =
-        put(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#)?;
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-        "layers": [
-            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{hex}"), "size": size},
-            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": xd, "size": xs},
-        ],
-    }))
-    .expect("manifest serialises");
-    let (md, ms) = put(&manifest)?;
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms}],
-    }))
-    .expect("index serialises");
-    for (name, bytes) in [
-        ("oci-layout", &br#"{"imageLayoutVersion":"1.0.0"}"#[..]),
-        ("index.json", &index[..]),
-    ] {
-        let p = layout.join(name);
-        std::fs::write(&p, bytes).map_err(|e| CatalogError::Write(p, e))?;
-    }
-    Ok(())
+    let rootfs_layer = Descriptor::new(
+        MediaType::ImageLayer,
+        size,
+        oci::sha256_digest(&hex).map_err(CatalogError::Rootfs)?,
+    );
+    let extra_layer = put(MediaType::ImageLayer, extra)?;
+    let config = ImageConfigurationBuilder::default()
+        .architecture(Arch::Amd64)
+        .os(Os::Linux)
+        .rootfs(RootFs::default())
+        .build()
+        .map_err(spec)?;
+    let config = serde_json::to_vec(&config)
+        .map_err(|e| CatalogError::Rootfs(oci::OciError::Json(layout.into(), e)))?;
+    let config = put(MediaType::ImageConfig, &config)?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(vec![rootfs_layer, extra_layer])
+        .build()
+        .map_err(spec)?;
+    let manifest = serde_json::to_vec(&manifest)
+        .map_err(|e| CatalogError::Rootfs(oci::OciError::Json(layout.into(), e)))?;
+    let manifest = put(MediaType::ImageManifest, &manifest)?;
+    oci::write_index(layout, manifest).map_err(CatalogError::Rootfs)
 }
 
 /// The Debian rootfs of `staging`: debootstrap + mkfs as root, or
@@ -291,7 +305,7 @@ fn rootfs_from_debian(
         .map_err(|e| deb(debian::DebianError::Tool("mmdebstrap", e)))?;
     let layout = staging.dir.join(".layout");
     tar_as_layout(&tarball, &debian::finish_layer(), &layout, p)?;
-    let digest = rootfs_from_oci(&layout, staging, headroom_mib, p)?;
+    let digest = rootfs_from_oci(&layout, Blobs::Verified, staging, headroom_mib, p)?;
     let _ = std::fs::remove_dir_all(&layout);
     Ok(digest)
 }

@@ -8,4 +8,6 @@ pub mod debian;
 pub mod kernel;
 pub mod layer;
 pub mod oci;
+pub mod pull;
+pub mod reference;
 pub mod registry;

@@ -4,6 +4,10 @@
 
 use super::layer::{self, FakeDb, LayerError};
 use banger_sys::runner::{Cmd, RunError, Runner};
+use oci_spec::image::{
+    Arch, Descriptor, ImageIndex, ImageIndexBuilder, ImageManifest, OciLayoutBuilder, Os,
+    Sha256Digest,
+};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -34,6 +38,8 @@ pub enum OciError {
     Decompress(PathBuf, #[source] io::Error),
     #[error("write {0}")]
     Write(PathBuf, #[source] io::Error),
+    #[error("describe {0}")]
+    Spec(PathBuf, #[source] oci_spec::OciSpecError),
     #[error("run mkfs.ext4 for {0}")]
     Mkfs(PathBuf, #[source] RunError),
 }
@@ -67,9 +73,82 @@ pub struct Built {
     pub xattrs: usize,
 }
 
-fn read_json(p: &Path) -> Result<serde_json::Value, OciError> {
-    let f = File::open(p).map_err(|e| OciError::Read(p.into(), e))?;
-    serde_json::from_reader(BufReader::new(f)).map_err(|e| OciError::Json(p.into(), e))
+/// An index (or Docker manifest list) or an image manifest.
+pub enum Document {
+    Index(ImageIndex),
+    Manifest(ImageManifest),
+}
+
+impl Document {
+    /// Parse a manifest document, telling the kinds apart by `manifests`.
+    pub fn parse(data: &[u8]) -> Result<Document, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        struct Peek {
+            #[serde(default)]
+            manifests: Option<serde::de::IgnoredAny>,
+        }
+        let peek: Peek = serde_json::from_slice(data)?;
+        Ok(if peek.manifests.is_some() {
+            Document::Index(serde_json::from_slice(data)?)
+        } else {
+            Document::Manifest(serde_json::from_slice(data)?)
+        })
+    }
+}
+
+/// The linux/amd64 entry of an index.
+pub fn linux_amd64(index: &ImageIndex) -> Option<&Descriptor> {
+    index.manifests().iter().find(|m| {
+        m.platform()
+            .as_ref()
+            .is_some_and(|p| *p.os() == Os::Linux && *p.architecture() == Arch::Amd64)
+    })
+}
+
+/// Whether a layout's layer blobs are hashed again before use (manifests
+/// and indexes always are: they are small).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blobs {
+    /// A layout from outside: every blob checked against its digest.
+    Verify,
+    /// A layout banger wrote itself, each blob verified as it was written
+    /// (a registry pull, a Debian tarball).
+    Verified,
+}
+
+/// `sha256:<hex>` as an OCI digest (`hex` from a hash this process made).
+pub fn sha256_digest(hex: &str) -> Result<oci_spec::image::Digest, OciError> {
+    hex.parse::<Sha256Digest>()
+        .map(Into::into)
+        .map_err(|_| OciError::BadDigest(hex.into()))
+}
+
+/// Finish a layout: `oci-layout` and an `index.json` naming `manifest`.
+pub fn write_index(layout: &Path, manifest: Descriptor) -> Result<(), OciError> {
+    let spec = |e: oci_spec::OciSpecError| OciError::Spec(layout.into(), e);
+    let marker = OciLayoutBuilder::default()
+        .image_layout_version("1.0.0")
+        .build()
+        .map_err(spec)?;
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .manifests(vec![manifest])
+        .build()
+        .map_err(spec)?;
+    for (name, data) in [
+        ("oci-layout", serde_json::to_vec(&marker)),
+        ("index.json", serde_json::to_vec(&index)),
+    ] {
+        let p = layout.join(name);
+        let data = data.map_err(|e| OciError::Json(p.clone(), e))?;
+        std::fs::write(&p, data).map_err(|e| OciError::Write(p, e))?;
+    }
+    Ok(())
+}
+
+fn read_doc(p: &Path) -> Result<Document, OciError> {
+    let data = std::fs::read(p).map_err(|e| OciError::Read(p.into(), e))?;
+    Document::parse(&data).map_err(|e| OciError::Json(p.into(), e))
 }
 
 /// `sha256:<64 hex>` → the blob path inside the layout.
@@ -118,56 +197,52 @@ fn safe_rel(s: &str) -> Result<PathBuf, OciError> {
 
 /// The layer files of an image directory, in order (digests verified).
 pub fn layers(dir: &Path) -> Result<Vec<PathBuf>, OciError> {
+    layers_of(dir, Blobs::Verify)
+}
+
+/// The layer files of an image directory, in order.
+pub fn layers_of(dir: &Path, blobs: Blobs) -> Result<Vec<PathBuf>, OciError> {
     if dir.join("index.json").exists() {
-        let mut desc = read_json(&dir.join("index.json"))?;
+        let mut doc = read_doc(&dir.join("index.json"))?;
         // Follow nested indexes down to one image manifest.
-        loop {
-            let media = desc["mediaType"].as_str().unwrap_or("");
-            let manifests = desc["manifests"].as_array().cloned();
-            if let Some(ms) = manifests {
-                let pick = ms
-                    .iter()
-                    .find(|m| {
-                        m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64"
-                    })
-                    .or_else(|| ms.iter().find(|m| m["platform"].is_null()))
-                    .ok_or_else(|| OciError::NoManifest(dir.into()))?;
-                let d = pick["digest"]
-                    .as_str()
-                    .ok_or_else(|| OciError::NoManifest(dir.into()))?;
-                let p = blob_path(dir, d)?;
-                verify(&p, d)?;
-                desc = read_json(&p)?;
-                continue;
-            }
-            let _ = media;
-            break;
-        }
-        let ls = desc["layers"]
-            .as_array()
-            .ok_or_else(|| OciError::NoManifest(dir.into()))?;
+        let manifest = loop {
+            let index = match doc {
+                Document::Manifest(m) => break m,
+                Document::Index(i) => i,
+            };
+            let pick = linux_amd64(&index)
+                .or_else(|| index.manifests().iter().find(|m| m.platform().is_none()))
+                .ok_or_else(|| OciError::NoManifest(dir.into()))?;
+            let d = pick.digest().to_string();
+            let p = blob_path(dir, &d)?;
+            verify(&p, &d)?;
+            doc = read_doc(&p)?;
+        };
         let mut out = Vec::new();
-        for l in ls {
-            let d = l["digest"]
-                .as_str()
-                .ok_or_else(|| OciError::BadDigest(l.to_string()))?;
-            let p = blob_path(dir, d)?;
-            verify(&p, d)?;
+        for l in manifest.layers() {
+            let d = l.digest().to_string();
+            let p = blob_path(dir, &d)?;
+            if blobs == Blobs::Verify {
+                verify(&p, &d)?;
+            }
             out.push(p);
         }
         Ok(out)
     } else if dir.join("manifest.json").exists() {
-        let m = read_json(&dir.join("manifest.json"))?;
-        let ls = m[0]["Layers"]
-            .as_array()
-            .ok_or_else(|| OciError::NoManifest(dir.into()))?;
-        ls.iter()
-            .map(|l| {
-                let s = l
-                    .as_str()
-                    .ok_or_else(|| OciError::UnsafePath(l.to_string()))?;
-                Ok(dir.join(safe_rel(s)?))
-            })
+        #[derive(serde::Deserialize)]
+        struct SaveEntry {
+            #[serde(rename = "Layers")]
+            layers: Vec<String>,
+        }
+        let p = dir.join("manifest.json");
+        let f = File::open(&p).map_err(|e| OciError::Read(p.clone(), e))?;
+        let m: Vec<SaveEntry> =
+            serde_json::from_reader(BufReader::new(f)).map_err(|e| OciError::Json(p, e))?;
+        let first = m.first().ok_or_else(|| OciError::NoManifest(dir.into()))?;
+        first
+            .layers
+            .iter()
+            .map(|l| Ok(dir.join(safe_rel(l)?)))
             .collect()
     } else {
         Err(OciError::UnknownFormat(dir.into()))
@@ -269,7 +344,15 @@ pub fn build(
     out: &Path,
     sizing: Sizing,
 ) -> Result<Built, OciError> {
-    build_with_progress(runner, source, scratch, out, sizing, &mut |_| {})
+    build_with_progress(
+        runner,
+        source,
+        scratch,
+        out,
+        sizing,
+        Blobs::Verify,
+        &mut |_| {},
+    )
 }
 
 /// A long step of [`build`], for progress bars or plain lines.
@@ -294,6 +377,7 @@ pub fn build_with_progress(
     scratch: &Path,
     out: &Path,
     sizing: Sizing,
+    blobs: Blobs,
     progress: &mut dyn FnMut(Step),
 ) -> Result<Built, OciError> {
     let src_dir = if source.is_dir() {
@@ -305,7 +389,13 @@ pub fn build_with_progress(
         unpack_archive(source, &d)?;
         d
     };
-    let layer_files = layers(&src_dir)?;
+    // A tarball's blobs came from outside, whatever the caller said.
+    let blobs = if source.is_dir() {
+        blobs
+    } else {
+        Blobs::Verify
+    };
+    let layer_files = layers_of(&src_dir, blobs)?;
     let root = scratch.join("rootfs");
     std::fs::create_dir(&root).map_err(|e| OciError::Write(root.clone(), e))?;
     let mut db = FakeDb::default();

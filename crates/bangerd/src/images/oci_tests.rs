@@ -91,16 +91,15 @@ fn put_blob(layout: &Path, data: &[u8]) -> String {
 pub(crate) fn oci_layout(dir: &Path, layers: &[Vec<u8>]) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let config = put_blob(
-        dir,
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
-    );
+    let config_bytes =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config = put_blob(dir, config_bytes);
     let ls: Vec<_> = layers
         .iter()
         .map(|l| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put_blob(dir, l), "size": l.len()}))
         .collect();
     let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 1}, "layers": ls});
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_bytes.len()}, "layers": ls});
     let mbytes = serde_json::to_vec(&manifest).unwrap();
     let md = put_blob(dir, &mbytes);
     let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mbytes.len(), "platform": {"os": "linux", "architecture": "amd64"}}]});
@@ -245,6 +244,7 @@ fn builds_from_an_oci_layout_with_whiteouts_owners_and_links() {
         &scratch,
         &img,
         Sizing::default(),
+        Blobs::Verify,
         &mut |s| steps.push(s),
     )
     .unwrap();
