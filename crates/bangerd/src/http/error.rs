@@ -72,7 +72,7 @@ fn catalog_status(e: &CatalogError) -> Status {
         ) => INVALID,
         CatalogError::Pull(r) => match r {
             R::BadReference(_) | R::NoPlatform(_) => INVALID,
-            R::Roots(_) | R::Write(..) => INTERNAL,
+            R::Roots(_) | R::Write(..) | R::Layout(_) | R::Task(_) => INTERNAL,
             R::Http(..) if timed_out(r) => UPSTREAM_TIMEOUT,
             R::Status(_, 504) => UPSTREAM_TIMEOUT,
             R::Status(_, 404) => NOT_FOUND,
@@ -142,6 +142,32 @@ mod tests {
         assert_eq!(
             status(CatalogError::Pull(RegistryError::Status("u".into(), 500))),
             502
+        );
+        // The pull's own deadlines (response head, each body read) are 504.
+        assert_eq!(
+            status(CatalogError::Pull(crate::images::registry::timeout_error(
+                "https://r/v2/",
+                "a read"
+            ))),
+            504
+        );
+        // A registry that serves a blob unlike its descriptor is at fault.
+        let e = CatalogError::Pull(RegistryError::SizeMismatch {
+            digest: "sha256:x".into(),
+            expected: 1,
+            got: 2,
+        });
+        assert_eq!(status(e), 502);
+        assert_eq!(
+            status(CatalogError::Pull(RegistryError::DigestMismatch(
+                "d".into()
+            ))),
+            502
+        );
+        let disk = std::io::Error::new(std::io::ErrorKind::StorageFull, "full");
+        assert_eq!(
+            status(CatalogError::Pull(RegistryError::Write("/s".into(), disk))),
+            500
         );
         assert_eq!(
             status(CatalogError::Pull(RegistryError::BadReference(

@@ -308,3 +308,7 @@ pub async fn pull(
 #[cfg(test)]
 #[path = "pull_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "pull_fake_tests.rs"]
+mod fake_tests;
