@@ -3,7 +3,7 @@
 //! reaped, and optionally fewer privileges than the caller (no capabilities,
 //! another uid), applied between fork and exec.
 
-use crate::runner::{Cmd, CmdOutput, Overflow, Privilege, RunError, SAFE_PATH};
+use crate::runner::{Cmd, CmdOutput, Overflow, Privilege, RunError, Runner, SAFE_PATH};
 use rustix::event::{poll, PollFd, PollFlags};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -342,6 +342,18 @@ fn collect(cmd: &Cmd, child: &mut Child, pgid: u32) -> Result<(Vec<u8>, Vec<u8>)
 /// The raw fd of a passed file, as the child will see it: `/proc/self/fd/N`.
 pub fn proc_self_fd(fd: &impl AsRawFd) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Runs commands on the host with a cleared environment, each in its own
+/// process group, within the command's [`Limits`] and [`Privilege`]
+/// (see [`run`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HostRunner;
+
+impl Runner for HostRunner {
+    fn output(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+        run(cmd)
+    }
 }
 
 #[cfg(test)]

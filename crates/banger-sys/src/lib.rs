@@ -23,6 +23,7 @@ pub mod nft;
 pub mod peer;
 pub mod pidfd;
 pub mod procinfo;
+pub mod recording;
 pub mod resolved;
 pub mod runner;
 pub mod service;

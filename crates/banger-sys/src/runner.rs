@@ -2,7 +2,6 @@
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// What happens when a child writes more than its cap to stdout or stderr.
@@ -215,20 +214,11 @@ pub trait Runner: Send + Sync {
     }
 }
 
+pub use crate::child::HostRunner;
+pub use crate::recording::RecordingRunner;
+
 /// PATH given to every child: the environment is otherwise cleared.
 pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Runs commands on the host with a cleared environment, each in its own
-/// process group, within the command's [`Limits`] and [`Privilege`]
-/// (see [`crate::child`]).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct HostRunner;
-
-impl Runner for HostRunner {
-    fn output(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
-        crate::child::run(cmd)
-    }
-}
 
 /// A runner that gives every command without limits of its own the
 /// `default` ones (e.g. the helper: no child it runs goes unbounded).
@@ -245,61 +235,6 @@ impl<R: Runner> Runner for Bounded<R> {
         } else {
             self.inner.output(cmd)
         }
-    }
-}
-
-/// A fake that records every command and answers from a script
-/// (default: success with empty output, or, when forwarding, the
-/// [`HostRunner`]'s answer: it then counts real runs).
-#[derive(Debug, Default)]
-pub struct RecordingRunner {
-    calls: Mutex<Vec<Cmd>>,
-    answers: Mutex<Vec<(String, CmdOutput)>>,
-    forward_to_host: bool,
-}
-
-impl RecordingRunner {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Records every command, then runs the unscripted ones on the host.
-    pub fn forwarding_to_host() -> Self {
-        RecordingRunner {
-            forward_to_host: true,
-            ..Self::default()
-        }
-    }
-
-    /// Answer the next command whose argv joined by spaces contains `needle`.
-    pub fn answer(&self, needle: &str, out: CmdOutput) {
-        self.answers.lock().unwrap().push((needle.to_string(), out));
-    }
-
-    /// Every command run so far, as argv vectors.
-    pub fn calls(&self) -> Vec<Vec<String>> {
-        self.calls.lock().unwrap().iter().map(Cmd::argv).collect()
-    }
-
-    /// Every command run so far.
-    pub fn cmds(&self) -> Vec<Cmd> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-impl Runner for RecordingRunner {
-    fn output(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
-        self.calls.lock().unwrap().push(cmd.clone());
-        let line = cmd.argv().join(" ");
-        let mut answers = self.answers.lock().unwrap();
-        if let Some(i) = answers.iter().position(|(n, _)| line.contains(n.as_str())) {
-            return Ok(answers.remove(i).1);
-        }
-        drop(answers);
-        if self.forward_to_host {
-            return HostRunner.output(cmd);
-        }
-        Ok(CmdOutput::default())
     }
 }
 

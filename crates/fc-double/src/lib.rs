@@ -63,6 +63,7 @@
 //!   return [`Outcome::GuestPoweredOff`] after [`DoubleConfig::guest_shutdown`].
 
 mod lexer;
+mod record;
 pub mod schema;
 pub mod server;
 pub mod state;
@@ -76,6 +77,7 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
+pub use record::{RecordedRequest, Recorder};
 use schema::Contract;
 use server::Shared;
 use state::Vmm;
@@ -105,42 +107,6 @@ impl Default for DoubleConfig {
             recorder: Recorder::default(),
             guest_shutdown: Some(Duration::from_millis(50)),
         }
-    }
-}
-
-/// One request as the double received it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedRequest {
-    pub method: String,
-    pub path: String,
-    /// The raw body (empty when there was none).
-    pub body: String,
-}
-
-impl RecordedRequest {
-    /// The body as JSON, when it is JSON.
-    pub fn json(&self) -> Option<serde_json::Value> {
-        serde_json::from_str(&self.body).ok()
-    }
-}
-
-/// A shared, clonable log of the requests a double received, in order.
-#[derive(Debug, Clone, Default)]
-pub struct Recorder(Arc<Mutex<Vec<RecordedRequest>>>);
-
-impl Recorder {
-    fn push(&self, method: &str, path: &str, body: &str) {
-        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        log.push(RecordedRequest {
-            method: method.to_string(),
-            path: path.to_string(),
-            body: body.to_string(),
-        });
-    }
-
-    /// Every request so far.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

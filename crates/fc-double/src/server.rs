@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::record::Recorder;
 use crate::schema::Contract;
 use crate::state::{Reply, Vmm};
 use crate::validate::validate;
-use crate::Recorder;
 
 /// What every connection shares.
 pub(crate) struct Shared {
