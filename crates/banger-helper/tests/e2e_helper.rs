@@ -19,10 +19,8 @@ mod storage;
 
 use banger_proto::helper as m;
 use banger_proto::install::InstallConfig;
-use banger_testkit::{probe_as, require_root, Probe, SystemUser};
-use guards::{
-    in_netns, proc_state, short_tag, strip_ansi, DmNodeGuard, LaunchedGuard, LoopGuard, MountGuard,
-};
+use banger_testkit::{probe_as, require_root, MountGuard, Probe, SystemUser};
+use guards::{in_netns, proc_state, short_tag, strip_ansi, DmNodeGuard, LaunchedGuard, LoopGuard};
 use harness::{call_as, layout, request, HelperProc};
 use serde_json::{json, Value};
 use std::cell::RefCell;

@@ -24,12 +24,7 @@ use std::time::{Duration, Instant};
 const OWNER: (u32, u32) = (4242, 4243);
 const MOUNTINFO: &str = "/proc/thread-self/mountinfo";
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap()
-}
+use banger_testkit::tmp;
 
 fn helper(dir: &Path) -> Helper {
     let mut cfg = InstallConfig::for_owner(OWNER.0, OWNER.1, dir.join("home"));

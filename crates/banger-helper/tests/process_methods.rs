@@ -13,12 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap()
-}
+use banger_testkit::tmp;
 
 fn helper(dir: &Path) -> Helper {
     let mut cfg = InstallConfig::for_owner(4242, 4243, dir.join("home"));
@@ -78,16 +73,7 @@ fn spawn(cmd: &mut Command) -> Reap {
     Reap(child)
 }
 
-/// Copy with `cp`, so no writable fd to the new binary ever exists in this
-/// process (a sibling test's fork would inherit it: ETXTBSY on exec).
-fn copy_out_of_process(from: &Path, to: &Path) {
-    assert!(Command::new("cp")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap()
-        .success());
-}
+use banger_testkit::cp_out_of_process as copy_out_of_process;
 
 /// A copy of `sleep` whose file name is `firecracker`.
 fn fake_firecracker(dir: &Path) -> PathBuf {

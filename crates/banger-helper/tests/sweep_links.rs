@@ -9,24 +9,11 @@ use banger_helper::sweep::sweep;
 use banger_proto::install::InstallConfig;
 use banger_sys::net::{NetOps, Owner, RealNet};
 use banger_sys::netns::in_new_netns;
-use banger_sys::runner::{Cmd, HostRunner, Runner};
 use banger_testkit::require_root;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-fn ip(args: &[&str]) {
-    HostRunner
-        .run(&Cmd::new("ip").args(args.iter().copied()))
-        .unwrap();
-}
-
-/// Deletes a link by name when dropped (the namespace goes too).
-struct LinkGuard(String);
-impl Drop for LinkGuard {
-    fn drop(&mut self) {
-        let _ = HostRunner.run(&Cmd::new("ip").args(["link", "del", &self.0]));
-    }
-}
+use banger_testkit::{ip, LinkGuard};
 
 #[test]
 fn root_sweep_removes_every_banger_marked_interface_and_nothing_else() {

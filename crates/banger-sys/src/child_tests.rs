@@ -2,16 +2,9 @@ use super::*;
 use crate::runner::{Limits, Overflow, Privilege, RunError, Runner};
 use std::path::Path;
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("bgtest-")
-        .tempdir()
-        .unwrap()
-}
+use banger_testkit::tmp;
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
+use banger_testkit::is_root;
 
 /// Gone or a zombie waiting for its new parent.
 fn dead(pid: i32) -> bool {

@@ -381,12 +381,7 @@ mod tests {
     use crate::runner::{HostRunner, Runner};
     use std::os::unix::fs::MetadataExt;
 
-    fn tmp() -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap()
-    }
+    use banger_testkit::tmp;
 
     #[test]
     fn sudo_fallback_chowns_with_h_and_chmods_unprivileged() {

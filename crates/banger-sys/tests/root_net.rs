@@ -3,27 +3,10 @@
 
 use banger_sys::net::{Link, NetError, NetOps, Owner, RealNet};
 use banger_sys::netns::in_new_netns;
-use banger_sys::runner::{Cmd, HostRunner, Runner};
 use std::net::Ipv4Addr;
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-fn ip(args: &[&str]) {
-    HostRunner
-        .run(&Cmd::new("ip").args(args.iter().copied()))
-        .unwrap();
-}
-
-/// Deletes a link by name when dropped (the namespace goes too, but a
-/// failing test must not rely on that alone).
-struct LinkGuard(String);
-impl Drop for LinkGuard {
-    fn drop(&mut self) {
-        let _ = HostRunner.run(&Cmd::new("ip").args(["link", "del", &self.0]));
-    }
-}
+// LinkGuard: the namespace goes too, but a failing test must not rely on that alone.
+use banger_testkit::{ip, is_root, LinkGuard};
 
 fn link(name: &str) -> Link {
     RealNet::default()

@@ -276,3 +276,55 @@ pub fn tmp() -> tempfile::TempDir {
         .tempdir()
         .expect("creating a bgtest- temp dir")
 }
+
+/// True when the test runs as root (no note printed; see [`require_root`]).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Run `ip ARGS…` (argv, no shell) and require success.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Deletes a network link by name when dropped (a failing test leaves none).
+pub struct LinkGuard(pub String);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+/// Lazily unmounts the mount points it holds when dropped, last pushed first.
+pub struct MountGuard(pub Vec<std::path::PathBuf>);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            let _ = Command::new("umount")
+                .arg("--lazy")
+                .arg("--")
+                .arg(p)
+                .output();
+        }
+    }
+}
+
+/// Copy with `cp`, so no writable fd to the new file (often a binary to
+/// exec) ever exists in this process: a sibling test's fork would inherit
+/// it and the exec would fail with ETXTBSY.
+pub fn cp_out_of_process(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp runs");
+    assert!(st.success(), "cp {} {}", from.display(), to.display());
+}

@@ -52,20 +52,7 @@ impl Runner for AsRoot {
     }
 }
 
-/// Lazily unmounts what it holds when dropped (a failing test leaves no mount).
-struct Mounts(Vec<PathBuf>);
-
-impl Drop for Mounts {
-    fn drop(&mut self) {
-        for p in self.0.iter().rev() {
-            let _ = Command::new("umount")
-                .arg("--lazy")
-                .arg("--")
-                .arg(p)
-                .output();
-        }
-    }
-}
+use banger_testkit::MountGuard as Mounts;
 
 fn mount(mounts: &mut Mounts, args: &[&str], target: &Path) {
     let out = Command::new("mount")

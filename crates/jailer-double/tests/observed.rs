@@ -21,12 +21,7 @@ fn jailer_bin() -> PathBuf {
 }
 const UID: u32 = 3_799_001;
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("bgtest-jd-")
-        .tempdir()
-        .unwrap()
-}
+use banger_testkit::tmp;
 
 /// A static program that prints its argv and pauses.
 fn static_vmm(dir: &Path) -> PathBuf {

@@ -246,12 +246,7 @@ mod tests {
     use proptest::prelude::*;
     use std::os::unix::net::UnixListener;
 
-    fn tmp() -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap()
-    }
+    use banger_testkit::tmp;
 
     #[test]
     fn clean_path_below_accepts_and_refuses() {

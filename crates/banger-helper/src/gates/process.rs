@@ -126,12 +126,7 @@ mod tests {
     use proptest::prelude::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn tmp() -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap()
-    }
+    use banger_testkit::tmp;
 
     #[test]
     fn pid_shape_refuses_init_the_helper_and_negatives() {

@@ -29,21 +29,6 @@ impl Drop for LaunchedGuard {
     }
 }
 
-/// Lazily unmounts the mount points it holds (deepest last pushed first).
-pub struct MountGuard(pub Vec<PathBuf>);
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        for p in self.0.iter().rev() {
-            let _ = Command::new("umount")
-                .arg("--lazy")
-                .arg("--")
-                .arg(p)
-                .output();
-        }
-    }
-}
-
 /// Detaches any loop device whose backing file lies under the test dir
 /// (left behind only if the helper's own undo failed).
 pub struct LoopGuard(pub PathBuf);

@@ -75,8 +75,8 @@ pub struct Built {
 
 /// An index (or Docker manifest list) or an image manifest.
 pub enum Document {
-    Index(ImageIndex),
-    Manifest(ImageManifest),
+    Index(Box<ImageIndex>),
+    Manifest(Box<ImageManifest>),
 }
 
 impl Document {
@@ -89,9 +89,9 @@ impl Document {
         }
         let peek: Peek = serde_json::from_slice(data)?;
         Ok(if peek.manifests.is_some() {
-            Document::Index(serde_json::from_slice(data)?)
+            Document::Index(Box::new(serde_json::from_slice(data)?))
         } else {
-            Document::Manifest(serde_json::from_slice(data)?)
+            Document::Manifest(Box::new(serde_json::from_slice(data)?))
         })
     }
 }

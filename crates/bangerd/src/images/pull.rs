@@ -65,7 +65,7 @@ async fn resolve(
             .await
             .map_err(|e| RegistryError::Write(p, e))?;
         match parsed {
-            Document::Manifest(m) => return Ok((m, digest, size)),
+            Document::Manifest(m) => return Ok((*m, digest, size)),
             Document::Index(i) => {
                 let m = linux_amd64(&i).ok_or_else(|| RegistryError::NoPlatform(path.clone()))?;
                 let d = sha256_of(m)?;

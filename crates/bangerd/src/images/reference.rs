@@ -97,8 +97,8 @@ impl FromStr for Reference {
             .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
         if !host_ok
             || !repo_ok(&repository)
-            || !tag.as_deref().map_or(true, tag_ok)
-            || !digest.as_deref().map_or(true, digest_ok)
+            || tag.as_deref().is_some_and(|t| !tag_ok(t))
+            || digest.as_deref().is_some_and(|d| !digest_ok(d))
         {
             return Err(bad());
         }
