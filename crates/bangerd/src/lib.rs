@@ -17,8 +17,10 @@
 //!   socket access), QEMU microvm, the boot plan.
 //! - [`vmdisk`]: each VM's root disk: driver choice, create (dm snapshot or
 //!   copy), activate/deactivate/destroy, customisation, orphan reconcile.
-//! - [`images`]: the image catalog and builds: import, OCI (layout, layers,
-//!   registry pulls), Debian rootfs, host kernel and initramfs.
+//! - [`images`]: the image catalog and builds: import, OCI layouts and
+//!   layers (`oci-spec` types), image references (Docker Hub's host), the
+//!   registry client and pulls (blobs concurrent, verified while streaming),
+//!   Debian rootfs, host kernel and initramfs.
 //! - [`network`]: the bridge, taps, NAT and addresses through privops, host
 //!   route and resolver checks, and the DNS server for the VM domain.
 //! - [`progress`]: progress of a long operation as events (no HTTP).
@@ -27,6 +29,8 @@
 //!   holds the `vms` table's row type and every statement on it.
 //! - [`privops`]: the privileged-ops seam (helper, `sudo -n`, direct).
 //! - [`doctor`]: the host checks `banger doctor` shows.
+//! - [`sshkey`]: banger's own SSH key pair, made on first need.
+//! - [`userconfig`]: the owner's settings file (default image, file_sync).
 
 pub mod blocking;
 pub mod daemon;
