@@ -147,7 +147,8 @@ mod tests {
         assert_eq!(
             status(CatalogError::Pull(crate::images::registry::timeout_error(
                 "https://r/v2/",
-                "a read"
+                "a read",
+                std::time::Duration::from_secs(60)
             ))),
             504
         );

@@ -324,6 +324,12 @@ fn tampered_blobs_and_unsafe_manifests_are_refused() {
         .unwrap();
     std::fs::write(layer_blob, b"tampered").unwrap();
     assert!(matches!(layers(&layout), Err(OciError::DigestMismatch(_))));
+    // A layout banger verified as it wrote it is not hashed again (the
+    // tampering is not seen); its manifests still are.
+    assert_eq!(
+        layers_of(&layout, Blobs::Verified).unwrap(),
+        vec![layer_blob.clone()]
+    );
     assert!(matches!(
         blob_path(&layout, "sha256:../../../etc/passwd"),
         Err(OciError::BadDigest(_))

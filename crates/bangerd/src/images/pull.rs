@@ -7,7 +7,7 @@
 
 use super::oci::{linux_amd64, sha256_digest, write_index, Document};
 use super::reference::{digest_ok, Reference};
-use super::registry::{next_chunk, Registry, RegistryError};
+use super::registry::{Registry, RegistryError, TIMEOUT};
 use hyper::body::Bytes;
 use oci_spec::image::{
     Arch, Descriptor, DescriptorBuilder, ImageManifest, MediaType, Os, PlatformBuilder,
@@ -137,7 +137,7 @@ async fn fetch_blob(
     let mut failed: Option<RegistryError> = None;
     loop {
         let chunk = tokio::select! {
-            c = next_chunk(&mut body, &path) => c,
+            c = reg.next_chunk(&mut body, &path) => c,
             _ = cancel.wait_for(|c| *c) => Err(RegistryError::Cancelled),
         };
         match chunk {
@@ -258,7 +258,17 @@ pub async fn pull(
     layout: &Path,
     progress: &mut (dyn FnMut(&str, u64) + Send),
 ) -> Result<Pulled, RegistryError> {
-    let reg = Arc::new(Registry::connect(r)?);
+    pull_within(r, layout, TIMEOUT, progress).await
+}
+
+/// [`pull`] with every wait on the registry bounded by `timeout`.
+pub async fn pull_within(
+    r: &Reference,
+    layout: &Path,
+    timeout: std::time::Duration,
+    progress: &mut (dyn FnMut(&str, u64) + Send),
+) -> Result<Pulled, RegistryError> {
+    let reg = Arc::new(Registry::connect(r, timeout)?);
     let blobs = layout.join("blobs/sha256");
     tokio::fs::create_dir_all(&blobs)
         .await

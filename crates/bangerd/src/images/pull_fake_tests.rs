@@ -70,6 +70,8 @@ struct Fake {
     /// Digest → streamed slowly, 64 KiB a chunk, as many chunks as it takes.
     slow: Option<String>,
     sent: AtomicU64,
+    /// Digest → its first byte, then nothing more (the connection stays open).
+    stall: Option<String>,
     requests: Mutex<Vec<String>>,
 }
 
@@ -123,6 +125,15 @@ async fn handle(State(f): State<Arc<Fake>>, req: Request) -> Response {
                 return hyper::StatusCode::SERVICE_UNAVAILABLE.into_response();
             }
         }
+    }
+    if f.stall.as_deref() == Some(digest) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        tokio::spawn(async move {
+            let _ = tx.send(Ok(Bytes::copy_from_slice(&data[..1]))).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(tx);
+        });
+        return Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
     }
     if f.slow.as_deref() == Some(digest) {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
@@ -334,5 +345,58 @@ async fn an_index_leads_to_its_linux_amd64_manifest() {
     let names = blob_names(&out);
     assert!(names.contains(&sha(&index)[7..].to_string()));
     assert!(!names.contains(&arm.layers[0][7..].to_string()));
+    task.abort();
+}
+
+/// The status the API gives a failed pull.
+fn api_status(e: RegistryError) -> u16 {
+    crate::http::error::ApiFailure::from(crate::images::catalog::CatalogError::Pull(e))
+        .0
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_stops_sending_times_out_as_504_and_leaves_nothing() {
+    let img = image(&[layer("etc/motd", b"never all of it\n")]);
+    let mut fake = Fake::default();
+    fake.serve(&img, "v1");
+    fake.stall = Some(img.layers[0].clone());
+    let (r, _fake, task) = start(fake).await;
+    let tmp = banger_testkit::tmp();
+    let out = tmp.path().join("layout");
+    let t = std::time::Instant::now();
+    let err = pull_within(&r, &out, Duration::from_millis(300), &mut |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(matches!(err, RegistryError::Http(..)), "{err:?}");
+    assert_eq!(api_status(err), 504);
+    assert!(blob_names(&out).iter().all(|n| !n.starts_with('.')));
+    assert!(!out.join("blobs/sha256").join(&img.layers[0][7..]).exists());
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_never_answers_times_out_as_504() {
+    // Accepts connections, reads nothing, answers nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = listener.accept().await {
+            held.push(c);
+        }
+    });
+    let r: Reference = format!("{addr}/bgtest/silent:v1").parse().unwrap();
+    let tmp = banger_testkit::tmp();
+    let err = pull_within(
+        &r,
+        &tmp.path().join("l"),
+        Duration::from_millis(300),
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(api_status(err), 504);
     task.abort();
 }

@@ -22,7 +22,8 @@ application/vnd.docker.distribution.manifest.v2+json";
 /// Largest manifest or index accepted.
 pub const MANIFEST_MAX: usize = 4 << 20;
 
-/// How long connecting, the response head, and each body read may take.
+/// How long connecting, the response head, and each body read may take
+/// (unless the caller gives its own bound).
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A failed pull.
@@ -67,12 +68,12 @@ pub enum RegistryError {
 }
 
 /// An I/O `TimedOut` error for `what` (mapped to 504 like a connect timeout).
-pub fn timeout_error(url: &str, what: &str) -> RegistryError {
+pub fn timeout_error(url: &str, what: &str, bound: Duration) -> RegistryError {
     RegistryError::Http(
         url.to_string(),
         Box::new(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("{what} took longer than {}s", TIMEOUT.as_secs()),
+            format!("{what} took longer than {bound:?}"),
         )),
     )
 }
@@ -86,6 +87,8 @@ pub struct Registry {
     base: String,
     /// The bearer token for `base`, from the first 401 challenge.
     token: std::sync::Mutex<Option<String>>,
+    /// Bound on connecting, a response head, and each body read.
+    timeout: Duration,
 }
 
 /// A `WWW-Authenticate: Bearer realm=…,service=…,scope=…` challenge.
@@ -137,19 +140,25 @@ pub fn query_escape(v: &str) -> String {
         .collect()
 }
 
-/// The next data chunk of a body (`None` at its end), each read bounded
-/// by [`TIMEOUT`].
-pub async fn next_chunk(body: &mut Incoming, url: &str) -> Result<Option<Bytes>, RegistryError> {
-    loop {
-        let frame = tokio::time::timeout(TIMEOUT, body.frame())
-            .await
-            .map_err(|_| timeout_error(url, "a read"))?;
-        match frame {
-            None => return Ok(None),
-            Some(Err(e)) => return Err(RegistryError::Http(url.into(), e.into())),
-            Some(Ok(f)) => {
-                if let Ok(d) = f.into_data() {
-                    return Ok(Some(d));
+impl Registry {
+    /// The next data chunk of a body (`None` at its end), each read
+    /// bounded by the client's timeout.
+    pub async fn next_chunk(
+        &self,
+        body: &mut Incoming,
+        url: &str,
+    ) -> Result<Option<Bytes>, RegistryError> {
+        loop {
+            let frame = tokio::time::timeout(self.timeout, body.frame())
+                .await
+                .map_err(|_| timeout_error(url, "a read", self.timeout))?;
+            match frame {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(RegistryError::Http(url.into(), e.into())),
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        return Ok(Some(d));
+                    }
                 }
             }
         }
@@ -157,11 +166,11 @@ pub async fn next_chunk(body: &mut Incoming, url: &str) -> Result<Option<Bytes>,
 }
 
 impl Registry {
-    /// A client for `r`'s registry.
-    pub fn connect(r: &Reference) -> Result<Registry, RegistryError> {
+    /// A client for `r`'s registry, every wait bounded by `timeout`.
+    pub fn connect(r: &Reference, timeout: Duration) -> Result<Registry, RegistryError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
-        http.set_connect_timeout(Some(TIMEOUT));
+        http.set_connect_timeout(Some(timeout));
         // TLS with the host's CA store; plain HTTP only for loopback registries.
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
@@ -174,6 +183,7 @@ impl Registry {
             client: Client::builder(TokioExecutor::new()).build(connector),
             base: format!("{scheme}://{}", r.registry),
             token: std::sync::Mutex::new(None),
+            timeout,
         })
     }
 
@@ -185,9 +195,9 @@ impl Registry {
         let req = req
             .body(Empty::new())
             .map_err(|e| RegistryError::Http(url.into(), e.into()))?;
-        tokio::time::timeout(TIMEOUT, self.client.request(req))
+        tokio::time::timeout(self.timeout, self.client.request(req))
             .await
-            .map_err(|_| timeout_error(url, "the response"))?
+            .map_err(|_| timeout_error(url, "the response", self.timeout))?
             .map_err(|e| RegistryError::Http(url.into(), e.into()))
     }
 
@@ -276,7 +286,7 @@ impl Registry {
         if !resp.status().is_success() {
             return Err(RegistryError::Status(url, resp.status().as_u16()));
         }
-        let body = read_small(resp.into_body(), &url).await?;
+        let body = self.read_small(resp.into_body(), &url).await?;
         #[derive(serde::Deserialize)]
         struct Token {
             token: Option<String>,
@@ -292,20 +302,20 @@ impl Registry {
     /// A manifest or index (at most [`MANIFEST_MAX`] bytes).
     pub async fn manifest(&self, path: &str) -> Result<Vec<u8>, RegistryError> {
         let resp = self.get(path, Some(ACCEPT)).await?;
-        read_small(resp.into_body(), path).await
+        self.read_small(resp.into_body(), path).await
     }
-}
 
-/// A small body (manifest, token) in memory, at most [`MANIFEST_MAX`].
-async fn read_small(mut body: Incoming, url: &str) -> Result<Vec<u8>, RegistryError> {
-    let mut out = Vec::new();
-    while let Some(d) = next_chunk(&mut body, url).await? {
-        out.extend_from_slice(&d);
-        if out.len() > MANIFEST_MAX {
-            return Err(RegistryError::TooLarge(url.into()));
+    /// A small body (manifest, token) in memory, at most [`MANIFEST_MAX`].
+    async fn read_small(&self, mut body: Incoming, url: &str) -> Result<Vec<u8>, RegistryError> {
+        let mut out = Vec::new();
+        while let Some(d) = self.next_chunk(&mut body, url).await? {
+            out.extend_from_slice(&d);
+            if out.len() > MANIFEST_MAX {
+                return Err(RegistryError::TooLarge(url.into()));
+            }
         }
+        Ok(out)
     }
-    Ok(out)
 }
 
 #[cfg(test)]
