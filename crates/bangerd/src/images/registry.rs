@@ -163,9 +163,7 @@ impl Registry {
             }
         }
     }
-}
 
-impl Registry {
     /// A client for `r`'s registry, every wait bounded by `timeout`.
     pub fn connect(r: &Reference, timeout: Duration) -> Result<Registry, RegistryError> {
         let mut http = HttpConnector::new();
