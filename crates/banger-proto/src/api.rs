@@ -268,3 +268,38 @@ pub enum ExecFrame {
     /// It could not run, or `timeout` ran out.
     Error { code: String, message: String },
 }
+
+/// One port forward: host loopback `host` reaches the VM's `guest`
+/// (`POST /v1/vms/{name}/ports`; `GET` answers a list of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forward {
+    pub host: u16,
+    pub guest: u16,
+}
+
+/// A `HOSTPORT:GUESTPORT` that is not one (ports are 1-65535).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not HOSTPORT:GUESTPORT (ports 1-65535)")]
+pub struct ForwardSpecError(pub String);
+
+impl std::str::FromStr for Forward {
+    type Err = ForwardSpecError;
+
+    /// `HOSTPORT:GUESTPORT`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ForwardSpecError(s.to_string());
+        let (h, g) = s.split_once(':').ok_or_else(bad)?;
+        let p = |x: &str| x.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad);
+        Ok(Forward {
+            host: p(h)?,
+            guest: p(g)?,
+        })
+    }
+}
+
+impl std::fmt::Display for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.guest)
+    }
+}

@@ -1,10 +1,10 @@
 //! `banger vm port add|rm|ls` and `vm create -p`: a host loopback port
 //! reaching a VM's port through the daemon's forwarder.
 
-use crate::client::Client;
-use anyhow::{bail, Result};
+use crate::client::{body, Client};
+use anyhow::Result;
+use banger_proto::api::Forward;
 use clap::Subcommand;
-use serde_json::{json, Value};
 
 #[derive(Subcommand, Debug)]
 pub enum PortCmd {
@@ -20,44 +20,26 @@ pub enum PortCmd {
     Ls { name: String },
 }
 
-/// `HOSTPORT:GUESTPORT` as the API body.
-pub fn parse(spec: &str) -> Result<Value> {
-    let p = |x: &str| x.parse::<u16>().ok().filter(|p| *p > 0);
-    match spec.split_once(':').map(|(h, g)| (p(h), p(g))) {
-        Some((Some(h), Some(g))) => Ok(json!({"host": h, "guest": g})),
-        _ => bail!("{spec:?} is not HOSTPORT:GUESTPORT (ports 1-65535)"),
-    }
+/// `HOSTPORT:GUESTPORT`, the API body.
+pub fn parse(spec: &str) -> Result<Forward> {
+    Ok(spec.parse::<Forward>()?)
 }
 
-fn table(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|f| {
-                    vec![
-                        format!("127.0.0.1:{}", f["host"]),
-                        format!("{}", f["guest"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+fn table(all: &[Forward]) -> String {
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|f| vec![format!("127.0.0.1:{}", f.host), f.guest.to_string()])
+        .collect();
     crate::output::table(&["HOST", "GUEST"], &rows)
 }
 
 /// Add each forward of `specs` to VM `name`.
-pub async fn add_all(client: &Client, name: &str, specs: &[Value]) -> Result<()> {
+pub async fn add_all(client: &Client, name: &str, specs: &[Forward]) -> Result<()> {
     for s in specs {
         client
-            .call("POST", &format!("/v1/vms/{name}/ports"), Some(s.clone()))
+            .call("POST", &format!("/v1/vms/{name}/ports"), body(s))
             .await
-            .map_err(|e| {
-                e.context(format!(
-                    "VM {name} was created, but forwarding {}:{} failed",
-                    s["host"], s["guest"]
-                ))
-            })?;
+            .map_err(|e| e.context(format!("VM {name} was created, but forwarding {s} failed")))?;
     }
     Ok(())
 }
@@ -69,7 +51,7 @@ pub async fn run(client: &Client, j: bool, cmd: PortCmd) -> Result<()> {
                 .call(
                     "POST",
                     &format!("/v1/vms/{name}/ports"),
-                    Some(parse(&spec)?),
+                    body(&parse(&spec)?),
                 )
                 .await?
         }
@@ -88,6 +70,8 @@ pub async fn run(client: &Client, j: bool, cmd: PortCmd) -> Result<()> {
                 .await?
         }
     };
-    crate::print(j, &v, || table(&v));
+    let all: Vec<Forward> = serde_json::from_value(v.clone())
+        .map_err(|e| anyhow::anyhow!("bangerd's list of forwards does not parse: {e}"))?;
+    crate::print(j, &v, || table(&all));
     Ok(())
 }

@@ -22,23 +22,12 @@ pub enum PortError {
     Read(PathBuf, #[source] std::io::Error),
 }
 
-/// One forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Forward {
-    pub host: u16,
-    pub guest: u16,
-}
+pub use banger_proto::api::Forward;
 
 /// `HOSTPORT:GUESTPORT`.
 pub fn parse_spec(s: &str) -> Result<Forward, PortError> {
-    let bad = || PortError::Spec(s.to_string());
-    let (h, g) = s.split_once(':').ok_or_else(bad)?;
-    let p = |x: &str| x.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad);
-    Ok(Forward {
-        host: p(h)?,
-        guest: p(g)?,
-    })
+    s.parse()
+        .map_err(|e: banger_proto::api::ForwardSpecError| PortError::Spec(e.0))
 }
 
 /// Refuse a host port below 1024 unless `allow_low`.
