@@ -4,7 +4,9 @@
 /// Why a size does not parse or cannot be a VM's root disk size.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SizeError {
-    #[error("invalid size {0:?}: a number with an optional unit K, M, G or T (binary), e.g. 8G or 512M")]
+    #[error(
+        "invalid size {0:?}: a number with an optional unit K, M, G or T (binary), e.g. 8G or 512M"
+    )]
     Syntax(String),
     #[error("size {0:?} is too large")]
     Overflow(String),
@@ -50,7 +52,7 @@ pub fn human(bytes: u64) -> String {
     for (shift, u) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
         let unit = 1u64 << shift;
         if bytes >= unit {
-            if bytes % unit == 0 {
+            if bytes.is_multiple_of(unit) {
                 return format!("{}{u}", bytes >> shift);
             }
             return format!("{:.1}{u}", bytes as f64 / unit as f64);
@@ -75,7 +77,7 @@ pub fn root_disk(
         (None, Some(d)) if d > image => d,
         _ => return Ok(None),
     };
-    if want % 512 != 0 {
+    if !want.is_multiple_of(512) {
         return Err(SizeError::Unaligned(want));
     }
     if want > max {

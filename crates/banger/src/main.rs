@@ -702,9 +702,7 @@ mod help_tests {
         let mut all = Vec::new();
         let mut cmd = Cli::command();
         cmd = cmd.mut_subcommand("image", |c| {
-            c.mut_subcommand("import", |i| {
-                i.mut_arg("initrd", |a| a.help(None::<&str>))
-            })
+            c.mut_subcommand("import", |i| i.mut_arg("initrd", |a| a.help(None::<&str>)))
         });
         undocumented(&cmd, "banger", &mut all);
         assert_eq!(all, ["banger image import --initrd"]);
@@ -762,7 +760,8 @@ mod vmm_flag_tests {
             Some(512 << 20)
         );
         for bad in ["8 gigs", "1.5G", "-2G", "G"] {
-            let e = create_disk(&["--disk-size", bad]).unwrap_err().to_string();
+            let arg = format!("--disk-size={bad}");
+            let e = create_disk(&[&arg]).unwrap_err().to_string();
             assert!(
                 e.contains("invalid size") && e.contains("e.g. 8G or 512M"),
                 "{bad}: {e}"

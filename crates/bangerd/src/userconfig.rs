@@ -132,8 +132,14 @@ mod tests {
     #[test]
     fn disk_size_is_a_size_string_or_bytes() {
         assert_eq!(parse("").unwrap().disk_size, None);
-        assert_eq!(parse("disk_size = \"8G\"\n").unwrap().disk_size, Some(8 << 30));
-        assert_eq!(parse("disk_size = 1048576\n").unwrap().disk_size, Some(1 << 20));
+        assert_eq!(
+            parse("disk_size = \"8G\"\n").unwrap().disk_size,
+            Some(8 << 30)
+        );
+        assert_eq!(
+            parse("disk_size = 1048576\n").unwrap().disk_size,
+            Some(1 << 20)
+        );
         let e = parse("disk_size = \"8 gigs\"\n").unwrap_err().to_string();
         assert!(e.contains("invalid size \"8 gigs\""), "{e}");
     }

@@ -64,7 +64,8 @@ fn first_vm_with_no_preparation_then_exec() {
         return;
     }
     // Whoever finds the cache empty builds while the others wait.
-    let kernels = bangerd::images::kernel::host_kernels(Path::new("/boot"), Path::new("/lib/modules"));
+    let kernels =
+        bangerd::images::kernel::host_kernels(Path::new("/boot"), Path::new("/lib/modules"));
     let cached = guest_cache::debian_dir(&format!("{kernels:?}"));
     let lock = guest_cache::lock();
     let seeded = guest_cache::is_cached(&cached);
@@ -95,7 +96,7 @@ fn first_vm_with_no_preparation_then_exec() {
     // No --image, nothing in the StateDir, no owner key.
     let t = Instant::now();
     let out = g.banger(&["vm", "create", "first", "--vcpus", "1", "--memory", "512"]);
-    println!("default image built (create refused) in {:?}", t.elapsed());
+    println!("default image made (create refused) in {:?}", t.elapsed());
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -125,7 +126,8 @@ fn first_vm_with_no_preparation_then_exec() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("--disk-size 64M is smaller than the image") && err.trim().lines().count() == 1,
+        err.contains("--disk-size 64M is smaller than the image")
+            && err.trim().lines().count() == 1,
         "{err}"
     );
     let t = Instant::now();
@@ -149,10 +151,24 @@ fn first_vm_with_no_preparation_then_exec() {
     );
     // The guest's root filesystem fills the grown disk (the image is ~620M).
     let out = g.banger(&["vm", "exec", "first", "lsblk", "-bdno", "SIZE", "/dev/vda"]);
-    assert_eq!(text(&out.stdout).trim(), (3u64 << 30).to_string(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        (3u64 << 30).to_string(),
+        "{}",
+        text(&out.stderr)
+    );
     let out = g.banger(&["vm", "exec", "first", "df", "-B1", "--output=size", "/"]);
-    let fs: u64 = text(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
-    assert!(fs > (29u64 << 30) / 10 && fs <= 3 << 30, "root fs {fs} bytes");
+    let fs: u64 = text(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        fs > (29u64 << 30) / 10 && fs <= 3 << 30,
+        "root fs {fs} bytes"
+    );
     let out = g.banger(&[
         "vm",
         "exec",

@@ -131,11 +131,19 @@ mod tests {
         assert_eq!(
             rec.calls(),
             [
-                vec!["e2fsck".to_string(), "-f".into(), "-p".into(), img_s.clone()],
+                vec![
+                    "e2fsck".to_string(),
+                    "-f".into(),
+                    "-p".into(),
+                    img_s.clone()
+                ],
                 vec!["resize2fs".to_string(), img_s],
             ]
         );
-        assert!(rec.cmds().iter().all(|c| c.limits.timeout == Some(TOOL_TIMEOUT)));
+        assert!(rec
+            .cmds()
+            .iter()
+            .all(|c| c.limits.timeout == Some(TOOL_TIMEOUT)));
     }
 
     #[test]
@@ -144,7 +152,10 @@ mod tests {
         let img = ext4(tmp.path(), 32);
         let rec = RecordingRunner::new();
         let e = grow(&img, 16 << 20, &rec).unwrap_err();
-        assert!(matches!(e, GrowError::Shrink(_, n) if n == 32 << 20), "{e:?}");
+        assert!(
+            matches!(e, GrowError::Shrink(_, n) if n == 32 << 20),
+            "{e:?}"
+        );
         assert_eq!(std::fs::metadata(&img).unwrap().len(), 32 << 20);
         let link = tmp.path().join("bgtest-link");
         std::os::unix::fs::symlink(&img, &link).unwrap();

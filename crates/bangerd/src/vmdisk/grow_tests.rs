@@ -80,8 +80,7 @@ fn a_failed_grow_leaves_no_disk_and_no_row_handles() {
             stderr: b"resize2fs: No space left on device".to_vec(),
         },
     );
-    let e = create_sized(&f.d, "vm1", &f.image, Driver::Copy, Some(4 << 20), &tools)
-        .unwrap_err();
+    let e = create_sized(&f.d, "vm1", &f.image, Driver::Copy, Some(4 << 20), &tools).unwrap_err();
     let msg = crate::render_chain(&e);
     assert!(msg.contains("grow the VM disk to 4194304 bytes"), "{msg}");
     assert!(msg.contains("No space left on device"), "{msg}");
@@ -115,7 +114,11 @@ fn a_create_asking_less_than_the_image_is_refused_before_anything_is_made() {
     assert_eq!(api.0.as_u16(), 400);
     // Over the install's cap: refused too; at or above the image: fine.
     req.disk_size = Some(f.d.cfg.max_cow_bytes + 512);
-    assert!(req.check(&f.d).unwrap_err().to_string().contains("per-VM cap"));
+    assert!(req
+        .check(&f.d)
+        .unwrap_err()
+        .to_string()
+        .contains("per-VM cap"));
     req.disk_size = Some(1 << 20);
     assert_eq!(req.root_disk(&f.d, &f.image, None).unwrap(), None);
     req.disk_size = Some(2 << 20);

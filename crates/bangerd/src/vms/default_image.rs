@@ -32,7 +32,7 @@ pub enum DefaultImageError {
     #[error("building the default image {0:?}")]
     Build(String, #[source] CatalogError),
     #[error("importing the default image {0:?} from {1} ({SEED_ENV})")]
-    Seed(String, PathBuf, #[source] CatalogError),
+    Seed(String, PathBuf, #[source] Box<CatalogError>),
 }
 
 /// The seed directory a dev daemon was given, if it holds a rootfs.
@@ -51,7 +51,7 @@ fn import_seed(d: &Daemon, name: &str, dir: &Path, p: &Progress) -> Result<(), D
         initrd: initrd.is_file().then(|| initrd.display().to_string()),
     };
     catalog::import(&d.store, &d.paths.state_dir, &req, p)
-        .map_err(|e| DefaultImageError::Seed(name.into(), dir.into(), e))?;
+        .map_err(|e| DefaultImageError::Seed(name.into(), dir.into(), Box::new(e)))?;
     Ok(())
 }
 
