@@ -416,6 +416,11 @@ fn first_vm_with_no_preparation_then_exec() {
     let ls: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
     assert_eq!(ls, serde_json::json!([{"host": 2222, "guest": 22}]));
     // A second VM cannot take the port: a clear error.
+    std::fs::write(
+        cfgdir.join("config.toml"),
+        format!("disk_size = \"2G\"\n{entries}"),
+    )
+    .unwrap();
     let out = g.banger(&["vm", "create", "second", "--no-start", "-p", "2222:22"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -423,6 +428,16 @@ fn first_vm_with_no_preparation_then_exec() {
         err.contains("host port 2222 is forwarded to VM first already"),
         "{err}"
     );
+    // It was made, though: its disk grown to the owner's `disk_size`.
+    let v = g.banger(&["--json", "vm", "inspect", "second"]);
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    let disk = g
+        .dir
+        .path()
+        .join("state/vms")
+        .join(v["id"].as_str().unwrap())
+        .join("rootfs.ext4");
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 2 << 30);
     assert!(g.banger(&["vm", "rm", "second"]).status.success());
     // rm of the forward, then the VM's removal takes its forwards.
     assert!(g
