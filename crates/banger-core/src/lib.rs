@@ -9,6 +9,7 @@ pub mod names;
 pub mod net;
 pub mod paths;
 pub mod shellword;
+pub mod size;
 pub mod subids;
 pub mod units;
 pub mod vm;

@@ -144,6 +144,11 @@ pub struct VmCreate {
     /// Its VMM (default: the daemon config's `vmm`, itself `auto`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vmm: Option<VmmChoice>,
+    /// Its root disk's size in bytes, grown (with its ext4) from the
+    /// image's before first boot; never smaller than the image. Absent:
+    /// the owner's `disk_size`, else the image's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size_bytes: Option<u64>,
 }
 
 /// `GET /v1/vms/{name}/logs`.

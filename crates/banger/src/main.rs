@@ -106,6 +106,12 @@ enum VmCmd {
         /// firecracker or qemu (forced). Default: the daemon config's `vmm`.
         #[arg(long)]
         vmm: Option<banger_proto::api::VmmChoice>,
+        /// Root disk size (e.g. 8G, 512M; binary units): the image's disk
+        /// and its filesystem grown before first boot; never smaller than
+        /// the image. Default: `disk_size` from
+        /// ~/.config/banger/config.toml, else the image's size.
+        #[arg(long, value_name = "SIZE", value_parser = disk_size)]
+        disk_size: Option<u64>,
     },
     /// List VMs.
     Ls,
@@ -255,6 +261,15 @@ enum SystemCmd {
         #[arg(long)]
         purge: bool,
     },
+}
+
+/// `--disk-size`: `8G`, `512M`, … (checked here, before anything is made).
+fn disk_size(s: &str) -> Result<u64, String> {
+    let n = banger_core::size::parse(s).map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Err("a disk size must be more than 0".into());
+    }
+    Ok(n)
 }
 
 fn default_socket() -> PathBuf {
@@ -485,6 +500,7 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
             no_start,
             ports: specs,
             vmm,
+            disk_size,
         } => {
             // Every -p checked before anything is made.
             let specs = specs
@@ -503,6 +519,7 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
                         memory_mib: Some(memory),
                         start: Some(!no_start),
                         vmm,
+                        disk_size_bytes: disk_size,
                     }),
                     &mut |e| view.event(e),
                 )
@@ -659,6 +676,40 @@ async fn image(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
 }
 
 #[cfg(test)]
+mod help_tests {
+    use super::*;
+
+    /// Every option (`--x`) of `cmd` and its subcommands without help text.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let Some(long) = a.get_long() else { continue };
+            if long != "help" && long != "version" && a.get_help().is_none() {
+                out.push(format!("{path} --{long}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_option_has_help_text() {
+        use clap::CommandFactory;
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "banger", &mut missing);
+        assert!(missing.is_empty(), "options without help: {missing:?}");
+        // The walk sees what it must: image import's options, --disk-size.
+        let mut all = Vec::new();
+        let mut cmd = Cli::command();
+        cmd = cmd.mut_subcommand("image", |c| {
+            c.mut_subcommand("import", |i| i.mut_arg("initrd", |a| a.help(None::<&str>)))
+        });
+        undocumented(&cmd, "banger", &mut all);
+        assert_eq!(all, ["banger image import --initrd"]);
+    }
+}
+
+#[cfg(test)]
 mod vmm_flag_tests {
     use super::*;
     use banger_proto::api::VmmChoice;
@@ -689,5 +740,34 @@ mod vmm_flag_tests {
         );
         let e = create_vmm(&["--vmm", "kvm"]).unwrap_err().to_string();
         assert!(e.contains("unknown VMM \"kvm\""), "{e}");
+    }
+
+    fn create_disk(args: &[&str]) -> Result<Option<u64>, clap::Error> {
+        let mut argv = vec!["banger", "vm", "create", "web"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.cmd {
+            Cmd::Vm(VmCmd::Create { disk_size, .. }) => Ok(disk_size),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn vm_create_takes_a_disk_size_with_units() {
+        assert_eq!(create_disk(&[]).unwrap(), None);
+        assert_eq!(create_disk(&["--disk-size", "8G"]).unwrap(), Some(8 << 30));
+        assert_eq!(
+            create_disk(&["--disk-size", "512M"]).unwrap(),
+            Some(512 << 20)
+        );
+        for bad in ["8 gigs", "1.5G", "-2G", "G"] {
+            let arg = format!("--disk-size={bad}");
+            let e = create_disk(&[&arg]).unwrap_err().to_string();
+            assert!(
+                e.contains("invalid size") && e.contains("e.g. 8G or 512M"),
+                "{bad}: {e}"
+            );
+        }
+        let e = create_disk(&["--disk-size", "0"]).unwrap_err().to_string();
+        assert!(e.contains("more than 0"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! The owner's banger settings, `<home>/.config/banger/config.toml` (absent:
 //! the defaults): the image `vm create` uses without `--image`, and the
-//! file_sync entries copied into every new VM with their total size cap.
+//! file_sync entries copied into every new VM with their total size cap,
+//! and the root disk size a new VM gets when `--disk-size` is not given.
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,26 @@ pub struct UserConfig {
     pub file_sync: Vec<FileSyncEntry>,
     #[serde(default = "default_max")]
     pub file_sync_max_bytes: u64,
+    /// Root disk size of a new VM without `--disk-size` (`"8G"`, or
+    /// bytes): images smaller are grown to it, larger ones kept as they are.
+    #[serde(default, deserialize_with = "disk_size")]
+    pub disk_size: Option<u64>,
+}
+
+/// `disk_size`: a size string (`"8G"`) or a number of bytes.
+fn disk_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(n) => Ok(Some(n)),
+        Size::Text(t) => banger_core::size::parse(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 /// One `[[file_sync]]` table: a file or directory under the owner's home
@@ -48,6 +69,7 @@ impl Default for UserConfig {
             default_image: default_image(),
             file_sync: vec![],
             file_sync_max_bytes: default_max(),
+            disk_size: None,
         }
     }
 }
@@ -105,5 +127,20 @@ mod tests {
         std::fs::create_dir_all(home.path().join(".config/banger")).unwrap();
         std::fs::write(path(home.path()), "default_image = 3\n").unwrap();
         assert!(matches!(load(home.path()), Err(UserConfigError::Parse(..))));
+    }
+
+    #[test]
+    fn disk_size_is_a_size_string_or_bytes() {
+        assert_eq!(parse("").unwrap().disk_size, None);
+        assert_eq!(
+            parse("disk_size = \"8G\"\n").unwrap().disk_size,
+            Some(8 << 30)
+        );
+        assert_eq!(
+            parse("disk_size = 1048576\n").unwrap().disk_size,
+            Some(1 << 20)
+        );
+        let e = parse("disk_size = \"8 gigs\"\n").unwrap_err().to_string();
+        assert!(e.contains("invalid size \"8 gigs\""), "{e}");
     }
 }

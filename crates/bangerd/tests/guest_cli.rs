@@ -1,16 +1,24 @@
 //! The first-VM path and `vm exec` through the `banger` CLI against a real
 //! Debian guest (QEMU): from an empty StateDir and a `HOME` with no `.ssh`,
-//! `banger vm create NAME` (no `--image`) builds the default image once and
-//! boots a VM reachable with banger's own key; `vm exec` keeps stdout and
-//! stderr apart, passes stdin, propagates exit statuses, prints `--json`,
-//! honours `--timeout`. One image and one VM serve every assertion.
+//! `banger vm create NAME` (no `--image`) makes the default image once and
+//! boots a VM reachable with banger's own key, its disk grown by
+//! `--disk-size`; `vm exec` keeps stdout and stderr apart, passes stdin,
+//! propagates exit statuses, prints `--json`, honours `--timeout`. One
+//! image and one VM serve every assertion.
+//!
+//! The default image comes from the real-guest tests' recipe-keyed cache
+//! (`BANGER_DEFAULT_IMAGE_SEED`: the dev daemon imports it instead of
+//! debootstrapping); when the cache has none, the daemon builds it for real
+//! and the test keeps it there for every later real-guest test.
 
 mod common;
 
 use banger_testkit::http_unix;
 use base64::Engine;
+use common::guest_cache;
 use common::guest_net::{gate, GuestNet};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Instant;
 
 fn text(b: &[u8]) -> String {
@@ -55,7 +63,17 @@ fn first_vm_with_no_preparation_then_exec() {
         println!("skipped: {why}");
         return;
     }
-    let g = GuestNet::start();
+    // Whoever finds the cache empty builds while the others wait.
+    let kernels =
+        bangerd::images::kernel::host_kernels(Path::new("/boot"), Path::new("/lib/modules"));
+    let cached = guest_cache::debian_dir(&format!("{kernels:?}"));
+    let lock = guest_cache::lock();
+    let seeded = guest_cache::is_cached(&cached);
+    let g = if seeded {
+        GuestNet::start_env(&[("BANGER_DEFAULT_IMAGE_SEED", &cached)])
+    } else {
+        GuestNet::start()
+    };
     assert!(!g.home.join(".ssh").exists());
 
     // file_sync from the owner's config: a symlink out of the home is
@@ -78,7 +96,7 @@ fn first_vm_with_no_preparation_then_exec() {
     // No --image, nothing in the StateDir, no owner key.
     let t = Instant::now();
     let out = g.banger(&["vm", "create", "first", "--vcpus", "1", "--memory", "512"]);
-    println!("default image built (create refused) in {:?}", t.elapsed());
+    println!("default image made (create refused) in {:?}", t.elapsed());
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -90,15 +108,66 @@ fn first_vm_with_no_preparation_then_exec() {
         "{err}"
     );
     assert!(!err.contains("host secret"));
+    let images = g.banger(&["image", "ls", "--json"]);
+    let images: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
+    assert_eq!(images[0]["name"], "debian-bookworm");
+    if seeded {
+        assert!(err.contains("importing it from"), "{err}");
+    } else {
+        assert!(err.contains("building it once (Debian bookworm)"), "{err}");
+        let id = images[0]["id"].as_str().unwrap();
+        let dir = bangerd::images::catalog::images_dir(&g.dir.path().join("state")).join(id);
+        guest_cache::keep(&dir, &cached);
+    }
+    drop(lock);
     std::fs::write(cfgdir.join("config.toml"), entries).unwrap();
+    // A disk smaller than the image: refused in one line, nothing made.
+    let out = g.banger(&["vm", "create", "first", "--disk-size", "64M"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--disk-size 64M is smaller than the image")
+            && err.trim().lines().count() == 1,
+        "{err}"
+    );
     let t = Instant::now();
-    let out = g.banger(&["vm", "create", "first", "--vcpus", "1", "--memory", "512"]);
-    println!("create in {:?}", t.elapsed());
+    let out = g.banger(&[
+        "vm",
+        "create",
+        "first",
+        "--vcpus",
+        "1",
+        "--memory",
+        "512",
+        "--disk-size",
+        "3G",
+    ]);
+    println!("create (disk grown to 3G) in {:?}", t.elapsed());
     assert!(
         out.status.success(),
         "{}\n{}",
         text(&out.stderr),
         g.consoles()
+    );
+    // The guest's root filesystem fills the grown disk (the image is ~620M).
+    let out = g.banger(&["vm", "exec", "first", "lsblk", "-bdno", "SIZE", "/dev/vda"]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        (3u64 << 30).to_string(),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = g.banger(&["vm", "exec", "first", "df", "-B1", "--output=size", "/"]);
+    let fs: u64 = text(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        fs > (29u64 << 30) / 10 && fs <= 3 << 30,
+        "root fs {fs} bytes"
     );
     let out = g.banger(&[
         "vm",
@@ -116,9 +185,6 @@ fn first_vm_with_no_preparation_then_exec() {
     );
     let out = g.banger(&["vm", "exec", "first", "test", "-e", "/root/leak"]);
     assert_eq!(out.status.code(), Some(1));
-    let images = g.banger(&["image", "ls", "--json"]);
-    let images: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
-    assert_eq!(images[0]["name"], "debian-bookworm");
     assert!(g.dir.path().join("state/ssh/id_ed25519").exists());
     assert!(
         !g.home.join(".ssh").exists(),
@@ -350,6 +416,11 @@ fn first_vm_with_no_preparation_then_exec() {
     let ls: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
     assert_eq!(ls, serde_json::json!([{"host": 2222, "guest": 22}]));
     // A second VM cannot take the port: a clear error.
+    std::fs::write(
+        cfgdir.join("config.toml"),
+        format!("disk_size = \"2G\"\n{entries}"),
+    )
+    .unwrap();
     let out = g.banger(&["vm", "create", "second", "--no-start", "-p", "2222:22"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -357,6 +428,16 @@ fn first_vm_with_no_preparation_then_exec() {
         err.contains("host port 2222 is forwarded to VM first already"),
         "{err}"
     );
+    // It was made, though: its disk grown to the owner's `disk_size`.
+    let v = g.banger(&["--json", "vm", "inspect", "second"]);
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    let disk = g
+        .dir
+        .path()
+        .join("state/vms")
+        .join(v["id"].as_str().unwrap())
+        .join("rootfs.ext4");
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 2 << 30);
     assert!(g.banger(&["vm", "rm", "second"]).status.success());
     // rm of the forward, then the VM's removal takes its forwards.
     assert!(g

@@ -99,7 +99,7 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 impl From<VmError> for ApiFailure {
     fn from(e: VmError) -> Self {
         let (status, code) = match &e {
-            VmError::BadName(_) => INVALID,
+            VmError::BadName(_) | VmError::DiskSize(_) => INVALID,
             VmError::NotFound(_) => NOT_FOUND,
             VmError::Exists(_)
             | VmError::Refused(..)

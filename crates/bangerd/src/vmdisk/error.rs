@@ -34,6 +34,8 @@ pub enum VmDiskError {
     RemoveDir(PathBuf, #[source] std::io::Error),
     #[error("clone the image into the VM disk")]
     Clone(#[source] CloneError),
+    #[error("grow the VM disk to {} bytes", .0)]
+    Grow(u64, #[source] super::grow::GrowError),
     #[error("{0}")]
     Priv(&'static str, #[source] Box<PrivError>),
     #[error("disk handles of VM {0} do not parse")]

@@ -6,6 +6,7 @@ pub mod clone;
 pub mod custom;
 pub mod driver;
 pub mod error;
+pub mod grow;
 pub mod handles;
 pub mod known_hosts;
 pub mod orphans;
@@ -14,6 +15,7 @@ pub mod reconcile;
 use crate::daemon::Daemon;
 use crate::images::catalog::Stored;
 use banger_proto::helper::{self as m, method};
+use banger_sys::runner::{HostRunner, Runner};
 use driver::Driver;
 use handles::call;
 use std::os::unix::fs::DirBuilderExt;
@@ -47,13 +49,20 @@ pub fn cow_size_for(base_len: u64) -> u64 {
 
 /// Create the VM's disk — the one place a VM disk is made — with the
 /// driver the registry pins (tests) or else the one this host supports
-/// ([`driver::select`] on `/proc`).
-pub fn create(d: &Daemon, vm_id: &str, image: &Stored) -> Result<DiskInfo, VmDiskError> {
+/// ([`driver::select`] on `/proc`); `size`: grown to that many bytes
+/// (with its ext4) before first boot. A dm snapshot is as large as its
+/// image, so a grown disk is a copy whatever the host supports.
+pub fn create(
+    d: &Daemon,
+    vm_id: &str,
+    image: &Stored,
+    size: Option<u64>,
+) -> Result<DiskInfo, VmDiskError> {
     let drv = match d.vmms.disk_driver {
         Some(drv) => drv,
         None => driver::select(Path::new("/proc"), &d.paths.state_dir).driver,
     };
-    create_with(d, vm_id, image, drv)
+    create_sized(d, vm_id, image, drv, size, &HostRunner)
 }
 
 /// Removes a half-made VM directory unless disarmed.
@@ -69,13 +78,38 @@ impl Drop for DirGuard {
 
 /// Create the VM's disk with `drv`; the row `vm_id` must exist and have no
 /// disk yet. The base image is never written by either driver.
+#[cfg(test)]
 pub(crate) fn create_with(
     d: &Daemon,
     vm_id: &str,
     image: &Stored,
     drv: Driver,
 ) -> Result<DiskInfo, VmDiskError> {
+    create_sized(d, vm_id, image, drv, None, &HostRunner)
+}
+
+/// [`create_with`], the disk grown to `size` bytes when given (a copy,
+/// even where `drv` is the dm driver; `runner` runs e2fsck and resize2fs).
+pub(crate) fn create_sized(
+    d: &Daemon,
+    vm_id: &str,
+    image: &Stored,
+    drv: Driver,
+    size: Option<u64>,
+    runner: &dyn Runner,
+) -> Result<DiskInfo, VmDiskError> {
     check_vm_id(vm_id)?;
+    let drv = match (drv, size) {
+        (Driver::DmSnapshot, Some(n)) => {
+            tracing::info!(
+                vm = vm_id,
+                bytes = n,
+                "a dm snapshot is as large as its image: the grown disk is a copy"
+            );
+            Driver::Copy
+        }
+        (drv, _) => drv,
+    };
     let (_, old) = load(d, vm_id)?;
     if !old.file.is_empty() {
         return Err(VmDiskError::HasDisk(vm_id.into()));
@@ -124,6 +158,10 @@ pub(crate) fn create_with(
             let how =
                 clone::clone_file(&base, &file, &mut |_, _| {}).map_err(VmDiskError::Clone)?;
             tracing::info!(vm = vm_id, method = ?how, "VM disk cloned");
+            if let Some(n) = size {
+                grow::grow(&file, n, runner).map_err(|e| VmDiskError::Grow(n, e))?;
+                tracing::info!(vm = vm_id, bytes = n, "VM disk grown");
+            }
             (
                 DiskHandles {
                     dm: None,
@@ -252,6 +290,10 @@ pub fn destroy(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
 
 #[cfg(test)]
 mod boot_tests;
+#[cfg(test)]
+mod grow_tests;
+#[cfg(test)]
+pub(crate) mod guest_cache;
 #[cfg(test)]
 pub(crate) mod guest_fixture;
 #[cfg(test)]

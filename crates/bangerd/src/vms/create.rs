@@ -25,6 +25,9 @@ pub struct CreateReq {
     pub start: bool,
     /// Its VMM; `None`: the daemon config's `vmm`.
     pub vmm: Option<banger_proto::api::VmmChoice>,
+    /// Its root disk's size in bytes; `None`: the owner's `disk_size`,
+    /// else the image's.
+    pub disk_size: Option<u64>,
 }
 
 /// Undoes a half-made create unless disarmed: disk destroyed, row deleted
@@ -75,18 +78,43 @@ impl CreateReq {
             memory_mib: req.memory_mib.unwrap_or(512).max(128),
             start: req.start.unwrap_or(true),
             vmm: req.vmm,
+            disk_size: req.disk_size_bytes,
         }
     }
 
+    /// The size to grow the VM's disk to (`None`: the image's), with
+    /// `default` the owner's `disk_size`: a disk only grows, within the
+    /// install's per-VM cap.
+    pub fn root_disk(
+        &self,
+        d: &Daemon,
+        image: &Stored,
+        default: Option<u64>,
+    ) -> Result<Option<u64>, VmError> {
+        let base = image.rootfs();
+        let len = std::fs::metadata(&base)
+            .map_err(|e| VmError::Disk(vmdisk::VmDiskError::Stat(base.clone(), e)))?
+            .len();
+        Ok(banger_core::size::root_disk(
+            len,
+            self.disk_size,
+            default,
+            d.cfg.max_cow_bytes,
+        )?)
+    }
+
     /// The checks a create makes before anything is made (the API runs
-    /// them before answering): a valid name not taken, a known image.
+    /// them before answering): a valid name not taken, a known image, a
+    /// disk size it can have.
     pub fn check(&self, d: &Daemon) -> Result<Stored, VmError> {
         banger_core::names::validate_vm_name(&self.name).map_err(VmError::BadName)?;
         if find(d, &self.name).is_ok() {
             return Err(VmError::Exists(self.name.clone()));
         }
-        Ok(catalog::find(&d.store, &self.image)?
-            .ok_or_else(|| CatalogError::NotFound(self.image.clone()))?)
+        let image = catalog::find(&d.store, &self.image)?
+            .ok_or_else(|| CatalogError::NotFound(self.image.clone()))?;
+        self.root_disk(d, &image, None)?;
+        Ok(image)
     }
 }
 
@@ -94,7 +122,10 @@ impl CreateReq {
 /// unless `req.start` is false. Any failure undoes everything.
 pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, VmError> {
     let image = req.check(d)?;
-    let file_sync = super::file_sync::load(&d.cfg.owner_home)?;
+    let owner = crate::userconfig::load(&d.cfg.owner_home)
+        .map_err(super::file_sync::FileSyncError::from)?;
+    let disk_size = req.root_disk(d, &image, owner.disk_size)?;
+    let file_sync = super::file_sync::plan(&d.cfg.owner_home, &owner)?;
     let plan = NetPlan::from_config(&d.cfg)?;
     let id = catalog::new_id()?;
     let now = std::time::SystemTime::now()
@@ -128,7 +159,13 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     let ip = network::allocate_ip(&d.store, &plan.subnet, &id)?;
     p.log(format!("address {ip}"));
     p.step("disk", 0, Some(1));
-    leaf(|| vmdisk::create(d, &id, &image))?;
+    if let Some(n) = disk_size {
+        p.log(format!(
+            "disk: grown to {} (a copy of the image, its filesystem resized)",
+            banger_core::size::human(n)
+        ));
+    }
+    leaf(|| vmdisk::create(d, &id, &image, disk_size))?;
     let row = find(d, &id)?;
     let c = Customisation {
         identity: identity(&plan, &row, ip),

@@ -1,13 +1,23 @@
 //! `vm create` without `--image`: the owner's `default_image`, built once
 //! (Debian, as `banger image build NAME --debian SUITE`) when it does not
-//! exist yet.
+//! exist yet — or, for tests of a dev daemon only, imported from the files
+//! of one this same build code made before ([`SEED_ENV`]).
 
 use crate::daemon::Daemon;
 use crate::images::{build, catalog, catalog::CatalogError};
 use crate::progress::Progress;
 use crate::userconfig::{self, UserConfigError};
-use banger_proto::api::ImageBuild;
+use banger_core::paths::Mode;
+use banger_proto::api::{ImageBuild, ImageImport};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// Tests only, honoured by a `--dev` daemon alone: a directory holding
+/// `rootfs.ext4`, `vmlinux` and maybe `initrd.img` of a Debian image that
+/// banger's own build made (the real-guest tests' recipe-keyed cache). A
+/// missing default image is imported from there instead of debootstrapped
+/// again: every step of the create but the download is the real one.
+pub const SEED_ENV: &str = "BANGER_DEFAULT_IMAGE_SEED";
 
 /// Why the default image is not there to use.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +31,28 @@ pub enum DefaultImageError {
     NotBuildable(String),
     #[error("building the default image {0:?}")]
     Build(String, #[source] CatalogError),
+    #[error("importing the default image {0:?} from {1} ({SEED_ENV})")]
+    Seed(String, PathBuf, #[source] Box<CatalogError>),
+}
+
+/// The seed directory a dev daemon was given, if it holds a rootfs.
+fn seed(mode: Mode, var: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let dir = PathBuf::from(var?);
+    (mode == Mode::Dev && dir.join(catalog::ROOTFS).is_file()).then_some(dir)
+}
+
+/// Import the seed's files as image `name`.
+fn import_seed(d: &Daemon, name: &str, dir: &Path, p: &Progress) -> Result<(), DefaultImageError> {
+    let initrd = dir.join(catalog::INITRD);
+    let req = ImageImport {
+        name: name.into(),
+        rootfs: dir.join(catalog::ROOTFS).display().to_string(),
+        kernel: dir.join(catalog::KERNEL).display().to_string(),
+        initrd: initrd.is_file().then(|| initrd.display().to_string()),
+    };
+    catalog::import(&d.store, &d.paths.state_dir, &req, p)
+        .map_err(|e| DefaultImageError::Seed(name.into(), dir.into(), Box::new(e)))?;
+    Ok(())
 }
 
 /// One default-image build at a time; the others wait and then find it.
@@ -48,6 +80,15 @@ pub fn ensure(d: &Daemon, name: &str, p: &Progress) -> Result<(), DefaultImageEr
         return Ok(());
     }
     let suite = suite(name).ok_or_else(|| DefaultImageError::NotBuildable(name.into()))?;
+    if let Some(dir) = seed(d.mode, std::env::var_os(SEED_ENV)) {
+        p.log(format!(
+            "default image {name} does not exist yet: importing it from {} ({SEED_ENV}, dev mode)",
+            dir.display()
+        ));
+        import_seed(d, name, &dir, p)?;
+        p.log(format!("default image {name} imported"));
+        return Ok(());
+    }
     p.log(format!(
         "default image {name} does not exist yet: building it once (Debian {suite})"
     ));
@@ -67,6 +108,19 @@ pub fn ensure(d: &Daemon, name: &str, p: &Progress) -> Result<(), DefaultImageEr
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_serves_a_dev_daemon_only_and_only_with_a_rootfs() {
+        let t = tempfile::tempdir().unwrap();
+        let var = || Some(t.path().as_os_str().to_owned());
+        assert_eq!(seed(Mode::Dev, var()), None, "no rootfs there yet");
+        std::fs::write(t.path().join(catalog::ROOTFS), b"x").unwrap();
+        assert_eq!(seed(Mode::Dev, var()), Some(t.path().to_path_buf()));
+        assert_eq!(seed(Mode::System, var()), None);
+        assert_eq!(seed(Mode::Dev, None), None);
+    }
+
     #[test]
     fn only_debian_suites_are_buildable_defaults() {
         assert_eq!(super::suite("debian-bookworm"), Some("bookworm"));

@@ -4,7 +4,7 @@
 //! file re-checked the same way), the total bounded; every refused entry
 //! named in one error.
 
-use crate::userconfig::{self, UserConfig, UserConfigError};
+use crate::userconfig::{UserConfig, UserConfigError};
 use crate::vmdisk::custom::FileSync;
 use std::path::{Path, PathBuf};
 
@@ -130,11 +130,6 @@ pub fn plan(home: &Path, cfg: &UserConfig) -> Result<Vec<FileSync>, FileSyncErro
     }
     out.sort_by(|a, b| a.dest.cmp(&b.dest));
     Ok(out)
-}
-
-/// The owner's entries, from the config file as it is now.
-pub fn load(home: &Path) -> Result<Vec<FileSync>, FileSyncError> {
-    plan(home, &userconfig::load(home)?)
 }
 
 #[cfg(test)]

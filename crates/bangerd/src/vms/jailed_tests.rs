@@ -135,6 +135,7 @@ async fn a_jailed_vm_goes_create_running_stop_start_rm_with_exact_helper_calls()
             memory_mib: 256,
             start: false,
             vmm: None,
+            disk_size: None,
         },
         &progress(),
     )
@@ -312,6 +313,7 @@ async fn a_refused_jailed_launch_is_a_clear_error_and_leaves_nothing() {
             memory_mib: 128,
             start: true,
             vmm: None,
+            disk_size: None,
         },
         &progress(),
     )
@@ -386,6 +388,7 @@ async fn forced_firecracker_that_cannot_boot_fails_with_its_own_reason_and_leave
             memory_mib: 128,
             start: true,
             vmm: Some(banger_proto::api::VmmChoice::Firecracker),
+            disk_size: None,
         },
         &progress(),
     )

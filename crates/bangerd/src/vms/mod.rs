@@ -89,6 +89,8 @@ pub enum VmError {
     Port(#[from] forward::PortError),
     #[error(transparent)]
     DefaultImage(Box<default_image::DefaultImageError>),
+    #[error(transparent)]
+    DiskSize(#[from] banger_core::size::SizeError),
 }
 
 impl From<default_image::DefaultImageError> for VmError {

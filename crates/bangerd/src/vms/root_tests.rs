@@ -90,6 +90,7 @@ fn root_vm_lifecycle_create_ssh_stop_start_ssh_rm_leaves_nothing() {
                 memory_mib: 384,
                 start: true,
                 vmm: None,
+                disk_size: None,
             };
             let t = Instant::now();
             let row = create(&d, &req, &progress()).await.unwrap();

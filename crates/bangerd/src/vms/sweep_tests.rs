@@ -74,6 +74,7 @@ async fn a_sweep_removes_what_no_row_records_and_keeps_the_rest() {
         memory_mib: 256,
         start: false,
         vmm: None,
+        disk_size: None,
     };
     let web = create(
         &f.d,

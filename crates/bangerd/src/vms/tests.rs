@@ -85,6 +85,7 @@ fn req(name: &str, start: bool) -> CreateReq {
         memory_mib: 256,
         start,
         vmm: None,
+        disk_size: None,
     }
 }
 

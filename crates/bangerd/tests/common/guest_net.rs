@@ -56,6 +56,11 @@ impl GuestNet {
     /// Make the namespace and start the daemon in it with `HOME` = an
     /// empty `home` (no `.ssh`) and an empty StateDir.
     pub fn start() -> GuestNet {
+        Self::start_env(&[])
+    }
+
+    /// [`GuestNet::start`], the daemon given `env` besides.
+    pub fn start_env(env: &[(&str, &Path)]) -> GuestNet {
         let s = banger_testkit::unique_suffix();
         let n: u8 = u8::from_str_radix(&s[..2], 16).unwrap() % 250 + 1;
         let ns = format!("bgtest-gn{s}");
@@ -125,6 +130,7 @@ impl GuestNet {
             .env("BANGER_RUNTIME_DIR", g.dir.path().join("run"))
             .env("BANGER_LOG", "warn")
             .env_remove("BANGER_NO_NETWORK")
+            .envs(env.iter().copied())
             .spawn()
             .unwrap();
         g.daemon = Some(child);

@@ -4,4 +4,6 @@
 
 pub mod dev_daemon;
 pub mod dns;
+#[path = "../../src/vmdisk/guest_cache.rs"]
+pub mod guest_cache;
 pub mod guest_net;
