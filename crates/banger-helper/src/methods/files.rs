@@ -36,8 +36,9 @@ pub fn ensure_socket_access(h: &Helper, p: m::EnsureSocketAccess) -> Result<m::E
     Ok(m::Empty {})
 }
 
-/// `priv.cleanup_jailer_chroot`: unmount everything at or below the chroot
-/// (deepest first), refuse if anything is still mounted, remove the tree.
+/// `priv.cleanup_jailer_chroot`: give a root disk file the jail held back
+/// to the owner ([`crate::jail_disk::restore`]), unmount everything at or
+/// below the chroot (deepest first), refuse if anything is still mounted, remove the tree.
 /// An absent chroot is already clean.
 pub fn cleanup_jailer_chroot(h: &Helper, p: m::CleanupJailerChroot) -> Result<m::Empty, RpcError> {
     let chroot = gate(
@@ -47,6 +48,9 @@ pub fn cleanup_jailer_chroot(h: &Helper, p: m::CleanupJailerChroot) -> Result<m:
     let Chroot::Present(path) = chroot else {
         return Ok(m::Empty {});
     };
+    // A disk file the jail held goes back to the owner first (found by fd
+    // through the bind that is about to go, or beneath StateDir).
+    crate::jail_disk::restore(h, &path).map_err(|e| RpcError::failed(&e))?;
     mounts::cleanup_chroot(&h.cfg.jailer_base, &path, &h.host.mountinfo_path())
         .map_err(|e| RpcError::failed(&e))?;
     Ok(m::Empty {})
