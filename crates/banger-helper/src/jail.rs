@@ -267,6 +267,20 @@ pub fn build(h: &Helper, range: JailRange, vm_id: &str, spec: &Spec) -> Result<B
     })
 }
 
+/// The RuntimeDir side of the jail at `vm_dir`
+/// (`<jailer_base>/<exec name>/<vm_id>`): `<RuntimeDir>/jails/<vm_id>`;
+/// `None` for a path of another shape.
+pub fn run_dir_of(h: &Helper, vm_dir: &Path) -> Option<PathBuf> {
+    let (_, exec_dir) = crate::launched::exec_dir(&h.cfg)?;
+    let mut c = vm_dir.strip_prefix(&exec_dir).ok()?.components();
+    match (c.next(), c.next()) {
+        (Some(std::path::Component::Normal(id)), None) => {
+            Some(h.cfg.runtime_dir.join(JAILS_DIR).join(id))
+        }
+        _ => None,
+    }
+}
+
 /// Undo [`build`] after a failed launch.
 pub fn unbuild(h: &Helper, b: &Built) {
     drop(Undo {
