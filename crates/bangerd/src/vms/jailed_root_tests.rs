@@ -138,8 +138,8 @@ fn cgroup_dirs(exec: &str, id: &str) -> Vec<PathBuf> {
     }
 }
 
-/// Whatever a failed run left on the host: binds under the temp dir and
-/// the `bgtest-` cgroup parents.
+/// Whatever a failed run left on the host: VMMs in this run's `bgtest-`
+/// cgroups (killed), binds under the temp dir, and those cgroups.
 struct Leftovers {
     tmp: PathBuf,
     exec: String,
@@ -147,6 +147,19 @@ struct Leftovers {
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
+        for c in ["memory", "pids", ""] {
+            let parent = Path::new("/sys/fs/cgroup").join(c).join(&self.exec);
+            for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                let procs = std::fs::read_to_string(e.path().join("cgroup.procs"));
+                for pid in procs.unwrap_or_default().lines() {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        // SAFETY: kill(2) on a VMM of this run's own cgroup.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
         for l in mounts_below(&self.tmp) {
             if let Some(mp) = l.split(' ').nth(4) {
                 let _ = rustix::mount::unmount(mp, rustix::mount::UnmountFlags::DETACH);
