@@ -66,6 +66,7 @@ mod lexer;
 pub mod schema;
 pub mod server;
 pub mod state;
+mod tap;
 pub mod validate;
 
 use std::future::Future;

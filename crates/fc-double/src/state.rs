@@ -147,62 +147,6 @@ impl Machine {
 }
 
 /// One simulated Firecracker process.
-/// Whether the tap `tap` is there for this process: `<sys_root>/class/net/<tap>`
-/// exists, or — with no `<sys_root>/class/net` at all, as inside a jailer's
-/// chroot — Firecracker's own test succeeds: `TUNSETIFF` on `/dev/net/tun`
-/// attaches to it (so a tap owned by another uid fails, as it does for
-/// Firecracker).
-fn tap_exists(sys_root: &Path, tap: &str) -> bool {
-    let class = sys_root.join("class/net");
-    if class.is_dir() {
-        return class.join(tap).exists();
-    }
-    attach_tap(tap).is_ok()
-}
-
-/// `ioctl(TUNSETIFF)` with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, as
-/// Firecracker opens its taps; the fd is closed again (a persistent tap
-/// stays).
-fn attach_tap(tap: &str) -> std::io::Result<()> {
-    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-    const IFF_TAP: libc::c_short = 0x0002;
-    const IFF_NO_PI: libc::c_short = 0x1000;
-    const IFF_VNET_HDR: libc::c_short = 0x4000;
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; libc::IFNAMSIZ],
-        flags: libc::c_short,
-        _pad: [u8; 22],
-    }
-    if tap.len() >= libc::IFNAMSIZ {
-        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    let tun = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")?;
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
-        _pad: [0; 22],
-    };
-    req.name[..tap.len()].copy_from_slice(tap.as_bytes());
-    // SAFETY: TUNSETIFF reads and writes one `struct ifreq` (40 bytes, the
-    // layout of `IfReq`) through the pointer, which outlives the call; the
-    // fd is the open tun device.
-    let r = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&tun),
-            TUNSETIFF,
-            &mut req as *mut IfReq,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 #[derive(Debug)]
 pub struct Vmm {
     id: String,
@@ -509,7 +453,7 @@ impl Vmm {
                 "{PREFIX}Open tap device failed: Invalid interface name"
             ));
         }
-        if !tap_exists(&self.sys_root, tap) {
+        if !crate::tap::exists(&self.sys_root, tap) {
             return fault(format!(
                 "{PREFIX}Open tap device failed: Error while creating ifreq structure: No such \
                  device (os error 19). Invalid TUN/TAP Backend provided by {tap}. Check our \
