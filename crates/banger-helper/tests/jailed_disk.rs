@@ -164,6 +164,10 @@ fn root_a_disk_file_is_bound_into_the_jail_as_the_jail_uid_and_given_back() {
         )
         .unwrap();
         assert!(!exec_dir.join(&vm).exists());
+        assert!(
+            !h.cfg.runtime_dir.join("jails").join(&vm).exists(),
+            "the socket directory remains"
+        );
         assert!(mounts_below(&exec_dir).is_empty());
         assert_eq!(
             fingerprint(&disk),

@@ -218,7 +218,14 @@ fn root_jailed_vm_create_running_stop_start_rm_through_the_real_helper() {
     }
     let fc_bin = bin.join(&exec);
     install(&fc_double, &fc_bin);
-    install(&jailer_double, &bin.join("jailer"));
+    // The real jailer when `BANGER_JAILER` names it (the exec file stays
+    // fc-double: the real Firecracker would need a real guest).
+    let jailer = std::env::var_os("BANGER_JAILER")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or(jailer_double);
+    println!("jailer: {}", jailer.display());
+    install(&jailer, &bin.join("jailer"));
 
     // A real ext4 image: the disk is customised through the real helper.
     let image = d.paths.state_dir.join("images/img1/rootfs.ext4");
