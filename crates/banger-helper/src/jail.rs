@@ -3,9 +3,10 @@
 //! the jail uid), and bind `<RuntimeDir>/jails/<vm_id>` onto the chroot's
 //! `/api` so the API socket can be handed to the owner below RuntimeDir.
 
-use crate::gates::jail::Spec;
+use crate::gates::jail::{RootDisk, Spec};
 use crate::gates::Refused;
 use crate::helper::Helper;
+use crate::jail_disk::{self, DiskError, Granted};
 use banger_proto::helper as m;
 use banger_proto::install::JailRange;
 use banger_sys::beneath::{self, Access};
@@ -30,6 +31,17 @@ pub enum JailError {
     Source(PathBuf, #[source] beneath::BeneathError),
     #[error("stat {0}")]
     Stat(PathBuf, #[source] std::io::Error),
+    #[error(transparent)]
+    Disk(DiskError),
+}
+
+impl From<DiskError> for JailError {
+    fn from(e: DiskError) -> Self {
+        match e {
+            DiskError::Refused(r) => JailError::Refused(r),
+            other => JailError::Disk(other),
+        }
+    }
 }
 
 /// A built jail, before the jailer runs.
@@ -42,6 +54,8 @@ pub struct Built {
     pub chroot: PathBuf,
     /// `<RuntimeDir>/jails/<vm_id>`, bound onto `<chroot>/run`.
     pub run_dir: PathBuf,
+    /// A root disk file handed to the jail uid (bound onto `<chroot>/rootfs`).
+    pub disk: Option<Granted>,
 }
 
 impl Built {
@@ -75,6 +89,14 @@ fn open_source(h: &Helper, path: &Path, what: &str) -> Result<File, JailError> {
     Ok(f)
 }
 
+/// The root disk, opened or looked up before anything is built.
+enum RootSrc {
+    /// The device number of the dm device.
+    Node(u64),
+    /// The disk file (checked on the fd) and its path below StateDir.
+    File(File, PathBuf),
+}
+
 /// The block device behind `/dev/mapper/<dm_name>` (udev's symlink to
 /// `../dm-N` is followed: `/dev` is root's).
 fn root_disk_rdev(dm_name: &str) -> Result<u64, JailError> {
@@ -86,13 +108,15 @@ fn root_disk_rdev(dm_name: &str) -> Result<u64, JailError> {
     Ok(md.rdev())
 }
 
-/// Undo a half-built jail: unmount `<chroot>/api` if bound, remove the
-/// VM directory and its RuntimeDir directory.
+/// Undo a half-built jail: unmount `<chroot>/api` if bound, unmount
+/// `<chroot>/rootfs` and give a granted disk file back (through its fd),
+/// remove the VM directory and its RuntimeDir directory.
 struct Undo<'a> {
     h: &'a Helper,
     vm_dir: Option<PathBuf>,
     bound: Option<PathBuf>,
     run_dir: Option<PathBuf>,
+    disk: Option<(PathBuf, &'a Granted)>,
 }
 
 impl Undo<'_> {
@@ -100,6 +124,7 @@ impl Undo<'_> {
         self.vm_dir = None;
         self.bound = None;
         self.run_dir = None;
+        self.disk = None;
     }
 }
 
@@ -107,6 +132,10 @@ impl Drop for Undo<'_> {
     fn drop(&mut self) {
         if let Some(t) = &self.bound {
             let _ = banger_sys::mounts::unmount_detach_nofollow(t);
+        }
+        if let Some((t, g)) = &self.disk {
+            let _ = banger_sys::mounts::unmount_detach_nofollow(t);
+            let _ = jail_disk::give_back(&g.file, &g.grant);
         }
         if let Some(d) = &self.vm_dir {
             let _ = banger_sys::fsops::remove_tree_beneath(&self.h.cfg.jailer_base, d);
@@ -137,7 +166,8 @@ fn used_uids(exec_dir: &DirFd) -> Result<(usize, Vec<u32>), JailError> {
 /// uid = gid = `base + slot`, never root or the owner: the range is checked
 /// against both); create `<vm_id>/` (root 0700) and `root/` (jail uid
 /// 0700); copy the kernel and initrd in (jail uid, 0400); `mknod` the root
-/// disk (jail uid, 0600); create `<RuntimeDir>/jails/<vm_id>` (jail uid,
+/// disk (jail uid, 0600), or for a disk file, [`jail_disk::grant`] it;
+/// create `<RuntimeDir>/jails/<vm_id>` (jail uid,
 /// owner group, 0750) and bind it onto `root/api`.
 pub fn build(h: &Helper, range: JailRange, vm_id: &str, spec: &Spec) -> Result<Built, JailError> {
     let (exec_name, _) = crate::launched::exec_dir(&h.cfg)
@@ -148,7 +178,13 @@ pub fn build(h: &Helper, range: JailRange, vm_id: &str, spec: &Spec) -> Result<B
         Some(p) => Some(open_source(h, p, "jail.initrd")?),
         None => None,
     };
-    let rdev = root_disk_rdev(&spec.root_dm)?;
+    let root_src = match &spec.root {
+        RootDisk::Dm(name) => RootSrc::Node(root_disk_rdev(name)?),
+        RootDisk::File(p) => {
+            let (f, rel) = jail_disk::open_disk(h, p)?;
+            RootSrc::File(f, rel)
+        }
+    };
 
     let base = DirFd::open_trusted(&h.cfg.jailer_base, 0)?;
     let exec_dir = base.ensure_subdir(&exec_name, 0o700, 0, 0)?;
@@ -171,11 +207,14 @@ pub fn build(h: &Helper, range: JailRange, vm_id: &str, spec: &Spec) -> Result<B
         .ok_or_else(|| refused("every jail uid of the reserved range is in use"))?;
     debug_assert!(uid != 0 && uid != h.cfg.owner_uid && uid != h.cfg.owner_gid);
 
+    // Granted below; declared first so the undo that borrows it drops first.
+    let granted: Option<Granted>;
     let mut undo = Undo {
         h,
         vm_dir: None,
         bound: None,
         run_dir: None,
+        disk: None,
     };
     let vm_dir = exec_dir.create_subdir(vm_id, 0o700, 0, 0)?;
     undo.vm_dir = Some(vm_dir.path().to_path_buf());
@@ -184,7 +223,16 @@ pub fn build(h: &Helper, range: JailRange, vm_id: &str, spec: &Spec) -> Result<B
     if let Some(f) = initrd.as_mut() {
         root.copy_in(&m::JAILED_INITRD[1..], f, 0o400, uid, uid)?;
     }
-    root.mknod_block(&m::JAILED_ROOT_DISK[1..], rdev, 0o600, uid, uid)?;
+    granted = match root_src {
+        RootSrc::Node(rdev) => {
+            root.mknod_block(&m::JAILED_ROOT_DISK[1..], rdev, 0o600, uid, uid)?;
+            None
+        }
+        RootSrc::File(file, rel) => Some(jail_disk::grant(&vm_dir, &root, file, rel, uid)?),
+    };
+    if let Some(g) = &granted {
+        undo.disk = Some((root.path().join(&m::JAILED_ROOT_DISK[1..]), g));
+    }
     let run = root.create_subdir(&m::JAILED_SOCKET_DIR[1..], 0o700, uid, uid)?;
 
     let rt = DirFd::open(&h.cfg.runtime_dir)?;
@@ -210,9 +258,27 @@ pub fn build(h: &Helper, range: JailRange, vm_id: &str, spec: &Spec) -> Result<B
         uid,
         chroot: root.path().to_path_buf(),
         run_dir: sock_dir.path().to_path_buf(),
+        disk: None,
     };
     undo.disarm();
-    Ok(built)
+    Ok(Built {
+        disk: granted,
+        ..built
+    })
+}
+
+/// The RuntimeDir side of the jail at `vm_dir`
+/// (`<jailer_base>/<exec name>/<vm_id>`): `<RuntimeDir>/jails/<vm_id>`;
+/// `None` for a path of another shape.
+pub fn run_dir_of(h: &Helper, vm_dir: &Path) -> Option<PathBuf> {
+    let (_, exec_dir) = crate::launched::exec_dir(&h.cfg)?;
+    let mut c = vm_dir.strip_prefix(&exec_dir).ok()?.components();
+    match (c.next(), c.next()) {
+        (Some(std::path::Component::Normal(id)), None) => {
+            Some(h.cfg.runtime_dir.join(JAILS_DIR).join(id))
+        }
+        _ => None,
+    }
 }
 
 /// Undo [`build`] after a failed launch.
@@ -222,5 +288,9 @@ pub fn unbuild(h: &Helper, b: &Built) {
         vm_dir: b.chroot.parent().map(Path::to_path_buf),
         bound: Some(b.chroot.join(&m::JAILED_SOCKET_DIR[1..])),
         run_dir: Some(b.run_dir.clone()),
+        disk: b
+            .disk
+            .as_ref()
+            .map(|g| (b.chroot.join(&m::JAILED_ROOT_DISK[1..]), g)),
     });
 }

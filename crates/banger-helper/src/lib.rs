@@ -14,6 +14,7 @@ pub mod gates;
 pub mod helper;
 pub mod host;
 pub mod jail;
+pub mod jail_disk;
 pub mod launched;
 pub mod methods;
 pub mod server;

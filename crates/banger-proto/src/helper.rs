@@ -285,9 +285,19 @@ pub struct JailSpec {
     /// Initrd: a file below StateDir, or empty for none; copied to [`JAILED_INITRD`].
     #[serde(default)]
     pub initrd: String,
-    /// Root disk: a `/dev/mapper/fc-rootfs-*` device; made as the node
-    /// [`JAILED_ROOT_DISK`] in the chroot.
+    /// Root disk as a dm device (the dm-snapshot driver): a
+    /// `/dev/mapper/fc-rootfs-*` device, made as the node
+    /// [`JAILED_ROOT_DISK`] in the chroot. Empty when `root_disk_file` is
+    /// given; exactly one of the two.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub root_disk: String,
+    /// Root disk as a file (the copy/reflink driver): an absolute path
+    /// below StateDir, a regular file with one link owned by the owner. The
+    /// helper hands it to the jail uid (mode 0600) and binds exactly that
+    /// file onto [`JAILED_ROOT_DISK`]; `priv.cleanup_jailer_chroot` gives
+    /// it back to the owner with its old mode.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub root_disk_file: String,
     /// Guest memory; the cgroup memory limit is this plus the VMM overhead.
     pub memory_mib: u32,
     /// Guest vCPUs (bounds the pids limit).

@@ -31,6 +31,8 @@ pub enum JailFsError {
     ReadDir(PathBuf, #[source] io::Error),
     #[error("copy into {0}")]
     Copy(PathBuf, #[source] io::Error),
+    #[error("write {0}")]
+    Write(PathBuf, #[source] io::Error),
     #[error("make device node {0}")]
     Mknod(PathBuf, #[source] io::Error),
     #[error("bind {0} onto {1}")]
@@ -132,6 +134,28 @@ impl DirFd {
         })
     }
 
+    /// Open `rel` beneath this directory read-only (`O_NONBLOCK`, so a FIFO
+    /// cannot block; `O_NOFOLLOW`; no symlink or `..` anywhere), crossing
+    /// mounts only if `cross_mounts`: the file, or `None` if absent.
+    pub fn open_file(&self, rel: &Path, cross_mounts: bool) -> Result<Option<File>, JailFsError> {
+        let mut resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        if !cross_mounts {
+            resolve |= ResolveFlags::NO_XDEV;
+        }
+        match rustix::fs::openat2(
+            &self.fd,
+            rel,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve,
+        ) {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(JailFsError::Open(self.path.join(rel), io_err(e))),
+        }
+    }
+
     /// `name` exists (lstat): its stat, or `None`.
     pub fn stat_at(&self, name: &str) -> Result<Option<Stat>, JailFsError> {
         match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -212,6 +236,32 @@ impl DirFd {
         Ok(out)
     }
 
+    /// The new, empty file `name` (`O_EXCL`, mode 0600, root's), open for
+    /// writing.
+    fn create_new(&self, name: &str) -> Result<File, JailFsError> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| JailFsError::Open(self.child(name), io_err(e)))?;
+        Ok(File::from(fd))
+    }
+
+    fn hand_over(
+        &self,
+        name: &str,
+        f: &File,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(), JailFsError> {
+        rustix::fs::fchown(f, Some(owner_uid(uid)), Some(owner_gid(gid)))
+            .and_then(|()| rustix::fs::fchmod(f, Mode::from_raw_mode(mode)))
+            .map_err(|e| JailFsError::Chown(self.child(name), io_err(e)))
+    }
+
     /// Copy `src` into the new file `name` (`O_EXCL`), owned by `uid:gid`
     /// with `mode`.
     pub fn copy_in(
@@ -222,19 +272,25 @@ impl DirFd {
         uid: u32,
         gid: u32,
     ) -> Result<(), JailFsError> {
-        let path = self.child(name);
-        let fd = rustix::fs::openat(
-            &self.fd,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| JailFsError::Open(path.clone(), io_err(e)))?;
-        let mut dst = File::from(fd);
-        io::copy(src, &mut dst).map_err(|e| JailFsError::Copy(path.clone(), e))?;
-        rustix::fs::fchown(&dst, Some(owner_uid(uid)), Some(owner_gid(gid)))
-            .and_then(|()| rustix::fs::fchmod(&dst, Mode::from_raw_mode(mode)))
-            .map_err(|e| JailFsError::Chown(path, io_err(e)))
+        let mut dst = self.create_new(name)?;
+        io::copy(src, &mut dst).map_err(|e| JailFsError::Copy(self.child(name), e))?;
+        self.hand_over(name, &dst, mode, uid, gid)
+    }
+
+    /// The new file `name` (`O_EXCL`) holding `bytes`, owned by `uid:gid`
+    /// with `mode`; returned open (for writing).
+    pub fn write_new(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<File, JailFsError> {
+        let mut f = self.create_new(name)?;
+        io::Write::write_all(&mut f, bytes).map_err(|e| JailFsError::Write(self.child(name), e))?;
+        self.hand_over(name, &f, mode, uid, gid)?;
+        Ok(f)
     }
 
     /// `mknodat` a block device `name` with `rdev`, then hand it to
@@ -281,6 +337,19 @@ fn fd_path(fd: impl AsFd) -> PathBuf {
 pub fn bind_dir(src: &DirFd, target: &DirFd) -> Result<(), JailFsError> {
     rustix::mount::mount_bind(fd_path(&src.fd), fd_path(&target.fd))
         .map_err(|e| JailFsError::Bind(src.path.clone(), target.path.clone(), io_err(e)))
+}
+
+/// Bind-mount the regular file `src` onto the (empty) regular file
+/// `target`, both named by fds held open (through `/proc/self/fd`), so no
+/// path is resolved again. The paths are for messages only.
+pub fn bind_file(
+    src: &File,
+    src_path: &Path,
+    target: &File,
+    target_path: &Path,
+) -> Result<(), JailFsError> {
+    rustix::mount::mount_bind(fd_path(src), fd_path(target))
+        .map_err(|e| JailFsError::Bind(src_path.into(), target_path.into(), io_err(e)))
 }
 
 /// The last component of `path` as a string, if it has one.

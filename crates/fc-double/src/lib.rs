@@ -67,6 +67,7 @@ mod record;
 pub mod schema;
 pub mod server;
 pub mod state;
+mod tap;
 pub mod validate;
 
 use std::future::Future;

@@ -453,7 +453,7 @@ impl Vmm {
                 "{PREFIX}Open tap device failed: Invalid interface name"
             ));
         }
-        if !self.sys_root.join("class/net").join(tap).exists() {
+        if !crate::tap::exists(&self.sys_root, tap) {
             return fault(format!(
                 "{PREFIX}Open tap device failed: Error while creating ifreq structure: No such \
                  device (os error 19). Invalid TUN/TAP Backend provided by {tap}. Check our \

@@ -16,20 +16,29 @@ pub const PIDS_BASE: u32 = 32;
 /// CFS period for the optional CPU cap.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
+/// Where a jailed VM's root disk comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootDisk {
+    /// The dm name (`fc-rootfs-*`) of the device.
+    Dm(String),
+    /// A file below StateDir (a clean absolute path).
+    File(PathBuf),
+}
+
 /// A [`JailSpec`] that passed its gates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
-    /// The dm name (`fc-rootfs-*`) of the root disk.
-    pub root_dm: String,
+    pub root: RootDisk,
     pub memory_mib: u32,
     pub vcpus: u32,
     pub cpu_percent: Option<u32>,
 }
 
 /// `priv.launch_firecracker` `jail`: kernel (and initrd if given) clean
-/// paths below StateDir; root disk `/dev/mapper/fc-rootfs-*`; memory
+/// paths below StateDir; root disk either `/dev/mapper/fc-rootfs-*` or
+/// a clean file path below StateDir (exactly one); memory
 /// 1..=[`MAX_MEMORY_MIB`]; vCPUs 1..=[`MAX_VCPUS`]; CPU cap 1..=100 per vCPU.
 pub fn spec(state_dir: &Path, s: &JailSpec) -> Result<Spec, Refused> {
     let kernel = files::clean_path_below(state_dir, &s.kernel, "jail.kernel", "StateDir")?;
@@ -43,9 +52,24 @@ pub fn spec(state_dir: &Path, s: &JailSpec) -> Result<Spec, Refused> {
             "StateDir",
         )?)
     };
-    let root_dm = storage::dm_device(&s.root_disk)
-        .map_err(|_| Refused::new("jail.root_disk must be /dev/mapper/fc-rootfs-*"))?
-        .to_string();
+    let root = match (s.root_disk.is_empty(), s.root_disk_file.is_empty()) {
+        (false, true) => RootDisk::Dm(
+            storage::dm_device(&s.root_disk)
+                .map_err(|_| Refused::new("jail.root_disk must be /dev/mapper/fc-rootfs-*"))?
+                .to_string(),
+        ),
+        (true, false) => RootDisk::File(files::clean_path_below(
+            state_dir,
+            &s.root_disk_file,
+            "jail.root_disk_file",
+            "StateDir",
+        )?),
+        _ => {
+            return Err(Refused::new(
+                "jail needs exactly one of root_disk and root_disk_file",
+            ))
+        }
+    };
     if !(1..=MAX_MEMORY_MIB).contains(&s.memory_mib) {
         return Err(Refused::new(format!(
             "jail.memory_mib must be 1..={MAX_MEMORY_MIB}"
@@ -62,7 +86,7 @@ pub fn spec(state_dir: &Path, s: &JailSpec) -> Result<Spec, Refused> {
     Ok(Spec {
         kernel,
         initrd,
-        root_dm,
+        root,
         memory_mib: s.memory_mib,
         vcpus: s.vcpus,
         cpu_percent: s.cpu_percent,
@@ -162,6 +186,7 @@ mod tests {
             kernel: "/var/lib/banger/images/x/vmlinux".into(),
             initrd: String::new(),
             root_disk: "/dev/mapper/fc-rootfs-vm1".into(),
+            root_disk_file: String::new(),
             memory_mib: 512,
             vcpus: 2,
             cpu_percent: None,
@@ -172,7 +197,14 @@ mod tests {
     fn spec_gates() {
         let sd = Path::new("/var/lib/banger");
         let s = spec(sd, &js()).unwrap();
-        assert_eq!(s.root_dm, "fc-rootfs-vm1");
+        assert_eq!(s.root, RootDisk::Dm("fc-rootfs-vm1".into()));
+        let mut f = js();
+        f.root_disk = String::new();
+        f.root_disk_file = "/var/lib/banger/vms/a/rootfs.ext4".into();
+        assert_eq!(
+            spec(sd, &f).unwrap().root,
+            RootDisk::File("/var/lib/banger/vms/a/rootfs.ext4".into())
+        );
         assert_eq!(s.initrd, None);
         type Edit = Box<dyn Fn(&mut JailSpec)>;
         let cases: Vec<(Edit, &str)> = vec![
@@ -195,6 +227,28 @@ mod tests {
             (
                 Box::new(|j| j.root_disk = "/dev/mapper/fc-rootfs-../x".into()),
                 "jail.root_disk must be",
+            ),
+            (
+                Box::new(|j| j.root_disk_file = "/var/lib/banger/vms/a/rootfs.ext4".into()),
+                "jail needs exactly one of root_disk and root_disk_file",
+            ),
+            (
+                Box::new(|j| j.root_disk = String::new()),
+                "jail needs exactly one of root_disk and root_disk_file",
+            ),
+            (
+                Box::new(|j| {
+                    j.root_disk = String::new();
+                    j.root_disk_file = "/srv/other/rootfs.ext4".into();
+                }),
+                "jail.root_disk_file must be below StateDir",
+            ),
+            (
+                Box::new(|j| {
+                    j.root_disk = String::new();
+                    j.root_disk_file = "/var/lib/banger/vms/../../x".into();
+                }),
+                "jail.root_disk_file must be lexically clean",
             ),
             (Box::new(|j| j.memory_mib = 0), "jail.memory_mib must be"),
             (Box::new(|j| j.vcpus = 33), "jail.vcpus must be"),

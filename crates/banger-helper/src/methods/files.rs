@@ -36,18 +36,30 @@ pub fn ensure_socket_access(h: &Helper, p: m::EnsureSocketAccess) -> Result<m::E
     Ok(m::Empty {})
 }
 
-/// `priv.cleanup_jailer_chroot`: unmount everything at or below the chroot
-/// (deepest first), refuse if anything is still mounted, remove the tree.
-/// An absent chroot is already clean.
+/// `priv.cleanup_jailer_chroot`: give a root disk file the jail held back
+/// to the owner ([`crate::jail_disk::restore`]), unmount everything at or
+/// below the chroot (deepest first), refuse if anything is still mounted,
+/// remove the tree; then remove the jail's socket directory
+/// `<RuntimeDir>/jails/<vm_id>` (also when the chroot is already gone).
 pub fn cleanup_jailer_chroot(h: &Helper, p: m::CleanupJailerChroot) -> Result<m::Empty, RpcError> {
     let chroot = gate(
         m::CLEANUP_JAILER_CHROOT,
         files::jailer_chroot(&h.cfg.jailer_base, &p.path),
     )?;
-    let Chroot::Present(path) = chroot else {
-        return Ok(m::Empty {});
+    let path = match chroot {
+        Chroot::Present(path) => {
+            // A disk file the jail held goes back to the owner first (found
+            // by fd through the bind that is about to go, or beneath StateDir).
+            crate::jail_disk::restore(h, &path).map_err(|e| RpcError::failed(&e))?;
+            mounts::cleanup_chroot(&h.cfg.jailer_base, &path, &h.host.mountinfo_path())
+                .map_err(|e| RpcError::failed(&e))?;
+            path
+        }
+        Chroot::Absent(path) => path,
     };
-    mounts::cleanup_chroot(&h.cfg.jailer_base, &path, &h.host.mountinfo_path())
-        .map_err(|e| RpcError::failed(&e))?;
+    // The jail's socket directory, once nothing binds it into the chroot.
+    if let Some(run) = crate::jail::run_dir_of(h, &path) {
+        fsops::remove_tree_beneath(&h.cfg.runtime_dir, &run).map_err(|e| RpcError::failed(&e))?;
+    }
     Ok(m::Empty {})
 }

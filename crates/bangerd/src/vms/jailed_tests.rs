@@ -168,7 +168,7 @@ async fn a_jailed_vm_goes_create_running_stop_start_rm_with_exact_helper_calls()
         "jail": {
             "kernel": state.join("images/img1/vmlinux"),
             "initrd": "",
-            "root_disk": state.join("vms").join(&id).join("rootfs.ext4"),
+            "root_disk_file": state.join("vms").join(&id).join("rootfs.ext4"),
             "memory_mib": 256,
             "vcpus": 2,
         }

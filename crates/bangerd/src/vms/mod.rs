@@ -125,6 +125,8 @@ impl From<rusqlite::Error> for VmError {
 }
 
 #[cfg(test)]
+mod jailed_root_tests;
+#[cfg(test)]
 mod jailed_tests;
 #[cfg(test)]
 mod root_tests;

@@ -15,6 +15,7 @@ use crate::vmm::plan::{firecracker_plan, FcFiles};
 use crate::vmm::qemu::QemuVm;
 use crate::vmm::registry::Vmm;
 use crate::vmm::socket_access::WaitPolicy;
+use banger_core::disk::Driver;
 use banger_core::machine::{choose_vmm, Backend, GuestNet, MachineSpec, QemuIo};
 use banger_core::vm::{Event, VmState};
 use banger_proto::api::VmmChoice;
@@ -198,7 +199,18 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
                         .as_ref()
                         .map(|p| p.display().to_string())
                         .unwrap_or_default(),
-                    root_disk: spec.rootfs.display().to_string(),
+                    // A dm device is made as a node in the chroot; a copy
+                    // (or reflink) file is handed to the jail and bound in.
+                    root_disk: if disk.driver == Driver::DmSnapshot {
+                        spec.rootfs.display().to_string()
+                    } else {
+                        String::new()
+                    },
+                    root_disk_file: if disk.driver == Driver::DmSnapshot {
+                        String::new()
+                    } else {
+                        spec.rootfs.display().to_string()
+                    },
                     memory_mib: spec.memory_mib,
                     vcpus: u32::from(spec.vcpus),
                     cpu_percent: None,
