@@ -17,10 +17,10 @@
 //!   can only contain alphanumeric characters and underscores.`.
 //! * Bodies of every operation (including the ones banger does not drive:
 //!   balloon, snapshot, mmds, metrics, entropy, serial, hotplug, pmem,
-//!   cpu-config) are checked against the yaml definitions the way
-//!   Firecracker's `serde_json` + `deny_unknown_fields` structs check them,
-//!   with serde_json's texts and `at line L column C` positions
-//!   (see [`validate`]): malformed JSON, unknown fields, missing required
+//!   cpu-config) are checked against the yaml definitions by serde_json
+//!   itself, driven by a schema-walking `DeserializeSeed` that asks for what
+//!   Firecracker's `deny_unknown_fields` structs ask for, so the texts and
+//!   `at line L column C` positions are serde_json's (see [`validate`]): malformed JSON, unknown fields, missing required
 //!   fields, duplicate fields, wrong types, unknown enum variants, integer
 //!   ranges of the Rust type (`u8` for `vcpu_count`, ...), invalid MACs,
 //!   enums as `"Variant"` or serde's `{"Variant": null}`.
@@ -62,7 +62,6 @@
 //! * No guest runs: `SendCtrlAltDel` on a running instance makes [`serve`]
 //!   return [`Outcome::GuestPoweredOff`] after [`DoubleConfig::guest_shutdown`].
 
-mod lexer;
 mod record;
 pub mod schema;
 pub mod server;

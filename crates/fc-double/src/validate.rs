@@ -1,296 +1,70 @@
-//! Body validation against a [`Shape`], with serde_json's messages and positions.
+//! Body validation: a schema-driven `DeserializeSeed` run by serde_json's own `Deserializer`.
 //!
 //! Firecracker deserialises each body with `serde_json::from_slice` into
-//! `#[serde(deny_unknown_fields)]` structs. This walks the bytes the way
-//! serde_json's `Deserializer` does (same peeks, same eats, same places where
-//! an error gets its position) so the double reports the same
-//! `... at line L column C` text: positioned errors (type errors, syntax
-//! errors) carry the offset where serde_json raised them, and custom errors
-//! (unknown/missing/duplicate field, invalid MAC) take the position of the
-//! enclosing object after its closing `}` was looked for.
+//! `#[serde(deny_unknown_fields)]` structs. [`validate`] drives serde_json the
+//! way those derived types do (`deserialize_map` for a struct, an identifier
+//! per key, `deserialize_option` for an `Option` field, the Rust integer type
+//! for an integer, `deserialize_enum` for a unit-variant enum), so tokens,
+//! type errors, syntax errors and their `at line L column C` positions are
+//! serde_json's by construction. Only the texts serde builds from its
+//! `&'static` name lists (unknown/missing/duplicate field, unknown variant)
+//! are spelled here, as `serde::de::Error::custom` with the same wording.
 
-use std::collections::HashSet;
+use std::fmt;
 
-pub use crate::lexer::JsonError;
-use crate::lexer::{custom, one_of, Num, Reader};
+use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess};
+use serde::de::{Error as _, VariantAccess, Visitor};
+use serde::Deserialize;
+
 use crate::schema::{Contract, Def, Shape};
 
-/// Check `body` against `shape` as `serde_json::from_slice` would.
-pub fn validate(contract: &Contract, shape: &Shape, body: &[u8]) -> Result<(), JsonError> {
-    let mut r = Reader {
-        s: body,
-        i: 0,
-        contract,
-        depth: 0,
-    };
-    r.value(shape, false)?;
-    // serde_json's `Deserializer::end`.
-    match r.ws() {
-        Some(_) => Err(r.peek_err("trailing characters")),
-        None => Ok(()),
+/// A body that Firecracker's deserialiser would refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError {
+    pub msg: String,
+    /// `(line, column)` as serde_json counts them; `None` when it gave none.
+    pub pos: Option<(usize, usize)>,
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pos {
+            Some((l, c)) => write!(f, "{} at line {l} column {c}", self.msg),
+            None => f.write_str(&self.msg),
+        }
     }
 }
 
-impl Reader<'_> {
-    fn value(&mut self, shape: &Shape, nullable: bool) -> Result<(), JsonError> {
-        if nullable && self.ws() == Some(b'n') {
-            self.i += 1;
-            return self.ident(b"ull");
-        }
-        match shape {
-            Shape::Str => self.string_value("a string").map(|_| ()),
-            Shape::Mac => {
-                let s = self.string_value("a string")?;
-                if is_mac(&s) {
-                    Ok(())
-                } else {
-                    Err(custom("The provided MAC address is invalid."))
-                }
-            }
-            Shape::Bool => self.bool_value(),
-            Shape::Int(ty) => self.int_value(ty),
-            Shape::Enum {
-                variants,
-                case_insensitive,
-            } => self.enum_value(variants, *case_insensitive),
-            Shape::Struct(name) | Shape::Partial(name) => {
-                let def = self
-                    .contract
-                    .def(name)
-                    .ok_or_else(|| custom(format!("no definition {name}")))?;
-                self.struct_value(def, matches!(shape, Shape::Partial(_)))
-            }
-            Shape::Array(inner) => self.seq_value(inner),
-            Shape::Any => self.any_value(),
-        }
-    }
+impl std::error::Error for JsonError {}
 
-    fn string_value(&mut self, expected: &str) -> Result<String, JsonError> {
-        match self.ws() {
-            None => Err(self.expected_value_eof()),
-            Some(b'"') => self.string().map_err(|e| self.fix(e)),
-            Some(_) => Err(self.invalid_type(expected)),
-        }
-    }
-
-    pub(crate) fn bool_value(&mut self) -> Result<(), JsonError> {
-        match self.ws() {
-            None => Err(self.expected_value_eof()),
-            Some(b't') => {
-                self.i += 1;
-                self.ident(b"rue")
-            }
-            Some(b'f') => {
-                self.i += 1;
-                self.ident(b"alse")
-            }
-            Some(_) => Err(self.invalid_type("a boolean")),
-        }
-    }
-
-    /// serde_json `parse_integer`/`parse_number`, leniently for floats.
-    fn int_value(&mut self, ty: &str) -> Result<(), JsonError> {
-        let n = match self.ws() {
-            None => return Err(self.expected_value_eof()),
-            Some(b'-' | b'0'..=b'9') => self.number()?,
-            Some(_) => return Err(self.invalid_type(ty)),
-        };
-        let (min, max): (i128, i128) = match ty {
-            "u8" => (0, u8::MAX.into()),
-            "u16" => (0, u16::MAX.into()),
-            "u32" => (0, u32::MAX.into()),
-            "u64" | "usize" => (0, u64::MAX.into()),
-            "i32" => (i32::MIN.into(), i32::MAX.into()),
-            _ => (i64::MIN.into(), i64::MAX.into()),
-        };
-        let v: i128 = match n {
-            Num::U(v) => v.into(),
-            Num::I(v) => v.into(),
-            Num::F(_) => {
-                return Err(self.fix(custom(format!(
-                    "invalid type: {}, expected {ty}",
-                    n.unexpected()
-                ))))
-            }
-        };
-        if v < min || v > max {
-            return Err(self.fix(custom(format!(
-                "invalid value: integer `{v}`, expected {ty}"
-            ))));
-        }
-        Ok(())
-    }
-
-    /// serde_json's `deserialize_enum` for a unit-variant enum: a string, or
-    /// the externally tagged `{"Variant": null}` form.
-    fn enum_value(&mut self, variants: &[String], case_insensitive: bool) -> Result<(), JsonError> {
-        match self.ws() {
-            None => Err(self.expected_value_eof()),
-            Some(b'"') => self.variant(variants, case_insensitive),
-            Some(b'{') => {
-                self.i += 1;
-                self.enter()?;
-                let ret = self.tagged_unit_variant(variants, case_insensitive);
-                self.depth -= 1;
-                ret?;
-                match self.ws() {
-                    Some(b'}') => {
-                        self.i += 1;
-                        Ok(())
-                    }
-                    Some(_) => Err(self.err("expected value")),
-                    None => Err(self.err("EOF while parsing an object")),
-                }
-            }
-            Some(_) => Err(self.peek_err("expected value")),
-        }
-    }
-
-    /// The variant identifier (`deserialize_identifier`).
-    fn variant(&mut self, variants: &[String], case_insensitive: bool) -> Result<(), JsonError> {
-        match self.ws() {
-            None => Err(self.expected_value_eof()),
-            Some(b'"') => {
-                let s = self.string()?;
-                let known = variants
-                    .iter()
-                    .any(|v| *v == s || (case_insensitive && v.eq_ignore_ascii_case(&s)));
-                if known {
-                    return Ok(());
-                }
-                let names: Vec<&str> = variants.iter().map(String::as_str).collect();
-                Err(self.fix(custom(format!(
-                    "unknown variant `{s}`, expected {}",
-                    one_of(&names)
-                ))))
-            }
-            Some(_) => Err(self.invalid_type("variant identifier")),
-        }
-    }
-
-    /// `VariantAccess`: identifier, colon, then the unit value `null`.
-    fn tagged_unit_variant(
-        &mut self,
-        variants: &[String],
-        case_insensitive: bool,
-    ) -> Result<(), JsonError> {
-        match self.ws() {
-            Some(b'"') => {}
-            Some(b'}') => return Err(self.peek_err("expected value")),
-            Some(_) => return Err(self.peek_err("key must be a string")),
-            None => return Err(self.peek_err("EOF while parsing an object")),
-        }
-        self.variant(variants, case_insensitive)?;
-        match self.ws() {
-            Some(b':') => self.i += 1,
-            Some(_) => return Err(self.peek_err("expected `:`")),
-            None => return Err(self.peek_err("EOF while parsing an object")),
-        }
-        match self.ws() {
-            None => Err(self.expected_value_eof()),
-            Some(b'n') => {
-                self.i += 1;
-                self.ident(b"ull")
-            }
-            Some(_) => Err(self.invalid_type("unit")),
-        }
-    }
-
-    pub(crate) fn enter(&mut self) -> Result<(), JsonError> {
-        self.depth += 1;
-        if self.depth > 128 {
-            return Err(self.err("recursion limit exceeded"));
-        }
-        Ok(())
-    }
-
-    fn struct_value(&mut self, def: &Def, partial: bool) -> Result<(), JsonError> {
-        match self.ws() {
-            None => Err(self.expected_value_eof()),
-            Some(b'{') => {
-                self.i += 1;
-                self.enter()?;
-                let ret = self.fields(def, partial);
-                self.depth -= 1;
-                let end = self.end_map();
-                match (ret, end) {
-                    (Err(e), _) | (Ok(()), Err(e)) => Err(self.fix(e)),
-                    (Ok(()), Ok(())) => Ok(()),
-                }
-            }
-            Some(_) => Err(self.invalid_type(&format!("struct {}", def.rust_name))),
-        }
-    }
-
-    /// serde_json's `MapAccess` driving a derived `visit_map`.
-    fn fields(&mut self, def: &Def, partial: bool) -> Result<(), JsonError> {
-        let mut seen = HashSet::new();
-        let mut first = true;
-        loop {
-            match self.ws() {
-                None => return Err(self.peek_err("EOF while parsing an object")),
-                Some(b'}') => break,
-                Some(b',') if !first => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(_) if first => {}
-                Some(_) => return Err(self.peek_err("expected `,` or `}`")),
-            }
-            first = false;
-            let key = match self.peek() {
-                Some(b'"') => self.string()?,
-                Some(b'}') => return Err(self.peek_err("trailing comma")),
-                Some(_) => return Err(self.peek_err("key must be a string")),
-                None => return Err(self.peek_err("EOF while parsing a value")),
+impl From<serde_json::Error> for JsonError {
+    fn from(e: serde_json::Error) -> Self {
+        let text = e.to_string();
+        if e.line() == 0 {
+            return JsonError {
+                msg: text,
+                pos: None,
             };
-            let Some(field) = def.fields.iter().find(|f| f.name == key) else {
-                let names: Vec<&str> = def.fields.iter().map(|f| f.name.as_str()).collect();
-                return Err(custom(if names.is_empty() {
-                    format!("unknown field `{key}`, there are no fields")
-                } else {
-                    format!("unknown field `{key}`, expected {}", one_of(&names))
-                }));
-            };
-            if !seen.insert(field.name.clone()) {
-                return Err(custom(format!("duplicate field `{key}`")));
-            }
-            match self.ws() {
-                Some(b':') => self.i += 1,
-                Some(_) => return Err(self.peek_err("expected `:`")),
-                None => return Err(self.peek_err("EOF while parsing an object")),
-            }
-            self.value(&field.shape, field.nullable || partial)?;
         }
-        if !partial {
-            if let Some(missing) = def
-                .fields
-                .iter()
-                .find(|f| f.required && !seen.contains(&f.name))
-            {
-                return Err(custom(format!("missing field `{}`", missing.name)));
-            }
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        JsonError {
+            msg: text.strip_suffix(&suffix).unwrap_or(&text).to_string(),
+            pos: Some((e.line(), e.column())),
         }
-        Ok(())
     }
+}
 
-    fn seq_value(&mut self, inner: &Shape) -> Result<(), JsonError> {
-        match self.ws() {
-            None => Err(self.expected_value_eof()),
-            Some(b'[') => {
-                self.i += 1;
-                self.enter()?;
-                let ret = self.elements(|r| r.value(inner, false));
-                self.depth -= 1;
-                let end = self.end_seq();
-                match (ret, end) {
-                    (Err(e), _) | (Ok(()), Err(e)) => Err(self.fix(e)),
-                    (Ok(()), Ok(())) => Ok(()),
-                }
-            }
-            Some(_) => Err(self.invalid_type("a sequence")),
-        }
+/// Check `body` against `shape` as `serde_json::from_slice` would.
+pub fn validate(contract: &Contract, shape: &Shape, body: &[u8]) -> Result<(), JsonError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    Check {
+        contract,
+        shape,
+        nullable: false,
     }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok(())
 }
 
 /// Firecracker's `MacAddr::from_str`: six `:`-separated two-digit hex bytes.
@@ -300,6 +74,236 @@ pub fn is_mac(s: &str) -> bool {
         && parts
             .iter()
             .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// serde's `OneOf` list: "`a`", "`a` or `b`", "one of `a`, `b`, `c`".
+fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    match names.as_slice() {
+        [a] => a.clone(),
+        [a, b] => format!("{a} or {b}"),
+        _ => format!("one of {}", names.join(", ")),
+    }
+}
+
+/// One value of `shape`; `nullable` wraps it in an `Option`.
+#[derive(Clone, Copy)]
+struct Check<'a> {
+    contract: &'a Contract,
+    shape: &'a Shape,
+    nullable: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Check<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.nullable {
+            return d.deserialize_option(Nullable(Check {
+                nullable: false,
+                ..self
+            }));
+        }
+        match self.shape {
+            Shape::Str => String::deserialize(d).map(drop),
+            Shape::Mac => {
+                if is_mac(&String::deserialize(d)?) {
+                    Ok(())
+                } else {
+                    Err(D::Error::custom("The provided MAC address is invalid."))
+                }
+            }
+            Shape::Bool => bool::deserialize(d).map(drop),
+            Shape::Int(ty) => integer(ty, d),
+            Shape::Enum {
+                variants,
+                case_insensitive,
+            } => {
+                let v = Variant {
+                    variants,
+                    case_insensitive: *case_insensitive,
+                };
+                d.deserialize_enum("", &[], v)
+            }
+            Shape::Struct(name) | Shape::Partial(name) => {
+                let def = self
+                    .contract
+                    .def(name)
+                    .ok_or_else(|| D::Error::custom(format!("no definition {name}")))?;
+                // `deserialize_map`, not `_struct`: the yaml allows objects only,
+                // so a struct written as a JSON array is a type error here.
+                d.deserialize_map(Struct {
+                    contract: self.contract,
+                    def,
+                    partial: matches!(self.shape, Shape::Partial(_)),
+                })
+            }
+            Shape::Array(inner) => d.deserialize_seq(Seq(Check {
+                shape: inner,
+                ..self
+            })),
+            Shape::Any => serde_json::Value::deserialize(d).map(drop),
+        }
+    }
+}
+
+/// The Rust integer type Firecracker holds the field in.
+fn integer<'de, D: Deserializer<'de>>(ty: &str, d: D) -> Result<(), D::Error> {
+    match ty {
+        "u8" => u8::deserialize(d).map(drop),
+        "u16" => u16::deserialize(d).map(drop),
+        "u32" => u32::deserialize(d).map(drop),
+        "u64" => u64::deserialize(d).map(drop),
+        "usize" => usize::deserialize(d).map(drop),
+        "i32" => i32::deserialize(d).map(drop),
+        _ => i64::deserialize(d).map(drop),
+    }
+}
+
+/// `Option<T>`: `null`, or the inner value.
+struct Nullable<'a>(Check<'a>);
+
+impl<'de> Visitor<'de> for Nullable<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("option")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.0.deserialize(d)
+    }
+}
+
+/// `Vec<T>`.
+struct Seq<'a>(Check<'a>);
+
+impl<'de> Visitor<'de> for Seq<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self.0)?.is_some() {}
+        Ok(())
+    }
+}
+
+/// A derived unit-variant enum: its identifier, then the unit value.
+#[derive(Clone, Copy)]
+struct Variant<'a> {
+    variants: &'a [String],
+    case_insensitive: bool,
+}
+
+impl<'de> Visitor<'de> for Variant<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("variant identifier")
+    }
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        let ((), unit) = data.variant_seed(self)?;
+        unit.unit_variant()
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        let ci = self.case_insensitive;
+        if (self.variants.iter()).any(|v| v == s || (ci && v.eq_ignore_ascii_case(s))) {
+            return Ok(());
+        }
+        Err(E::custom(match self.variants {
+            [] => format!("unknown variant `{s}`, there are no variants"),
+            vs => format!(
+                "unknown variant `{s}`, expected {}",
+                one_of(vs.iter().map(String::as_str))
+            ),
+        }))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Variant<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+/// A derived `deny_unknown_fields` struct (every field optional when `partial`).
+struct Struct<'a> {
+    contract: &'a Contract,
+    def: &'a Def,
+    partial: bool,
+}
+
+impl<'de> Visitor<'de> for Struct<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "struct {}", self.def.rust_name)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let fields = &self.def.fields;
+        let mut seen = vec![false; fields.len()];
+        while let Some(i) = map.next_key_seed(Key(self.def))? {
+            let field = &fields[i];
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(A::Error::custom(format!(
+                    "duplicate field `{}`",
+                    field.name
+                )));
+            }
+            map.next_value_seed(Check {
+                contract: self.contract,
+                shape: &field.shape,
+                nullable: field.nullable || self.partial,
+            })?;
+        }
+        let missing = (fields.iter().zip(&seen)).find(|(f, seen)| f.required && !**seen);
+        match missing {
+            Some((f, _)) if !self.partial => {
+                Err(A::Error::custom(format!("missing field `{}`", f.name)))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A struct's field identifier: its index, or `unknown field`.
+struct Key<'a>(&'a Def);
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("field identifier")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<usize, E> {
+        if let Some(i) = self.0.fields.iter().position(|f| f.name == s) {
+            return Ok(i);
+        }
+        Err(E::custom(match self.0.fields.as_slice() {
+            [] => format!("unknown field `{s}`, there are no fields"),
+            fs => format!(
+                "unknown field `{s}`, expected {}",
+                one_of(fs.iter().map(|f| f.name.as_str()))
+            ),
+        }))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_identifier(self)
+    }
 }
 
 #[cfg(test)]
