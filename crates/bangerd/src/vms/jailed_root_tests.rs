@@ -321,6 +321,7 @@ async fn lifecycle(
         memory_mib: 128,
         start: false,
         vmm: None,
+        disk_size: None,
     };
     let row = create(&d, &req, &progress()).await.unwrap();
     assert_eq!(row.state, VmState::Created);
