@@ -12,7 +12,7 @@ mod system;
 use anyhow::{Context, Result};
 use banger_core::paths::{self, PathEnv};
 use banger_proto::api::{
-    Doctor, Image, ImageBuild, ImageImport, ImagePull, Logs, VersionInfo, Vm, VmCreate,
+    Doctor, Image, ImageBuild, ImageImport, ImagePull, Logs, PhaseTiming, VersionInfo, Vm, VmCreate,
 };
 use banger_proto::install::{InstallConfig, SYSTEM_CONFIG_PATH};
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -106,6 +106,10 @@ enum VmCmd {
         /// firecracker or qemu (forced). Default: the daemon config's `vmm`.
         #[arg(long)]
         vmm: Option<banger_proto::api::VmmChoice>,
+        /// Print how long each phase took (validate, ip, disk_clone, …,
+        /// boot_to_ssh); `--json` carries them as `timings` either way.
+        #[arg(long)]
+        timings: bool,
     },
     /// List VMs.
     Ls,
@@ -485,6 +489,7 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
             no_start,
             ports: specs,
             vmm,
+            timings,
         } => {
             // Every -p checked before anything is made.
             let specs = specs
@@ -492,6 +497,7 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
                 .map(|s| ports::parse(s))
                 .collect::<Result<Vec<_>>>()?;
             let mut view = output::ProgressView::new();
+            let mut phases = Vec::new();
             let v = client
                 .call_stream(
                     "POST",
@@ -504,13 +510,24 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
                         start: Some(!no_start),
                         vmm,
                     }),
-                    &mut |e| view.event(e),
+                    &mut |e| match e.as_phase() {
+                        Some((p, took)) => phases.push(PhaseTiming::new(p, took)),
+                        None => view.event(e),
+                    },
                 )
                 .await;
             view.finish();
-            let v = v?;
+            let mut v = v?;
             ports::add_all(client, &name, &specs).await?;
+            if j {
+                if let Some(o) = v.as_object_mut().filter(|_| !phases.is_empty()) {
+                    o.insert("timings".into(), serde_json::to_value(&phases)?);
+                }
+            }
             print(j, &v, || detail(&v));
+            if timings && !j {
+                out(&output::timings_table(&phases));
+            }
             return Ok(());
         }
         VmCmd::Inspect(n) => {

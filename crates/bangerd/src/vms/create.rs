@@ -93,6 +93,7 @@ impl CreateReq {
 /// Create a VM: row (`created`), IP, disk, customisation; then start it
 /// unless `req.start` is false. Any failure undoes everything.
 pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, VmError> {
+    let validate = p.phase("validate", &req.name);
     let image = req.check(d)?;
     let file_sync = super::file_sync::load(&d.cfg.owner_home)?;
     let plan = NetPlan::from_config(&d.cfg)?;
@@ -122,22 +123,33 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
         d,
         id: Some(id.clone()),
     };
-    p.log(format!("VM {} ({id}) recorded", req.name));
     // No other operation on the VM until it is made (and started).
     let _claim = d.vmms.claim(&id, &req.name)?;
+    validate.done();
+    p.log(format!("VM {} ({id}) recorded", req.name));
+    let phase = p.phase("ip", &id);
     let ip = network::allocate_ip(&d.store, &plan.subnet, &id)?;
+    phase.done();
     p.log(format!("address {ip}"));
     p.step("disk", 0, Some(1));
-    leaf(|| vmdisk::create(d, &id, &image))?;
+    let phase = p.phase("disk_clone", &id);
+    leaf(|| phase.span().in_scope(|| vmdisk::create(d, &id, &image)))?;
+    phase.done();
+    let phase = p.phase("customise", &id);
     let row = find(d, &id)?;
     let c = Customisation {
         identity: identity(&plan, &row, ip),
         ssh_public_key: None,
         file_sync,
     };
-    leaf(|| custom::customise(d, &id, &c, &HostRunner))?;
-    // A dm snapshot is re-activated by start.
-    leaf(|| vmdisk::deactivate(d, &id))?;
+    leaf(|| {
+        phase.span().in_scope(|| {
+            custom::customise(d, &id, &c, &HostRunner)?;
+            // A dm snapshot is re-activated by start.
+            vmdisk::deactivate(d, &id)
+        })
+    })?;
+    phase.done();
     p.step("disk", 1, Some(1));
     if req.start {
         run::start_claimed(d, &find(d, &id)?, p).await?;
