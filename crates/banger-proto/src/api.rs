@@ -206,8 +206,8 @@ pub enum Event {
 pub const PHASE_UNIT: &str = "us";
 
 /// The phases of a VM create and start, in the order they run (`vm start`
-/// runs the part from `disk_activate` on). `validate` includes recording the
-/// VM's row; `tap` is empty for a jailed Firecracker (its tap is made for
+/// runs the part from `disk_activate` on). `ip` records the VM's row and
+/// its address in one transaction; `tap` is empty for a jailed Firecracker (its tap is made for
 /// the jail uid inside `vmm_spawn`); QEMU has no `vmm_configure`.
 pub const PHASES: &[&str] = &[
     "validate",

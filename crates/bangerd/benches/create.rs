@@ -244,7 +244,9 @@ pub fn run(o: &Opts) -> Result<Value, Skip> {
     let root = env.host == "real";
     rt.block_on(async {
         // Warm-up: banger's own SSH key, the NAT ruleset, caches.
+        let commits = env.d.store.commits();
         let _ = create_one(env.d.clone(), "warm".into()).await?;
+        let commits = env.d.store.commits() - commits;
         remove_all(&env.d, &["warm".to_string()]).await?;
         let mut levels = Map::new();
         let mut by_level = Vec::new();
@@ -324,6 +326,7 @@ pub fn run(o: &Opts) -> Result<Value, Skip> {
             "host_steps": env.host,
             "disk_driver": env.driver,
             "n_per_level": o.n,
+            "sqlite_commits_per_create": commits,
             "levels": levels,
             "floor_ms": if floor_tot.is_empty() { Value::Null } else { stats(&floor_tot) },
             "floor_parts_p50_ms": parts,

@@ -101,7 +101,10 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_secs() as i64);
-    d.store.write(|tx| {
+    validate.done();
+    // The row, its VMM choice and its address: one commit.
+    let phase = p.phase("ip", &id);
+    let ip = d.store.write(|tx| {
         if table::id_named(tx, &req.name)?.is_some() {
             return Err(VmError::Exists(req.name.clone()));
         }
@@ -117,7 +120,7 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
             },
         )?;
         table::set_vmm(tx, &id, req.vmm.unwrap_or(d.cfg.vmm))?;
-        Ok(())
+        Ok::<_, VmError>(network::allocate_ip_in(tx, &plan.subnet, &id)?)
     })?;
     let mut undo = CreateUndo {
         d,
@@ -125,12 +128,8 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     };
     // No other operation on the VM until it is made (and started).
     let _claim = d.vmms.claim(&id, &req.name)?;
-    validate.done();
-    p.log(format!("VM {} ({id}) recorded", req.name));
-    let phase = p.phase("ip", &id);
-    let ip = network::allocate_ip(&d.store, &plan.subnet, &id)?;
     phase.done();
-    p.log(format!("address {ip}"));
+    p.log(format!("VM {} ({id}) recorded, address {ip}", req.name));
     p.step("disk", 0, Some(1));
     let phase = p.phase("disk_clone", &id);
     leaf(|| phase.span().in_scope(|| vmdisk::create(d, &id, &image)))?;

@@ -119,8 +119,15 @@ async fn create_then_start_on_firecracker_report_every_phase_in_order_with_durat
         start: Some(false),
         vmm: None,
     });
+    let commits = f.d.store.commits();
     let row = create(&f.d, &r, &p).await.unwrap();
     let wall = t.elapsed();
+    // Row + address, the disk's handles, the customisation's pins.
+    assert_eq!(
+        f.d.store.commits() - commits,
+        3,
+        "SQLite commits of a create"
+    );
     let created = phases(&drain(&mut rx));
     assert_eq!(
         names(&created),
@@ -143,7 +150,14 @@ async fn create_then_start_on_firecracker_report_every_phase_in_order_with_durat
     // Started: the rest, in order, on the Firecracker double.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let t = Instant::now();
+    let commits = f.d.store.commits();
     let started = start(&f.d, "web", &Progress::new(tx)).await.unwrap();
+    // `starting`, the backend, the pid, `running`.
+    assert_eq!(
+        f.d.store.commits() - commits,
+        4,
+        "SQLite commits of a start"
+    );
     let wall = t.elapsed();
     assert_eq!(started.state, banger_core::vm::VmState::Running);
     let events = drain(&mut rx);
@@ -194,4 +208,41 @@ async fn create_then_start_on_firecracker_report_every_phase_in_order_with_durat
         ]
     );
     let _ = row;
+}
+
+/// The row and the address are one commit: a create that finds no free
+/// address commits nothing (no row to undo).
+#[tokio::test]
+async fn a_create_with_no_free_address_commits_nothing() {
+    let rec = Arc::new(RecordingPriv::new());
+    let mut f = fx(rec.clone());
+    f.d.cfg.subnet = "10.9.9.0/29".into();
+    let mut made = 0;
+    let e = loop {
+        let r = CreateReq {
+            name: format!("vm{made}"),
+            image: "base".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            start: false,
+            vmm: None,
+        };
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let commits = f.d.store.commits();
+        match create(&f.d, &r, &Progress::new(tx)).await {
+            Ok(_) => made += 1,
+            Err(e) => {
+                assert_eq!(f.d.store.commits(), commits, "nothing committed");
+                break e;
+            }
+        }
+        assert!(made < 10, "a /29 ran out long ago");
+    };
+    assert!(crate::render_chain(&e).contains("10.9.9.0/29"), "{e}");
+    let rows: i64 =
+        f.d.store
+            .read(|c| c.query_row("SELECT count(*) FROM vms", [], |r| r.get(0)))
+            .unwrap();
+    assert_eq!(rows, made, "no row of the failed create");
+    assert!(made > 0);
 }

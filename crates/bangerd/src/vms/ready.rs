@@ -1,5 +1,5 @@
 //! Guest readiness: the first `SSH-` banner on the guest's port 22, found
-//! by a fast poll (short connect timeout, 10 ms between tries) so it is
+//! by a fast poll (short connect timeout, 20 ms between tries) so it is
 //! seen within a few milliseconds of sshd listening, bounded by a deadline.
 
 use std::net::SocketAddr;
@@ -26,7 +26,7 @@ impl Default for Poll {
         Poll {
             connect: Duration::from_millis(100),
             banner: Duration::from_secs(5),
-            pause: Duration::from_millis(10),
+            pause: Duration::from_millis(20),
         }
     }
 }
