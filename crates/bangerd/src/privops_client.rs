@@ -95,7 +95,7 @@ impl Conn {
         }
         let resp: Response =
             serde_json::from_slice(&answer).map_err(|e| Failed::Lost(PrivError::BadAnswer(e)))?;
-        if resp.id != Value::from(id) {
+        if resp.id != id {
             return Err(Failed::Lost(PrivError::WrongId(resp.id.to_string())));
         }
         Ok(resp)
