@@ -320,8 +320,31 @@ pub fn run(o: &Opts) -> Result<Value, Skip> {
                 "last_10_over_first_10": ratio(mean(&scale[scale.len() - w..]), mean(&scale[..w])),
             })
         };
+        let c1_phase = |name: &str| {
+            c1.and_then(|s| {
+                let d: Vec<Duration> = s
+                    .iter()
+                    .flat_map(|x| x.phases.iter().filter(|p| p.0 == name).map(|p| p.1))
+                    .collect();
+                (!d.is_empty()).then(|| p50(&d))
+            })
+        };
+        let le = |v: Option<f64>, max: f64| v.map(|v| v <= max);
+        let targets = json!({
+            "control_plane_p50_le_1_5x_floor_c1": le(c1_p50.zip(floor_p50).map(|(a, b)| ratio(a, b)), 1.5),
+            "control_plane_p95_c10_le_3x_p50_c1": le(c10_p95.zip(c1_p50).map(|(a, b)| ratio(a, b)), 3.0),
+            "nat_p50_le_3ms": le(c1_phase("nat").map(ms), 3.0),
+            "customise_p50_le_15ms": le(c1_phase("customise").map(ms), 15.0),
+            "ssh_detect_lag_p50_le_50ms": le((!lags.is_empty()).then(|| ms(p50(&lags))), 50.0),
+            "scale_last_le_1_2x_first": le(
+                (scale.len() >= 2).then(|| ratio(scale[scale.len() - 1], scale[0])),
+                1.2
+            ),
+            "rss_at_50_le_30mib": le(rss50, 30.0),
+        });
         Ok(json!({
             "bench": "create",
+            "targets": targets,
             "vmm": "firecracker double (this binary re-executed: fork + exec, API over its socket)",
             "host_steps": env.host,
             "disk_driver": env.driver,
