@@ -350,6 +350,7 @@ pub fn run(o: &Opts) -> Result<Value, Skip> {
             "disk_driver": env.driver,
             "n_per_level": o.n,
             "sqlite_commits_per_create": commits,
+            "bridge_remade": env.ops.bridge_remade.load(Ordering::Relaxed),
             "levels": levels,
             "floor_ms": if floor_tot.is_empty() { Value::Null } else { stats(&floor_tot) },
             "floor_parts_p50_ms": parts,

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,6 +80,10 @@ pub struct BenchPriv {
     pub inner: Arc<dyn PrivOps>,
     pub sys_fixture: Option<PathBuf>,
     pub children: Mutex<HashSet<i32>>,
+    /// The bench's bridge and its address.
+    pub bridge: Option<(String, String)>,
+    /// How often the bridge had gone and was made again.
+    pub bridge_remade: AtomicU64,
 }
 
 impl BenchPriv {
@@ -142,6 +147,23 @@ impl PrivOps for BenchPriv {
             m::CREATE_TAP => {
                 if let (Some(sys), Some(tap)) = (&self.sys_fixture, params["name"].as_str()) {
                     let _ = std::fs::create_dir_all(sys.join("class/net").join(tap));
+                }
+                // Other test runs on this host sweep `bgtest-` links: a bridge
+                // gone under the bench is made again (and counted).
+                if let Some((bridge, address)) = &self.bridge {
+                    if self.sys_fixture.is_none()
+                        && !Path::new("/sys/class/net").join(bridge).exists()
+                    {
+                        self.bridge_remade.fetch_add(1, Ordering::Relaxed);
+                        let b = m::EnsureBridge {
+                            name: bridge.clone(),
+                            address: address.clone(),
+                        };
+                        self.inner.call_value(
+                            m::ENSURE_BRIDGE,
+                            serde_json::to_value(b).expect("params serialise"),
+                        )?;
+                    }
                 }
                 self.inner.call_value(method, params)
             }
@@ -307,10 +329,14 @@ pub fn env() -> Result<Env, Skip> {
             "recorded",
         )
     };
+    let subnet: banger_core::net::Subnet =
+        cfg.subnet.parse().map_err(|_| Skip(cfg.subnet.clone()))?;
     let ops = Arc::new(BenchPriv {
         inner,
         sys_fixture,
         children: Mutex::default(),
+        bridge: Some((bridge.clone(), subnet.gateway_cidr())),
+        bridge_remade: AtomicU64::new(0),
     });
     let store = bangerd::store::Store::open(&paths.database()).map_err(|e| Skip(e.to_string()))?;
     let base = make_image(t, 512)?;
