@@ -201,6 +201,21 @@ fn level_json(s: &[Sample]) -> Value {
     })
 }
 
+/// Each phase's mean over `runs`.
+fn phase_means(runs: &[Vec<(&'static str, Duration)>]) -> Value {
+    let mut out = Map::new();
+    for name in banger_proto::api::PHASES {
+        let d: Vec<Duration> = runs
+            .iter()
+            .flat_map(|r| r.iter().filter(|p| p.0 == *name).map(|p| p.1))
+            .collect();
+        if !d.is_empty() {
+            out.insert(name.to_string(), json!(ms(mean(&d))));
+        }
+    }
+    Value::Object(out)
+}
+
 /// How long after a listener starts sending banners readiness sees it
 /// (`lag_n` trials, the listener started 20–60 ms into the wait).
 async fn ssh_lag(n: usize) -> Vec<Duration> {
@@ -276,6 +291,7 @@ pub fn run(o: &Opts) -> Result<Value, Skip> {
 
         // Scaling: `scale` VMs kept running; RSS at 50 and at the end.
         let mut scale = Vec::new();
+        let mut scale_phases: Vec<Vec<(&'static str, Duration)>> = Vec::new();
         let mut rss50 = None;
         let mut names = Vec::new();
         for i in 0..o.scale {
@@ -283,7 +299,10 @@ pub fn run(o: &Opts) -> Result<Value, Skip> {
             let r = create_one(env.d.clone(), name.clone()).await;
             names.push(name);
             match r {
-                Ok(s) => scale.push(s.control),
+                Ok(s) => {
+                    scale.push(s.control);
+                    scale_phases.push(s.phases);
+                }
                 Err(e) => {
                     remove_all(&env.d, &names[..i]).await?;
                     return Err(e);
@@ -318,6 +337,8 @@ pub fn run(o: &Opts) -> Result<Value, Skip> {
                 "first_10_mean_ms": ms(mean(&scale[..w])),
                 "last_10_mean_ms": ms(mean(&scale[scale.len() - w..])),
                 "last_10_over_first_10": ratio(mean(&scale[scale.len() - w..]), mean(&scale[..w])),
+                "first_10_phases_mean_ms": phase_means(&scale_phases[..w]),
+                "last_10_phases_mean_ms": phase_means(&scale_phases[scale_phases.len() - w..]),
             })
         };
         let c1_phase = |name: &str| {
