@@ -185,7 +185,8 @@ pub struct Doctor {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Event {
     /// `done` of `total` units of `step`: bytes when `unit` is `bytes`,
-    /// seconds when `s`, a plain count (layers, steps) when absent.
+    /// seconds when `s`, a finished phase's microseconds when `us`
+    /// ([`PHASE_UNIT`]), a plain count (layers, steps) when absent.
     Progress {
         step: String,
         done: u64,
@@ -200,6 +201,77 @@ pub enum Event {
     Done { result: serde_json::Value },
     /// The operation failed.
     Error { code: String, message: String },
+}
+
+/// The `unit` of a `progress` event reporting one finished phase of a VM
+/// create or start: `done` = `total` = the phase's duration in
+/// microseconds, `step` its name (one of [`PHASES`]). A client that does
+/// not know the unit sees a finished step, so the stream stays readable by
+/// older clients.
+pub const PHASE_UNIT: &str = "us";
+
+/// The phases of a VM create and start, in the order they run (`vm start`
+/// runs the part from `disk_activate` on). `ip` records the VM's row and
+/// its address in one transaction; `tap` is empty for a jailed Firecracker (its tap is made for
+/// the jail uid inside `vmm_spawn`); QEMU has no `vmm_configure`.
+pub const PHASES: &[&str] = &[
+    "validate",
+    "ip",
+    "disk_clone",
+    "customise",
+    "disk_activate",
+    "tap",
+    "nat",
+    "vmm_spawn",
+    "vmm_configure",
+    "boot_to_ssh",
+];
+
+/// The phase whose time is the guest's own (not the control plane's).
+pub const GUEST_PHASE: &str = "boot_to_ssh";
+
+impl Event {
+    /// The event reporting that phase `name` took `took`.
+    pub fn phase(name: &str, took: std::time::Duration) -> Event {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        Event::Progress {
+            step: name.to_string(),
+            done: us,
+            total: Some(us),
+            unit: Some(PHASE_UNIT.to_string()),
+        }
+    }
+
+    /// The phase and its duration, if this event reports one.
+    pub fn as_phase(&self) -> Option<(&str, std::time::Duration)> {
+        match self {
+            Event::Progress {
+                step,
+                done,
+                unit: Some(u),
+                ..
+            } if u == PHASE_UNIT => Some((step, std::time::Duration::from_micros(*done))),
+            _ => None,
+        }
+    }
+}
+
+/// One phase's duration, as `banger vm create --json` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseTiming {
+    pub phase: String,
+    /// Milliseconds, to the microsecond.
+    pub ms: f64,
+}
+
+impl PhaseTiming {
+    pub fn new(phase: &str, took: std::time::Duration) -> Self {
+        PhaseTiming {
+            phase: phase.to_string(),
+            ms: took.as_micros() as f64 / 1000.0,
+        }
+    }
 }
 
 /// `POST /v1/images` body.

@@ -12,7 +12,7 @@ mod system;
 use anyhow::{Context, Result};
 use banger_core::paths::{self, PathEnv};
 use banger_proto::api::{
-    Doctor, Image, ImageBuild, ImageImport, ImagePull, Logs, VersionInfo, Vm, VmCreate,
+    Doctor, Image, ImageBuild, ImageImport, ImagePull, Logs, PhaseTiming, VersionInfo, Vm, VmCreate,
 };
 use banger_proto::install::{InstallConfig, SYSTEM_CONFIG_PATH};
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -112,6 +112,10 @@ enum VmCmd {
         /// ~/.config/banger/config.toml, else the image's size.
         #[arg(long, value_name = "SIZE", value_parser = disk_size)]
         disk_size: Option<u64>,
+        /// Print how long each phase took (validate, ip, disk_clone, …,
+        /// boot_to_ssh); `--json` carries them as `timings` either way.
+        #[arg(long)]
+        timings: bool,
     },
     /// List VMs.
     Ls,
@@ -501,6 +505,7 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
             ports: specs,
             vmm,
             disk_size,
+            timings,
         } => {
             // Every -p checked before anything is made.
             let specs = specs
@@ -508,6 +513,7 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
                 .map(|s| ports::parse(s))
                 .collect::<Result<Vec<_>>>()?;
             let mut view = output::ProgressView::new();
+            let mut phases = Vec::new();
             let v = client
                 .call_stream(
                     "POST",
@@ -521,13 +527,24 @@ async fn vm(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
                         vmm,
                         disk_size_bytes: disk_size,
                     }),
-                    &mut |e| view.event(e),
+                    &mut |e| match e.as_phase() {
+                        Some((p, took)) => phases.push(PhaseTiming::new(p, took)),
+                        None => view.event(e),
+                    },
                 )
                 .await;
             view.finish();
-            let v = v?;
+            let mut v = v?;
             ports::add_all(client, &name, &specs).await?;
+            if j {
+                if let Some(o) = v.as_object_mut().filter(|_| !phases.is_empty()) {
+                    o.insert("timings".into(), serde_json::to_value(&phases)?);
+                }
+            }
             print(j, &v, || detail(&v));
+            if timings && !j {
+                out(&output::timings_table(&phases));
+            }
             return Ok(());
         }
         VmCmd::Inspect(n) => {

@@ -54,6 +54,25 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// The phases of a create/start as a table (milliseconds), then the
+/// control plane (every phase but the guest's boot) and the total.
+pub fn timings_table(phases: &[banger_proto::api::PhaseTiming]) -> String {
+    let ms = |v: f64| format!("{v:.3}");
+    let mut rows: Vec<Vec<String>> = phases
+        .iter()
+        .map(|p| vec![p.phase.clone(), ms(p.ms)])
+        .collect();
+    let total: f64 = phases.iter().map(|p| p.ms).sum();
+    let control: f64 = phases
+        .iter()
+        .filter(|p| p.phase != banger_proto::api::GUEST_PHASE)
+        .map(|p| p.ms)
+        .sum();
+    rows.push(vec!["control plane".into(), ms(control)]);
+    rows.push(vec!["total".into(), ms(total)]);
+    table(&["PHASE", "MS"], &rows)
+}
+
 /// One plain progress line: a percentage when the total is known, the
 /// amount in its unit (bytes as a size, seconds, else nothing: a count
 /// means nothing without its total).
@@ -91,6 +110,10 @@ impl ProgressView {
     /// Render one event.
     pub fn event(&mut self, e: &banger_proto::api::Event) {
         use banger_proto::api::Event;
+        if e.as_phase().is_some() {
+            // Timings: `vm create --timings` shows them, nothing else does.
+            return;
+        }
         match e {
             Event::Log { message } => {
                 self.finish();
@@ -187,6 +210,21 @@ mod tests {
         ] {
             assert!(!l.contains(" B"), "{l}");
         }
+    }
+
+    #[test]
+    fn the_timings_table_sums_the_control_plane_without_the_guest_boot() {
+        use banger_proto::api::PhaseTiming;
+        let ms = |p: &str, us: u64| PhaseTiming::new(p, std::time::Duration::from_micros(us));
+        let t = timings_table(&[
+            ms("validate", 1500),
+            ms("nat", 2250),
+            ms("boot_to_ssh", 40_000),
+        ]);
+        assert_eq!(
+            t,
+            "PHASE          MS\nvalidate       1.500\nnat            2.250\nboot_to_ssh    40.000\ncontrol plane  3.750\ntotal          43.750"
+        );
     }
 
     #[test]

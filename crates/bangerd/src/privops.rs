@@ -9,16 +9,12 @@ use banger_helper::helper::Helper;
 use banger_proto::helper::Method;
 use banger_proto::helper::{self as m, method};
 use banger_proto::install::InstallConfig;
-use banger_proto::jsonrpc::{Request, Response, MAX_MESSAGE_BYTES};
+use banger_proto::jsonrpc::{Request, Response};
 use banger_sys::runner::{Cmd, Runner};
 use banger_sys::{fsops, mounts};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Why a privileged step failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +29,10 @@ pub enum PrivError {
     NoAnswer,
     #[error("the helper's answer does not parse")]
     BadAnswer(#[source] serde_json::Error),
+    #[error("the helper closed the connection during the call; it may have run, so it is not sent again")]
+    Lost,
+    #[error("the helper answered another request (id {0})")]
+    WrongId(String),
     #[error("{method} refused ({code}): {message}")]
     Refused {
         method: String,
@@ -61,6 +61,10 @@ impl PrivError {
     }
 }
 
+#[path = "privops_client.rs"]
+mod client;
+pub use client::{HelperClient, IDEMPOTENT};
+
 /// Every root-only step goes through here.
 pub trait PrivOps: Send + Sync {
     /// Which implementation this is: `helper`, `sudo` or `direct`.
@@ -87,52 +91,6 @@ fn decode(method: &str, resp: Response) -> Result<Value, PrivError> {
         }),
         (Some(v), None) => Ok(v),
         (None, None) => Ok(Value::Null),
-    }
-}
-
-/// System install: JSON-RPC to the root helper's socket.
-pub struct HelperClient {
-    socket: PathBuf,
-    timeout: Duration,
-    next_id: AtomicU64,
-}
-
-impl HelperClient {
-    pub fn new(socket: PathBuf) -> Self {
-        HelperClient {
-            socket,
-            timeout: Duration::from_secs(180),
-            next_id: AtomicU64::new(1),
-        }
-    }
-}
-
-impl PrivOps for HelperClient {
-    fn kind(&self) -> &'static str {
-        "helper"
-    }
-
-    fn call_value(&self, method: &str, params: Value) -> Result<Value, PrivError> {
-        let mut stream = UnixStream::connect(&self.socket)
-            .map_err(|e| PrivError::Connect(self.socket.clone(), e))?;
-        stream
-            .set_read_timeout(Some(self.timeout))
-            .map_err(PrivError::Io)?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut line =
-            serde_json::to_vec(&Request::new(id, method, params)).expect("requests serialise");
-        line.push(b'\n');
-        stream.write_all(&line).map_err(PrivError::Io)?;
-        let mut reader = BufReader::new(stream.take(MAX_MESSAGE_BYTES as u64 + 1));
-        let mut answer = Vec::new();
-        reader
-            .read_until(b'\n', &mut answer)
-            .map_err(PrivError::Io)?;
-        if answer.is_empty() {
-            return Err(PrivError::NoAnswer);
-        }
-        let resp: Response = serde_json::from_slice(&answer).map_err(PrivError::BadAnswer)?;
-        decode(method, resp)
     }
 }
 

@@ -342,7 +342,17 @@ impl Records for StoreRecords {
 /// share an address). The VM row must exist; deleting it frees the
 /// address (`ON DELETE CASCADE`).
 pub fn allocate_ip(store: &Store, subnet: &Subnet, vm_id: &str) -> Result<Ipv4Addr, NetworkError> {
-    store.write(|tx| {
+    store.write(|tx| allocate_ip_in(tx, subnet, vm_id))
+}
+
+/// [`allocate_ip`] inside the caller's transaction (a create records its
+/// row and its address in one commit).
+pub fn allocate_ip_in(
+    tx: &rusqlite::Transaction<'_>,
+    subnet: &Subnet,
+    vm_id: &str,
+) -> Result<Ipv4Addr, NetworkError> {
+    {
         let mine: Option<String> = tx
             .query_row(
                 "SELECT ip FROM ip_allocations WHERE vm_id = ?1",
@@ -368,7 +378,7 @@ pub fn allocate_ip(store: &Store, subnet: &Subnet, vm_id: &str) -> Result<Ipv4Ad
             [ip.to_string(), vm_id.to_string()],
         )?;
         Ok(ip)
-    })
+    }
 }
 
 /// Free the VM's address (also done by deleting the VM). Whether it had one.

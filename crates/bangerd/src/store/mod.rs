@@ -6,6 +6,7 @@ pub mod vms;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
@@ -78,6 +79,7 @@ pub enum StoreError {
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    commits: AtomicU64,
 }
 
 /// Before anything writes to an existing database: it must read as
@@ -125,6 +127,7 @@ impl Store {
         let mut store = Store {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            commits: AtomicU64::new(0),
         };
         store.migrate()?;
         // WAL and SHM side files exist now; keep them private too.
@@ -187,7 +190,14 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(out)
+    }
+
+    /// How many write transactions this handle committed (each one fsync
+    /// of the WAL: `synchronous = FULL`).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Run a read-only closure on the connection.

@@ -76,6 +76,9 @@ pub struct FirecrackerVm {
     pid: i32,
     client: FirecrackerClient,
     proc_root: PathBuf,
+    /// How long the launch's API calls took (boot source, drives, network,
+    /// machine config, `InstanceStart`); zero for an adopted VM.
+    configure_took: Duration,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -137,6 +140,7 @@ impl FirecrackerVm {
             pid: r.pid,
             client: FirecrackerClient::new(&l.api_socket),
             proc_root: "/proc".into(),
+            configure_took: Duration::ZERO,
         };
         let ready = async {
             if let Some((_, tap)) = &l.jail {
@@ -164,10 +168,14 @@ impl FirecrackerVm {
             wait_for_api(&l.api_socket, policy.deadline)
                 .await
                 .map_err(|e| FcVmError::Api(l.vm_id.clone(), e))?;
-            vm.client
+            let t = std::time::Instant::now();
+            let r = vm
+                .client
                 .configure_and_start(plan)
                 .await
-                .map_err(|e| FcVmError::Api(l.vm_id.clone(), e))
+                .map_err(|e| FcVmError::Api(l.vm_id.clone(), e));
+            vm.configure_took = t.elapsed();
+            r
         }
         .await;
         if let Err(e) = ready {
@@ -192,6 +200,7 @@ impl FirecrackerVm {
             pid,
             client: FirecrackerClient::new(api_socket),
             proc_root: proc_root.into(),
+            configure_took: Duration::ZERO,
         };
         if !vm.alive() {
             return None;
@@ -200,6 +209,11 @@ impl FirecrackerVm {
             Ok(Ok(info)) if info.id == vm_id => Some(vm),
             _ => None,
         }
+    }
+
+    /// How long the launch's API calls took (zero when adopted).
+    pub fn configure_took(&self) -> Duration {
+        self.configure_took
     }
 
     pub fn pid(&self) -> i32 {

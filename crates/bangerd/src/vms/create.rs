@@ -121,6 +121,7 @@ impl CreateReq {
 /// Create a VM: row (`created`), IP, disk, customisation; then start it
 /// unless `req.start` is false. Any failure undoes everything.
 pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, VmError> {
+    let validate = p.phase("validate", &req.name);
     let image = req.check(d)?;
     let owner = crate::userconfig::load(&d.cfg.owner_home)
         .map_err(super::file_sync::FileSyncError::from)?;
@@ -131,7 +132,10 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_secs() as i64);
-    d.store.write(|tx| {
+    validate.done();
+    // The row, its VMM choice and its address: one commit.
+    let phase = p.phase("ip", &id);
+    let ip = d.store.write(|tx| {
         if table::id_named(tx, &req.name)?.is_some() {
             return Err(VmError::Exists(req.name.clone()));
         }
@@ -147,17 +151,16 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
             },
         )?;
         table::set_vmm(tx, &id, req.vmm.unwrap_or(d.cfg.vmm))?;
-        Ok(())
+        Ok::<_, VmError>(network::allocate_ip_in(tx, &plan.subnet, &id)?)
     })?;
     let mut undo = CreateUndo {
         d,
         id: Some(id.clone()),
     };
-    p.log(format!("VM {} ({id}) recorded", req.name));
     // No other operation on the VM until it is made (and started).
     let _claim = d.vmms.claim(&id, &req.name)?;
-    let ip = network::allocate_ip(&d.store, &plan.subnet, &id)?;
-    p.log(format!("address {ip}"));
+    phase.done();
+    p.log(format!("VM {} ({id}) recorded, address {ip}", req.name));
     p.step("disk", 0, Some(1));
     if let Some(n) = disk_size {
         p.log(format!(
@@ -165,16 +168,28 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
             banger_core::size::human(n)
         ));
     }
-    leaf(|| vmdisk::create(d, &id, &image, disk_size))?;
+    let phase = p.phase("disk_clone", &id);
+    leaf(|| {
+        phase
+            .span()
+            .in_scope(|| vmdisk::create(d, &id, &image, disk_size))
+    })?;
+    phase.done();
+    let phase = p.phase("customise", &id);
     let row = find(d, &id)?;
     let c = Customisation {
         identity: identity(&plan, &row, ip),
         ssh_public_key: None,
         file_sync,
     };
-    leaf(|| custom::customise(d, &id, &c, &HostRunner))?;
-    // A dm snapshot is re-activated by start.
-    leaf(|| vmdisk::deactivate(d, &id))?;
+    leaf(|| {
+        phase.span().in_scope(|| {
+            custom::customise(d, &id, &c, &HostRunner)?;
+            // A dm snapshot is re-activated by start.
+            vmdisk::deactivate(d, &id)
+        })
+    })?;
+    phase.done();
     p.step("disk", 1, Some(1));
     if req.start {
         run::start_claimed(d, &find(d, &id)?, p).await?;

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod file_sync;
 pub mod forward;
 pub mod ports;
+pub mod ready;
 pub mod reconcile;
 pub mod record;
 pub mod remove;
@@ -128,6 +129,8 @@ impl From<rusqlite::Error> for VmError {
 mod jailed_root_tests;
 #[cfg(test)]
 mod jailed_tests;
+#[cfg(test)]
+mod phase_tests;
 #[cfg(test)]
 mod root_tests;
 #[cfg(test)]

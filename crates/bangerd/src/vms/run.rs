@@ -2,7 +2,7 @@
 //! host supports, readiness by SSH banner, and the teardown that leaves no
 //! process or tap behind.
 
-use super::{find, transition, Failures, VmError, VmRow};
+use super::{find, ready, transition, Failures, VmError, VmRow};
 use crate::blocking::leaf;
 use crate::daemon::Daemon;
 use crate::network::NetPlan;
@@ -21,11 +21,11 @@ use banger_core::vm::{Event, VmState};
 use banger_proto::api::VmmChoice;
 use banger_proto::helper::{self as m, method, Method};
 use banger_sys::runner::{Cmd, HostRunner, Runner};
-use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 fn call<M: Method<Result = m::Empty>>(d: &Daemon, p: &M::Params) -> Result<(), VmError> {
     leaf(|| d.privops.call::<M>(p))
@@ -133,7 +133,9 @@ pub(super) async fn start_claimed(d: &Daemon, row: &VmRow, p: &Progress) -> Resu
 /// down what was made.
 async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(), VmError> {
     let plan = NetPlan::from_config(&d.cfg)?;
-    let disk = leaf(|| vmdisk::activate(d, &row.id))?;
+    let phase = p.phase("disk_activate", &row.id);
+    let disk = leaf(|| phase.span().in_scope(|| vmdisk::activate(d, &row.id)))?;
+    phase.done();
     let tap = banger_core::net::tap_for(&row.id);
     let (backend, why) = backend_for(d, &row.id);
     p.log(format!("VMM: {} ({why})", backend.as_str()));
@@ -144,16 +146,25 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
         jail_uid: None,
     };
     p.log(format!("tap {tap} on {}", plan.bridge));
+    let phase = p.phase("tap", &row.id);
     if !jail {
-        call::<method::CreateTap>(d, &tap_req)?;
+        phase
+            .span()
+            .in_scope(|| call::<method::CreateTap>(d, &tap_req))?;
     }
-    call::<method::EnsureNat>(
-        d,
-        &m::Nat {
-            guest_ip: ip.to_string(),
-            tap: tap.clone(),
-        },
-    )?;
+    phase.done();
+    let phase = p.phase("nat", &row.id);
+    phase.span().in_scope(|| {
+        call::<method::EnsureNat>(
+            d,
+            &m::Nat {
+                guest_ip: ip.to_string(),
+                tap: tap.clone(),
+            },
+        )
+    })?;
+    phase.done();
+    let phase = p.phase("vmm_spawn", &row.id);
     let image = crate::images::catalog::find(&d.store, &row.image_id)?
         .ok_or_else(|| crate::images::catalog::CatalogError::NotFound(row.image_id.clone()))?;
     let spec = MachineSpec {
@@ -236,13 +247,13 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
                 deadline: Duration::from_secs(10),
                 tick: Duration::from_millis(10),
             };
-            Vmm::Firecracker(
-                FirecrackerVm::launch(d.privops.clone(), &l, &fc_plan, policy)
-                    .await
-                    .map_err(|e| {
-                        VmError::Firecracker(row.name.clone(), Box::new(e), log_tail(&console))
-                    })?,
-            )
+            let vm = FirecrackerVm::launch(d.privops.clone(), &l, &fc_plan, policy)
+                .instrument(phase.span().clone())
+                .await
+                .map_err(|e| {
+                    VmError::Firecracker(row.name.clone(), Box::new(e), log_tail(&console))
+                })?;
+            Vmm::Firecracker(vm)
         }
         Backend::QemuKvm | Backend::QemuTcg => {
             if !d.vmms.qemu_bin.is_file() {
@@ -254,17 +265,32 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
                 serial_log: Some(console.clone()),
                 qmp_socket: Some(qmp),
             };
-            Vmm::Qemu(
+            Vmm::Qemu(phase.span().in_scope(|| {
                 QemuVm::spawn(&d.vmms.qemu_bin, &d.vmms.wrapper, &spec, backend, &io)
-                    .map_err(|e| VmError::Qemu(row.name.clone(), Box::new(e)))?,
-            )
+                    .map_err(|e| VmError::Qemu(row.name.clone(), Box::new(e)))
+            })?)
         }
     };
     let pid = vmm.pid();
+    let configure = match &vmm {
+        Vmm::Firecracker(f) => Some(f.configure_took()),
+        _ => None,
+    };
     d.vmms.put(&row.id, vmm);
     d.store
         .write(|tx| table::set_process(tx, &row.id, pid, backend))?;
-    wait_ready(d, row, ip, p).await
+    match configure {
+        Some(took) => phase.done_split("vmm_configure", took),
+        None => {
+            phase.done();
+        }
+    }
+    let phase = p.phase("boot_to_ssh", &row.id);
+    wait_ready(d, row, ip, p)
+        .instrument(phase.span().clone())
+        .await?;
+    phase.done();
+    Ok(())
 }
 
 /// The last few lines (at most 1 KiB) of Firecracker's log, on one line.
@@ -276,34 +302,24 @@ fn log_tail(p: &Path) -> String {
     lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
-/// Whether `addr` answers with an SSH banner within `timeout`.
-pub fn ssh_banner(addr: SocketAddr, timeout: Duration) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(timeout));
-    let mut buf = [0u8; 4];
-    s.read_exact(&mut buf).is_ok() && &buf == b"SSH-"
-}
-
+/// Wait for the guest's SSH banner (see [`super::ready`]) within the
+/// registry's `ready_timeout`; a VMM that exits ends the wait.
 async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(), VmError> {
-    let t = Instant::now();
     let limit = d.vmms.ready_timeout;
     let addr = d.vmms.ready_addr.unwrap_or(SocketAddr::from((ip, 22)));
-    loop {
-        if d.vmms.exited(&row.id) {
-            return Err(VmError::ExitedEarly(row.name.clone()));
-        }
-        if leaf(|| ssh_banner(addr, Duration::from_secs(1))) {
-            return Ok(());
-        }
-        let waited = t.elapsed();
-        p.seconds("waiting for SSH", waited.as_secs());
-        if waited >= limit {
-            return Err(VmError::NotReady(row.name.clone(), ip, limit.as_secs()));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let deadline = Instant::now() + limit;
+    ready::wait_for_banner(
+        addr,
+        deadline,
+        ready::Poll::default(),
+        || d.vmms.exited(&row.id),
+        |waited| p.seconds("waiting for SSH", waited.as_secs()),
+    )
+    .await
+    .map_err(|e| match e {
+        ready::NotReady::Exited => VmError::ExitedEarly(row.name.clone()),
+        ready::NotReady::Deadline => VmError::NotReady(row.name.clone(), ip, limit.as_secs()),
+    })
 }
 
 /// Stop the VMM (Ctrl+Alt+Del, `grace`, then forced), then remove NAT, tap

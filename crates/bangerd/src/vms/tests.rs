@@ -347,28 +347,6 @@ async fn a_second_operation_on_a_busy_vm_is_refused() {
     assert_eq!(find(&f.d, "web").unwrap().state, VmState::Created);
 }
 
-#[test]
-fn the_ssh_banner_is_what_readiness_waits_for() {
-    use std::io::Write;
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let t = std::thread::spawn(move || {
-        for (i, s) in l.incoming().take(2).enumerate() {
-            let mut s = s.unwrap();
-            let greeting: &[u8] = if i == 0 {
-                b"HTTP/1.1 400\r\n"
-            } else {
-                b"SSH-2.0-x\r\n"
-            };
-            s.write_all(greeting).unwrap();
-        }
-    });
-    assert!(!run::ssh_banner(addr, std::time::Duration::from_secs(2)));
-    assert!(run::ssh_banner(addr, std::time::Duration::from_secs(2)));
-    t.join().unwrap();
-    let _ = Path::new("/");
-}
-
 mod reconcile_tests {
     use super::*;
     use crate::vmm::adopted::tests::proc_with;
