@@ -3,6 +3,7 @@
 //! clone), the owner's key, `ssh` with banger's
 //! pinned known_hosts only, and the console's tail for failure messages.
 
+use super::guest_cache::{cached_debian, guest_cache_root};
 use crate::images::kernel::HostPaths;
 use crate::images::{build, catalog};
 use crate::progress::Progress;
@@ -46,37 +47,11 @@ impl Drop for Writable {
     }
 }
 
-/// Where built guest images are kept between test runs (outside the clone):
-/// `$BANGER_GUEST_CACHE`, else `/var/cache/banger/guest`.
-fn guest_cache_root() -> PathBuf {
-    std::env::var_os("BANGER_GUEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/banger/guest"))
-}
-
-/// The Debian image's recipe: the suite, the host kernel it pairs with,
-/// and the source of every step that makes it. Any change to the build
-/// code makes a new key, so a stale image is never reused.
-fn debian_recipe_key() -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"bookworm\0");
-    for src in [
-        include_str!("../images/debian.rs"),
-        include_str!("../images/build.rs"),
-        include_str!("../images/kernel.rs"),
-        include_str!("../images/cpio.rs"),
-        include_str!("../images/layer.rs"),
-        include_str!("../images/oci.rs"),
-    ] {
-        h.update(src.as_bytes());
-        h.update(b"\0");
-    }
-    let kernels =
-        crate::images::kernel::host_kernels(Path::new("/boot"), Path::new("/lib/modules"));
-    h.update(format!("{kernels:?}").as_bytes());
-    let d = h.finalize();
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+fn kernels() -> String {
+    format!(
+        "{:?}",
+        crate::images::kernel::host_kernels(Path::new("/boot"), Path::new("/lib/modules"))
+    )
 }
 
 /// Image `deb` (Debian bookworm, the host's kernel): built once per recipe
@@ -89,7 +64,7 @@ pub(crate) fn build_debian(store: &Store, state_dir: &Path) -> Duration {
     let progress = Progress::new(tokio::sync::mpsc::unbounded_channel().0);
     let root = guest_cache_root();
     std::fs::create_dir_all(&root).unwrap();
-    let cached = root.join(format!("debian-bookworm-{}", debian_recipe_key()));
+    let cached = cached_debian(&kernels());
     let lock = std::fs::File::create(root.join("build.lock")).unwrap();
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
     if cached.join(catalog::ROOTFS).is_file() {

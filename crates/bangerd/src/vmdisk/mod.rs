@@ -253,6 +253,8 @@ pub fn destroy(d: &Daemon, vm_id: &str) -> Result<(), VmDiskError> {
 #[cfg(test)]
 mod boot_tests;
 #[cfg(test)]
+pub(crate) mod guest_cache;
+#[cfg(test)]
 pub(crate) mod guest_fixture;
 #[cfg(test)]
 mod helper_tests;
