@@ -18,7 +18,7 @@ pub const CGROUP_PREFIX: &str = "banger-";
 
 /// Rule text of the process gate.
 pub const QEMU_RULE: &str =
-    "pid must be the owner's QEMU of this VM (running as the owner uid, its executable a root-owned qemu-system-* binary not writable by others, its QMP socket <RuntimeDir>/vms/<vm_id>/qmp.sock)";
+    "pid must be the owner's QEMU of this VM (running as the owner uid, its executable a qemu-system-* file with one link, it and its directory owned by root and writable by no one else, its QMP socket <RuntimeDir>/vms/<vm_id>/qmp.sock)";
 
 /// A VM's cgroup limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +92,9 @@ fn qmp_prefix(runtime_dir: &Path, vm_id: &str) -> String {
 /// Whether `pid` (under `proc_root`) is the owner's QEMU of VM `vm_id`:
 /// real and effective uid `owner_uid`; its executable (the file `exe`
 /// names, the same device and inode the process runs) a regular file
-/// called `qemu-system-*`, owned by root, writable by no one else; its
-/// argv `-qmp unix:<runtime_dir>/vms/<vm_id>/qmp.sock,…`.
+/// called `qemu-system-*` with one link, it and its directory owned by
+/// root and writable by no one else (so neither the name nor the content
+/// is the owner's choice); its argv `-qmp unix:<runtime_dir>/vms/<vm_id>/qmp.sock,…`.
 pub fn qemu_process(
     proc_root: &Path,
     pid: i32,
@@ -114,10 +115,13 @@ pub fn qemu_process(
         .is_some_and(|n| n.starts_with("qemu-system-"));
     let md = std::fs::symlink_metadata(&exe).map_err(|_| no())?;
     let running = procinfo::exe_id(proc_root, pid).map_err(|_| no())?;
+    let root_only = |m: &std::fs::Metadata| m.uid() == 0 && m.mode() & 0o022 == 0;
+    let dir_md = exe.parent().and_then(|d| std::fs::symlink_metadata(d).ok());
     if !named
         || !md.is_file()
-        || md.uid() != 0
-        || md.mode() & 0o022 != 0
+        || md.nlink() != 1
+        || !root_only(&md)
+        || !dir_md.is_some_and(|d| d.is_dir() && root_only(&d))
         || FileId::of(&md) != running
     {
         return Err(no());

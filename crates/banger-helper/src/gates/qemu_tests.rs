@@ -180,5 +180,32 @@ fn only_the_owners_qemu_of_this_vm_passes() {
             &["qemu", "-qmp", &qmp("vm1")],
         );
         assert!(check(19).is_err(), "an owner-owned binary");
+        // Root's binary under a second name (a hard link).
+        std::fs::hard_link(&qemu, bin.join("qemu-system-arm")).unwrap();
+        proc_pid(
+            &proc_root,
+            20,
+            owner,
+            owner,
+            &bin.join("qemu-system-arm"),
+            &["qemu", "-qmp", &qmp("vm1")],
+        );
+        assert!(check(20).is_err(), "a hard link");
+        std::fs::remove_file(bin.join("qemu-system-arm")).unwrap();
+        // Root's binary in a directory others may write (a name they chose).
+        let open_dir = t.path().join("open");
+        std::fs::create_dir_all(&open_dir).unwrap();
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let q2 = binary(&open_dir, "qemu-system-x86_64", 0o755);
+        proc_pid(
+            &proc_root,
+            21,
+            owner,
+            owner,
+            &q2,
+            &["qemu", "-qmp", &qmp("vm1")],
+        );
+        assert!(check(21).is_err(), "a directory others may write");
+        assert!(check(10).is_ok(), "{:?}", check(10));
     }
 }
