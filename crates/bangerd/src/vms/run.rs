@@ -317,13 +317,25 @@ fn log_tail(p: &Path) -> String {
 
 /// Whether `addr` answers with an SSH banner within `timeout`.
 pub fn ssh_banner(addr: SocketAddr, timeout: Duration) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
+    ssh_banner_within(addr, timeout, timeout)
+}
+
+/// Whether `addr` accepts within `connect` and then sends an SSH banner
+/// within `read`.
+fn ssh_banner_within(addr: SocketAddr, connect: Duration, read: Duration) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, connect) else {
         return false;
     };
-    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_read_timeout(Some(read));
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).is_ok() && &buf == b"SSH-"
 }
+
+/// How long readiness waits for the banner once sshd accepted: a slow
+/// (TCG, loaded host) guest's sshd may take many seconds per connection,
+/// and a probe given up after a second leaves it forking sshd children
+/// for probes nobody waits for — it would never answer.
+const BANNER_READ: Duration = Duration::from_secs(20);
 
 async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(), VmError> {
     let t = Instant::now();
@@ -333,7 +345,7 @@ async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Resu
         if d.vmms.exited(&row.id) {
             return Err(VmError::ExitedEarly(row.name.clone()));
         }
-        if leaf(|| ssh_banner(addr, Duration::from_secs(1))) {
+        if leaf(|| ssh_banner_within(addr, Duration::from_secs(1), BANNER_READ)) {
             return Ok(());
         }
         let waited = t.elapsed();
