@@ -135,7 +135,7 @@ pub(crate) fn pinned_ssh(
     Command::new(argv[0])
         .args(&argv[1..])
         .args(["-F", "/dev/null"])
-        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=30"])
         .args(["-o", "StrictHostKeyChecking=yes"])
         .args(["-o", "GlobalKnownHostsFile=/dev/null"])
         .arg("-o")

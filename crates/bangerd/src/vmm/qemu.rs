@@ -59,14 +59,14 @@ pub fn supports_sandbox(qemu: &Path) -> bool {
 /// In the forked child before exec: a new session (not in the daemon's
 /// process group or session, so nothing aimed at those reaches QEMU),
 /// `NoNewPrivs`, no ambient capabilities, and — when the daemon runs as
-/// root (development mode) — `SECBIT_NOROOT`, so the exec grants root no
-/// capabilities either.
-fn unprivileged_session() -> std::io::Result<()> {
+/// root (development mode) and `drop_root_caps` — `SECBIT_NOROOT`, so the
+/// exec grants root no capabilities either.
+fn unprivileged_session(drop_root_caps: bool) -> std::io::Result<()> {
     use rustix::thread::{self as t, CapabilitiesSecureBits as B};
     rustix::process::setsid()?;
     t::set_no_new_privs(true)?;
     t::clear_ambient_capability_set()?;
-    if rustix::process::geteuid().is_root() {
+    if drop_root_caps && rustix::process::geteuid().is_root() {
         t::set_capabilities_secure_bits(
             B::NO_ROOT | B::NO_ROOT_LOCKED | B::NO_SETUID_FIXUP | B::NO_SETUID_FIXUP_LOCKED,
         )?;
@@ -206,11 +206,14 @@ impl QemuVm {
             // QEMU's own errors (a tap it cannot open, a bad drive) go to the
             // daemon's log; a pipe nobody reads would stall it once full.
             .stderr(Stdio::inherit());
+        // A wrapper (tests: `ip netns exec`) needs root's capabilities to
+        // enter the namespace, so only an unwrapped QEMU drops them here.
+        let drop_root_caps = wrapper.is_empty();
         // SAFETY: the closure runs in the forked child before exec and only
         // makes system calls (setsid, prctl) through rustix, which are
         // async-signal-safe; it allocates nothing and touches no lock.
         unsafe {
-            cmd.pre_exec(unprivileged_session);
+            cmd.pre_exec(move || unprivileged_session(drop_root_caps));
         }
         let child = cmd.spawn().map_err(|e| QemuError::Spawn(qemu.into(), e))?;
         let pid = child.id().unwrap_or(0);
