@@ -22,12 +22,6 @@ pub fn place_qemu_cgroup(h: &Helper, p: m::PlaceQemuCgroup) -> Result<m::Empty, 
     let vm_id = gate(M, process::vm_id(&p.vm_id))?;
     let limits = gate(M, qemu_gate::limits(p.memory_mib, p.vcpus))?;
     let pid = gate(M, process::pid_shape(p.pid))?;
-    let version = host_cgroup_version(&h.host.sys_root).ok_or_else(|| {
-        RpcError::Failed(format!(
-            "no cgroup hierarchy with the memory and pids controllers under {}/fs/cgroup",
-            h.host.sys_root.display()
-        ))
-    })?;
     let fd = match pidfd::open(pid) {
         Ok(fd) => fd,
         Err(pidfd::PidfdError::Open(_, e)) if e.raw_os_error() == Some(libc::ESRCH) => {
@@ -45,6 +39,12 @@ pub fn place_qemu_cgroup(h: &Helper, p: m::PlaceQemuCgroup) -> Result<m::Empty, 
             vm_id,
         ),
     )?;
+    let version = host_cgroup_version(&h.host.sys_root).ok_or_else(|| {
+        RpcError::Failed(format!(
+            "no cgroup hierarchy with the memory and pids controllers under {}/fs/cgroup",
+            h.host.sys_root.display()
+        ))
+    })?;
     cgroup::place(&h.host.sys_root, version, vm_id, limits, pid)
         .map_err(|e| RpcError::failed(&e))?;
     if !pidfd::is_alive(pid, &fd).map_err(|e| RpcError::failed(&e))? {
