@@ -157,7 +157,8 @@ RestrictSUIDSGID=yes
 LockPersonality=yes
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
 SystemCallArchitectures=native
-SystemCallFilter=@system-service
+# seccomp: QEMU installs its own, narrower filter (-sandbox on).
+SystemCallFilter=@system-service seccomp
 SystemCallFilter=~@resources
 SystemCallErrorNumber=EPERM
 # A private /dev with only the two nodes QEMU needs bound in.

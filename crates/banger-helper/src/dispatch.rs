@@ -1,7 +1,7 @@
 //! Method name → gate + handler. The only place that knows every method.
 
 use crate::error::RpcError;
-use crate::methods::{files, network, process, storage};
+use crate::methods::{files, network, process, qemu, storage};
 use banger_proto::helper::{self as m, method, Method};
 use serde_json::Value;
 
@@ -65,6 +65,8 @@ impl Helper {
             KillProcess => process::kill_process,
             SignalProcess => process::signal_process,
             LaunchFirecracker => process::launch_firecracker,
+            PlaceQemuCgroup => qemu::place_qemu_cgroup,
+            RemoveQemuCgroup => qemu::remove_qemu_cgroup,
         }
     }
 }

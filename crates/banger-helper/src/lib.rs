@@ -8,6 +8,7 @@
 //! `methods` (one module per area, gate then host op), `host` (the host
 //! operations the methods call, real or recording).
 
+pub mod cgroup;
 pub mod dispatch;
 pub mod error;
 pub mod gates;

@@ -14,6 +14,8 @@ mod harness;
 mod net;
 #[path = "e2e/process.rs"]
 mod process;
+#[path = "e2e/qemu.rs"]
+mod qemu;
 #[path = "e2e/storage.rs"]
 mod storage;
 
@@ -106,6 +108,7 @@ fn root_real_helper_serves_every_method_to_the_owner_and_nothing_to_others() {
     net::network(&c);
     storage::storage(&c);
     let done = process::files_and_processes(&c);
+    qemu::qemu_cgroup(&c);
     assert_eq!(
         *c.covered.borrow(),
         m::METHODS.iter().copied().collect::<BTreeSet<_>>(),

@@ -27,6 +27,8 @@ pub const METHODS: &[&str] = &[
     SIGNAL_PROCESS,
     CLEANUP_JAILER_CHROOT,
     LAUNCH_FIRECRACKER,
+    PLACE_QEMU_CGROUP,
+    REMOVE_QEMU_CGROUP,
 ];
 
 pub const VERSION: &str = "helper.version";
@@ -49,6 +51,8 @@ pub const KILL_PROCESS: &str = "priv.kill_process";
 pub const SIGNAL_PROCESS: &str = "priv.signal_process";
 pub const CLEANUP_JAILER_CHROOT: &str = "priv.cleanup_jailer_chroot";
 pub const LAUNCH_FIRECRACKER: &str = "priv.launch_firecracker";
+pub const PLACE_QEMU_CGROUP: &str = "priv.place_qemu_cgroup";
+pub const REMOVE_QEMU_CGROUP: &str = "priv.remove_qemu_cgroup";
 
 /// Params of methods that take none.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -257,6 +261,25 @@ pub struct CleanupJailerChroot {
     pub path: String,
 }
 
+/// `priv.place_qemu_cgroup`: move the daemon's QEMU `pid` of VM `vm_id`
+/// into the VM's own cgroup `banger-<vm_id>`, limited for a guest of
+/// `memory_mib` and `vcpus`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceQemuCgroup {
+    pub vm_id: String,
+    pub pid: i32,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+}
+
+/// `priv.remove_qemu_cgroup`: remove VM `vm_id`'s empty cgroup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQemuCgroup {
+    pub vm_id: String,
+}
+
 /// `priv.launch_firecracker`: the helper builds the argv from these typed
 /// fields; binary paths come from install metadata, never from the caller.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -445,6 +468,10 @@ pub mod method {
         CleanupJailerChroot = CLEANUP_JAILER_CHROOT: CleanupJailerChroot -> Empty;
         /// `priv.launch_firecracker`.
         LaunchFirecracker = LAUNCH_FIRECRACKER: LaunchFirecrackerParams -> LaunchFirecrackerResult;
+        /// `priv.place_qemu_cgroup`.
+        PlaceQemuCgroup = PLACE_QEMU_CGROUP: PlaceQemuCgroup -> Empty;
+        /// `priv.remove_qemu_cgroup`.
+        RemoveQemuCgroup = REMOVE_QEMU_CGROUP: RemoveQemuCgroup -> Empty;
     }
 }
 

@@ -2,7 +2,7 @@
 //! seeded random points of create, start, stop and rm; restarted, its
 //! reconcile and sweep run, every VM `rm --force`d; then nothing of any VM
 //! may be left: row, address, known_hosts pin, VM or runtime directory,
-//! socket, VMM process, loop or dm device, mount, tap or NAT element.
+//! socket, VMM process, QEMU cgroup, loop or dm device, mount, tap or NAT element.
 //!
 //! The daemon runs in a `bgtest-` network namespace where it makes its own
 //! `banger0` and nft table (both go with the namespace); loops and dm
@@ -11,7 +11,8 @@
 //! has no init: a VM reaches `starting` with a live VMM, never `running`
 //! (no SSH), so a stop meets a VM mid-start.
 //!
-//! The second test runs the system way (a `banger-helper` process and
+//! The second test runs the system way (a `banger-helper` process, entered
+//! with `nsenter --net` so it keeps the host's cgroup hierarchy, and
 //! `bangerd --config`, both in the namespace) and kills the helper `-9`
 //! mid-call instead; the helper comes back as its unit would, the daemon
 //! restarts cleanly (reconcile), and the same checks hold.
@@ -70,8 +71,12 @@ impl Env {
     fn start_helper(&mut self) {
         let Some(cfg) = &self.config else { return };
         let bin = Path::new(BIN).with_file_name("banger-helper");
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.ns.name()])
+        // nsenter, not `ip netns exec`: that remounts /sys for the
+        // namespace, and the helper needs the host's cgroup hierarchy
+        // (each QEMU goes into its VM's cgroup).
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns.name()))
+            .arg("--")
             .arg(bin)
             .arg("--config")
             .arg(cfg)
@@ -198,6 +203,18 @@ impl Drop for Env {
         }
         for (dev, _) in loops_under(&root) {
             let _ = Command::new("losetup").args(["-d", &dev]).status();
+        }
+        if let Ok(rd) = std::fs::read_dir(self.dir.path().join("state/vms")) {
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                for c in ["memory", "pids", ""] {
+                    let _ = std::fs::remove_dir(
+                        Path::new("/sys/fs/cgroup")
+                            .join(c)
+                            .join(format!("banger-{id}")),
+                    );
+                }
+            }
         }
         let _ = Command::new("chmod").args(["-R", "u+w", &root]).status();
     }
@@ -343,6 +360,17 @@ fn leftovers(env: &Env, ids: &[String]) -> Vec<String> {
         .collect();
     if !dms.is_empty() {
         bad.push(format!("dm devices: {dms:?}"));
+    }
+    // QEMU cgroups (v1 controllers, or v2).
+    for id in ids {
+        for c in ["memory", "pids", ""] {
+            let d = Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join(format!("banger-{id}"));
+            if d.exists() {
+                bad.push(format!("cgroup {}", d.display()));
+            }
+        }
     }
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mounts: Vec<_> = mi.lines().filter(|l| l.contains(&root)).collect();

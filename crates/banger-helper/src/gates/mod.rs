@@ -17,4 +17,5 @@ pub mod files;
 pub mod jail;
 pub mod net;
 pub mod process;
+pub mod qemu;
 pub mod storage;

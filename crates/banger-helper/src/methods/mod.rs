@@ -4,4 +4,5 @@
 pub mod files;
 pub mod network;
 pub mod process;
+pub mod qemu;
 pub mod storage;

@@ -99,6 +99,10 @@ async fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
         &io,
     )
     .unwrap();
+    // Started paused (-S), as the daemon does before placing it in its cgroup.
+    crate::vmm::qemu::resume(&tmp.path().join("qmp.sock"), Duration::from_secs(10))
+        .await
+        .unwrap();
 
     // Ready when ssh with the pinned key gets in.
     let t = Instant::now();

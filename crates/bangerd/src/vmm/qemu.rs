@@ -41,6 +41,39 @@ pub enum QemuError {
     QmpSocket(#[source] Box<SocketAccessError>),
 }
 
+/// QEMU's seccomp sandbox: no obsolete system calls, no privilege
+/// changes, no fork/exec, no scheduler or resource changes.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// Whether `qemu` was built with the seccomp sandbox (`-sandbox` in its
+/// `-help`).
+pub fn supports_sandbox(qemu: &Path) -> bool {
+    std::process::Command::new(qemu)
+        .arg("-help")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\n-sandbox "))
+}
+
+/// In the forked child before exec: a new session (not in the daemon's
+/// process group or session, so nothing aimed at those reaches QEMU),
+/// `NoNewPrivs`, no ambient capabilities, and — when the daemon runs as
+/// root (development mode) and `drop_root_caps` — `SECBIT_NOROOT`, so the
+/// exec grants root no capabilities either.
+fn unprivileged_session(drop_root_caps: bool) -> std::io::Result<()> {
+    use rustix::thread::{self as t, CapabilitiesSecureBits as B};
+    rustix::process::setsid()?;
+    t::set_no_new_privs(true)?;
+    t::clear_ambient_capability_set()?;
+    if drop_root_caps && rustix::process::geteuid().is_root() {
+        t::set_capabilities_secure_bits(
+            B::NO_ROOT | B::NO_ROOT_LOCKED | B::NO_SETUID_FIXUP | B::NO_SETUID_FIXUP_LOCKED,
+        )?;
+    }
+    Ok(())
+}
+
 /// One QMP session: greeting read, capabilities negotiated.
 pub struct Qmp {
     path: PathBuf,
@@ -119,6 +152,23 @@ impl Qmp {
     }
 }
 
+/// Run the guest of a QEMU started paused (`-S`): QMP `cont` on `qmp`,
+/// once the socket appears (within `deadline`).
+pub async fn resume(qmp: &Path, deadline: Duration) -> Result<(), QemuError> {
+    let policy = WaitPolicy {
+        deadline,
+        tick: Duration::from_millis(10),
+    };
+    wait_for_path(qmp, "QMP socket", policy, std::future::pending())
+        .await
+        .map_err(|e| QemuError::QmpSocket(Box::new(e)))?;
+    Qmp::connect(qmp)
+        .await?
+        .execute("cont", None)
+        .await
+        .map(drop)
+}
+
 /// A running QEMU guest.
 pub struct QemuVm {
     child: Child,
@@ -127,9 +177,13 @@ pub struct QemuVm {
 }
 
 impl QemuVm {
-    /// Start `qemu` (the `qemu-system-x86_64` binary) for `spec`. `wrapper`
-    /// comes before it on the command line (tests run it in a network
-    /// namespace with `ip netns exec NS`); empty in the daemon.
+    /// Start `qemu` (the `qemu-system-x86_64` binary) for `spec`, paused
+    /// (`-S`: [`resume`] runs the guest once it is placed in its
+    /// cgroup). `wrapper` comes before it on the command line (tests run
+    /// it in a network namespace with `ip netns exec NS`); empty in the
+    /// daemon. QEMU runs in a session of its own (it outlives the daemon,
+    /// which re-adopts it: `vmm::adopted`), with no capabilities and
+    /// `NoNewPrivs`, under QEMU's own seccomp sandbox where it has one.
     pub fn spawn(
         qemu: &Path,
         wrapper: &[String],
@@ -141,18 +195,27 @@ impl QemuVm {
         let mut argv: Vec<String> = wrapper.to_vec();
         argv.push(qemu.display().to_string());
         argv.extend(qemu_argv(spec, backend, io));
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
+        argv.push("-S".into());
+        if supports_sandbox(qemu) {
+            argv.extend(["-sandbox".into(), SANDBOX.into()]);
+        }
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             // QEMU's own errors (a tap it cannot open, a bad drive) go to the
             // daemon's log; a pipe nobody reads would stall it once full.
-            .stderr(Stdio::inherit())
-            // Its own process group, not killed with the daemon: a new
-            // daemon re-adopts it (`vmm::adopted`).
-            .process_group(0)
-            .spawn()
-            .map_err(|e| QemuError::Spawn(qemu.into(), e))?;
+            .stderr(Stdio::inherit());
+        // A wrapper (tests: `ip netns exec`) needs root's capabilities to
+        // enter the namespace, so only an unwrapped QEMU drops them here.
+        let drop_root_caps = wrapper.is_empty();
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes system calls (setsid, prctl) through rustix, which are
+        // async-signal-safe; it allocates nothing and touches no lock.
+        unsafe {
+            cmd.pre_exec(move || unprivileged_session(drop_root_caps));
+        }
+        let child = cmd.spawn().map_err(|e| QemuError::Spawn(qemu.into(), e))?;
         let pid = child.id().unwrap_or(0);
         Ok(QemuVm { child, pid, qmp })
     }

@@ -8,7 +8,7 @@ const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 
 /// A guest whose `/sbin/init` is `init`, booted with serial to a log file
 /// and a QMP socket; `None` (after a skip note) without QEMU or a kernel.
-fn boot(tmp: &Path, init: &str) -> Option<(QemuVm, PathBuf)> {
+async fn boot(tmp: &Path, init: &str) -> Option<(QemuVm, PathBuf)> {
     if !Path::new(QEMU).exists() {
         println!("skipped: qemu-system-x86_64 not installed");
         return None;
@@ -32,6 +32,10 @@ fn boot(tmp: &Path, init: &str) -> Option<(QemuVm, PathBuf)> {
         qmp_socket: Some(tmp.join("qmp.sock")),
     };
     let vm = QemuVm::spawn(Path::new(QEMU), &[], &spec, Backend::QemuTcg, &io).unwrap();
+    // Started paused (-S): the daemon places it in its cgroup, then runs it.
+    resume(&tmp.join("qmp.sock"), Duration::from_secs(10))
+        .await
+        .unwrap();
     Some((vm, console))
 }
 
@@ -78,7 +82,7 @@ async fn ctrl_alt_del_shuts_a_guest_down_gracefully() {
         /bin/busybox echo BANGER-READY\n\
         while :; do /bin/busybox sleep 1; done\n"
     );
-    let Some((mut vm, console)) = boot(t.path(), &init) else {
+    let Some((mut vm, console)) = boot(t.path(), &init).await else {
         return;
     };
     console_shows(&mut vm, &console, "BANGER-READY").await;
@@ -100,7 +104,7 @@ async fn a_guest_that_ignores_ctrl_alt_del_is_quit_after_the_grace() {
         /bin/busybox echo BANGER-READY\n\
         while :; do /bin/busybox sleep 1; done\n"
     );
-    let Some((mut vm, console)) = boot(t.path(), &init) else {
+    let Some((mut vm, console)) = boot(t.path(), &init).await else {
         return;
     };
     console_shows(&mut vm, &console, "BANGER-READY").await;
@@ -118,7 +122,7 @@ async fn a_guest_that_powered_off_is_already_stopped() {
         /bin/busybox echo BANGER-READY\n\
         /bin/busybox sleep 3\n\
         /bin/busybox poweroff -f\n";
-    let Some((mut vm, console)) = boot(t.path(), init) else {
+    let Some((mut vm, console)) = boot(t.path(), init).await else {
         return;
     };
     let mut q = vm.qmp(Duration::from_secs(30)).await.unwrap();

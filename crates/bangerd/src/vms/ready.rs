@@ -14,8 +14,11 @@ pub struct Poll {
     /// answers nothing (no RST), so a try is cut short and made again
     /// rather than waiting out the kernel's 1 s SYN retransmit.
     pub connect: Duration,
-    /// How long an accepted connection may take to send its banner (sshd
-    /// forks per connection; under TCG that takes a while).
+    /// How long an accepted connection may take to send its banner: a
+    /// slow (TCG, loaded host) guest's sshd may take many seconds per
+    /// connection, and a probe given up early leaves it forking children
+    /// for probes nobody waits for — it would never answer. One try at a
+    /// time, so this is generous.
     pub banner: Duration,
     /// The pause after a refused or failed try.
     pub pause: Duration,
@@ -25,7 +28,7 @@ impl Default for Poll {
     fn default() -> Self {
         Poll {
             connect: Duration::from_millis(100),
-            banner: Duration::from_secs(5),
+            banner: Duration::from_secs(20),
             pause: Duration::from_millis(20),
         }
     }

@@ -60,6 +60,9 @@ fn clear_network(d: &Daemon, row: &VmRow) {
                 path: dir.display().to_string(),
             });
     }
+    if let Err(e) = super::run::release_qemu_cgroup(d, row) {
+        tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: removing QEMU's cgroup");
+    }
     if let Err(e) = vmdisk::deactivate(d, &row.id) {
         tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "reconcile: deactivating the disk");
     }

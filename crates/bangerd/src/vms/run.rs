@@ -193,6 +193,7 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
     // which VMM's leftovers to clean.
     d.store
         .write(|tx| table::set_backend(tx, &row.id, backend))?;
+    let qmp = rt.join("qmp.sock");
     let vmm = match backend {
         Backend::Firecracker => {
             let (api, jail_files, fc_plan) = if jail {
@@ -259,11 +260,10 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
             if !d.vmms.qemu_bin.is_file() {
                 return Err(VmError::NoQemu(d.vmms.qemu_bin.clone()));
             }
-            let qmp = rt.join("qmp.sock");
             let _ = std::fs::remove_file(&qmp);
             let io = QemuIo {
                 serial_log: Some(console.clone()),
-                qmp_socket: Some(qmp),
+                qmp_socket: Some(qmp.clone()),
             };
             Vmm::Qemu(phase.span().in_scope(|| {
                 QemuVm::spawn(&d.vmms.qemu_bin, &d.vmms.wrapper, &spec, backend, &io)
@@ -279,6 +279,12 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
     d.vmms.put(&row.id, vmm);
     d.store
         .write(|tx| table::set_process(tx, &row.id, pid, backend))?;
+    if backend != Backend::Firecracker {
+        confine_qemu(d, row, pid, &spec, p)?;
+        crate::vmm::qemu::resume(&qmp, Duration::from_secs(10))
+            .await
+            .map_err(|e| VmError::Qemu(row.name.clone(), Box::new(e)))?;
+    }
     match configure {
         Some(took) => phase.done_split("vmm_configure", took),
         None => {
@@ -291,6 +297,51 @@ async fn launch(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(
         .await?;
     phase.done();
     Ok(())
+}
+
+/// Whether a failed cgroup step fails the operation: in the system install
+/// (QEMU must run under its VM's limits); in development mode it is logged.
+fn cgroup_failure(d: &Daemon, row: &VmRow, e: VmError) -> Result<(), VmError> {
+    if d.mode == banger_core::paths::Mode::System {
+        return Err(e);
+    }
+    tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "QEMU's cgroup (development mode: going on)");
+    Ok(())
+}
+
+/// Move the (paused) QEMU `pid` into the VM's own cgroup with its memory
+/// and pids limits, through `priv.place_qemu_cgroup`.
+fn confine_qemu(
+    d: &Daemon,
+    row: &VmRow,
+    pid: i64,
+    spec: &MachineSpec,
+    p: &Progress,
+) -> Result<(), VmError> {
+    let req = m::PlaceQemuCgroup {
+        vm_id: row.id.clone(),
+        pid: pid as i32,
+        memory_mib: spec.memory_mib,
+        vcpus: u32::from(spec.vcpus),
+    };
+    match call::<method::PlaceQemuCgroup>(d, &req) {
+        Ok(()) => {
+            p.log(format!("QEMU in cgroup banger-{}", row.id));
+            Ok(())
+        }
+        Err(e) => cgroup_failure(d, row, e),
+    }
+}
+
+/// Remove a QEMU VM's cgroup (once its QEMU has exited).
+pub(crate) fn release_qemu_cgroup(d: &Daemon, row: &VmRow) -> Result<(), VmError> {
+    if !matches!(row.backend, Some(Backend::QemuKvm | Backend::QemuTcg)) {
+        return Ok(());
+    }
+    let req = m::RemoveQemuCgroup {
+        vm_id: row.id.clone(),
+    };
+    call::<method::RemoveQemuCgroup>(d, &req).or_else(|e| cgroup_failure(d, row, e))
 }
 
 /// The last few lines (at most 1 KiB) of Firecracker's log, on one line.
@@ -351,6 +402,9 @@ pub(crate) async fn tear_down(d: &Daemon, row: &VmRow, grace: Duration) -> Resul
         if let Err(e) = clean_jail(d, &row.id) {
             failed.push(e);
         }
+    }
+    if let Err(e) = release_qemu_cgroup(d, row) {
+        failed.push(e);
     }
     let tap = banger_core::net::tap_for(&row.id);
     if let Some(ip) = row.ip {

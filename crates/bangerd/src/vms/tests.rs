@@ -206,6 +206,11 @@ async fn a_start_that_cannot_launch_removes_nat_and_tap_and_leaves_broken() {
             "priv.ensure_nat".to_string(),
             json!({"guest_ip": "172.30.0.2", "tap": tap}),
         ),
+        // A QEMU VM's cgroup goes too (absent is fine to the helper).
+        (
+            "priv.remove_qemu_cgroup".to_string(),
+            json!({"vm_id": row.id}),
+        ),
     ];
     want.extend(net_calls(&tap, "172.30.0.2"));
     assert_eq!(rec.calls()[before..].to_vec(), want);
@@ -239,6 +244,7 @@ async fn create_whose_start_fails_is_undone_entirely() {
             "priv.write_ext4_files",
             "priv.create_tap",
             "priv.ensure_nat",
+            "priv.remove_qemu_cgroup",
             "priv.clear_nat",
             "priv.delete_tap"
         ]
@@ -435,13 +441,21 @@ mod reconcile_tests {
             )
         };
         let del_tap = |r: &VmRow| ("priv.delete_tap".to_string(), json!({"name": tap(r)}));
+        let cgroup = |r: &VmRow| {
+            (
+                "priv.remove_qemu_cgroup".to_string(),
+                json!({"vm_id": r.id}),
+            )
+        };
         assert_eq!(
             rec.calls()[n..].to_vec(),
             vec![
+                cgroup(&del),
                 nat(&del, "172.30.0.7"),
                 del_tap(&del),
                 nat(&died, "172.30.0.4"),
                 del_tap(&died),
+                cgroup(&died),
                 ("priv.kill_process".to_string(), json!({"pid": 104})),
                 nat(&fake, "172.30.0.3"),
                 del_tap(&fake),
