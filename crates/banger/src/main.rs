@@ -18,7 +18,7 @@ use banger_proto::install::{InstallConfig, SYSTEM_CONFIG_PATH};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use client::body;
 use client::{CallError, Client};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 
 /// banger: fresh Firecracker microVMs with a copy-on-write disk, a private
@@ -440,10 +440,20 @@ async fn run(cli: Cli) -> Result<()> {
 
 async fn version(client: &Client, j: bool) -> Result<()> {
     let daemon = client.get::<VersionInfo>("/v1/version").await;
-    let v = match &daemon {
-        Ok(d) => json!({"cli": banger_proto::VERSION, "daemon": d.raw}),
-        Err(e) => json!({"cli": banger_proto::VERSION, "daemon": null, "error": format!("{e:#}")}),
-    };
+    /// What `banger version --json` prints.
+    #[derive(serde::Serialize)]
+    struct Versions<'a> {
+        cli: &'a str,
+        /// The daemon's answer as it sent it; `null` when it did not answer.
+        daemon: Option<&'a serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    }
+    let v = serde_json::to_value(Versions {
+        cli: banger_proto::VERSION,
+        daemon: daemon.as_ref().ok().map(|d| &d.raw),
+        error: daemon.as_ref().err().map(|e| format!("{e:#}")),
+    })?;
     print(j, &v, || {
         let mut s = format!("banger (cli)   {}", banger_proto::VERSION);
         if let Ok(a) = &daemon {

@@ -46,11 +46,7 @@ pub enum CatalogError {
     Store(#[from] StoreError),
 }
 
-impl From<rusqlite::Error> for CatalogError {
-    fn from(e: rusqlite::Error) -> Self {
-        CatalogError::Store(StoreError::Sql(e))
-    }
-}
+crate::store::sql_errors_into_store!(CatalogError);
 
 /// A stored image with its files.
 #[derive(Debug, Clone)]

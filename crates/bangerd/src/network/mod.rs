@@ -51,11 +51,7 @@ pub enum NetworkError {
     DnsSockets(#[source] io::Error),
 }
 
-impl From<rusqlite::Error> for NetworkError {
-    fn from(e: rusqlite::Error) -> Self {
-        NetworkError::Store(StoreError::Sql(e))
-    }
-}
+crate::store::sql_errors_into_store!(NetworkError);
 
 /// banger's network as configured: bridge, subnet, domain.
 #[derive(Debug, Clone, PartialEq, Eq)]

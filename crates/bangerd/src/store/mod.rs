@@ -9,6 +9,21 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+/// `impl From<rusqlite::Error>` for domain errors that hold a
+/// `Store(StoreError)`: a statement's `?` inside [`Store::write`] and
+/// [`Store::read`] lands there as [`StoreError::Sql`]. One definition for
+/// every domain error (the orphan rule forbids a blanket impl).
+macro_rules! sql_errors_into_store {
+    ($($t:ident),+ $(,)?) => {$(
+        impl From<rusqlite::Error> for $t {
+            fn from(e: rusqlite::Error) -> Self {
+                $t::Store($crate::store::StoreError::Sql(e))
+            }
+        }
+    )+};
+}
+pub(crate) use sql_errors_into_store;
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many ran. Never edit a shipped entry: append a new one.
 const MIGRATIONS: &[&str] = &[

@@ -46,11 +46,7 @@ pub enum VmDiskError {
     Store(#[from] StoreError),
 }
 
-impl From<rusqlite::Error> for VmDiskError {
-    fn from(e: rusqlite::Error) -> Self {
-        VmDiskError::Store(StoreError::Sql(e))
-    }
-}
+crate::store::sql_errors_into_store!(VmDiskError);
 
 /// Why customisation failed.
 #[derive(Debug, thiserror::Error)]

@@ -119,11 +119,7 @@ impl std::fmt::Display for Failures {
     }
 }
 
-impl From<rusqlite::Error> for VmError {
-    fn from(e: rusqlite::Error) -> Self {
-        VmError::Store(StoreError::Sql(e))
-    }
-}
+crate::store::sql_errors_into_store!(VmError);
 
 #[cfg(test)]
 mod jailed_root_tests;
