@@ -11,7 +11,9 @@ use crate::progress::Progress;
 use crate::store::{vms as table, StoreError};
 use crate::vmdisk;
 use crate::vmdisk::custom::{self, Customisation};
+use crate::vmm::registry::Claim;
 use banger_core::guest::{GuestIdentity, GuestNet};
+use banger_core::limits;
 use banger_sys::runner::HostRunner;
 use std::net::Ipv4Addr;
 
@@ -28,10 +30,12 @@ pub struct CreateReq {
 }
 
 /// Undoes a half-made create unless disarmed: disk destroyed, row deleted
-/// (which frees the IP).
+/// (which frees the IP). The VM's claim is released only after that, so a
+/// `vm rm --force` waiting on it finds everything undone.
 struct CreateUndo<'a> {
     d: &'a Daemon,
     id: Option<String>,
+    claim: Claim<'a>,
 }
 
 impl Drop for CreateUndo<'_> {
@@ -46,6 +50,17 @@ impl Drop for CreateUndo<'_> {
                 tracing::error!(vm = %id, error = %crate::render_chain(&e), "undoing create: row");
             }
         }
+    }
+}
+
+impl CreateUndo<'_> {
+    /// A cancellation point: `vm rm --force` asked this create to give up.
+    fn check_cancel(&self, name: &str) -> Result<(), VmError> {
+        if self.claim.cancelled() {
+            tracing::info!(vm = %name, "create cancelled; undoing it");
+            return Err(VmError::Cancelled(name.to_string()));
+        }
+        Ok(())
     }
 }
 
@@ -71,17 +86,20 @@ impl CreateReq {
         CreateReq {
             name: req.name,
             image: req.image.unwrap_or_default(),
-            vcpus: req.vcpus.unwrap_or(1).max(1),
-            memory_mib: req.memory_mib.unwrap_or(512).max(128),
+            vcpus: req.vcpus.unwrap_or(1),
+            memory_mib: req.memory_mib.unwrap_or(512),
             start: req.start.unwrap_or(true),
             vmm: req.vmm,
         }
     }
 
     /// The checks a create makes before anything is made (the API runs
-    /// them before answering): a valid name not taken, a known image.
+    /// them before answering): a valid name not taken, vCPUs and memory in
+    /// range, a known image.
     pub fn check(&self, d: &Daemon) -> Result<Stored, VmError> {
         banger_core::names::validate_vm_name(&self.name).map_err(VmError::BadName)?;
+        limits::check_vcpus(u64::from(self.vcpus)).map_err(VmError::OutOfRange)?;
+        limits::check_memory_mib(u64::from(self.memory_mib)).map_err(VmError::OutOfRange)?;
         if find(d, &self.name).is_ok() {
             return Err(VmError::Exists(self.name.clone()));
         }
@@ -97,6 +115,10 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     let file_sync = super::file_sync::load(&d.cfg.owner_home)?;
     let plan = NetPlan::from_config(&d.cfg)?;
     let id = catalog::new_id()?;
+    // No other operation on the VM until it is made (and started); taken
+    // before the row exists, so a `vm rm --force` that finds the row finds
+    // the create busy and cancels it.
+    let claim = d.vmms.claim(&id, &req.name)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_secs() as i64);
@@ -121,14 +143,15 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     let mut undo = CreateUndo {
         d,
         id: Some(id.clone()),
+        claim,
     };
     p.log(format!("VM {} ({id}) recorded", req.name));
-    // No other operation on the VM until it is made (and started).
-    let _claim = d.vmms.claim(&id, &req.name)?;
     let ip = network::allocate_ip(&d.store, &plan.subnet, &id)?;
     p.log(format!("address {ip}"));
+    undo.check_cancel(&req.name)?;
     p.step("disk", 0, Some(1));
     leaf(|| vmdisk::create(d, &id, &image))?;
+    undo.check_cancel(&req.name)?;
     let row = find(d, &id)?;
     let c = Customisation {
         identity: identity(&plan, &row, ip),
@@ -139,7 +162,9 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     // A dm snapshot is re-activated by start.
     leaf(|| vmdisk::deactivate(d, &id))?;
     p.step("disk", 1, Some(1));
+    undo.check_cancel(&req.name)?;
     if req.start {
+        // Cancelled while it waits for the guest: torn down, then undone here.
         run::start_claimed(d, &find(d, &id)?, p).await?;
     }
     undo.id = None;

@@ -32,6 +32,10 @@ pub use run::{restart, start, stop};
 pub enum VmError {
     #[error("{0}")]
     BadName(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("VM {0}: cancelled by `banger vm rm --force`")]
+    Cancelled(String),
     #[error("no VM {0:?}")]
     NotFound(String),
     #[error("a VM named {0:?} exists already")]
@@ -122,6 +126,8 @@ impl From<rusqlite::Error> for VmError {
     }
 }
 
+#[cfg(test)]
+mod cancel_tests;
 #[cfg(test)]
 mod jailed_tests;
 #[cfg(test)]

@@ -282,6 +282,9 @@ async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Resu
         if d.vmms.exited(&row.id) {
             return Err(VmError::ExitedEarly(row.name.clone()));
         }
+        if d.vmms.cancelled(&row.id) {
+            return Err(VmError::Cancelled(row.name.clone()));
+        }
         if leaf(|| ssh_banner(addr, Duration::from_secs(1))) {
             return Ok(());
         }
