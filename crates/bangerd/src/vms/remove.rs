@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 /// Remove a VM: refused while it runs unless `force`; otherwise its VMM
 /// stopped (forced), tap and NAT removed, disk destroyed, IP freed, row gone.
+/// Forced, an operation under way (a create, a start) is cancelled first; a
+/// cancelled create undoes itself, VM included.
 pub async fn remove(d: &Daemon, name: &str, force: bool, p: &Progress) -> Result<VmRow, VmError> {
     let mut row = find(d, name)?;
     let _claim = match d.vmms.claim(&row.id, &row.name) {
