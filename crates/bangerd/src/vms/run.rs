@@ -264,12 +264,15 @@ fn log_tail(p: &Path) -> String {
     lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
-/// Whether `addr` answers with an SSH banner within `timeout`.
-pub fn ssh_banner(addr: SocketAddr, timeout: Duration) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
+/// Whether `addr` accepts within `connect` and then sends an SSH banner
+/// within `banner`: a slow guest (TCG on a loaded host) may need seconds to
+/// fork its sshd child, and a probe that gives up early only makes it fork
+/// again for the next one.
+pub fn ssh_banner(addr: SocketAddr, connect: Duration, banner: Duration) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, connect) else {
         return false;
     };
-    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_read_timeout(Some(banner));
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).is_ok() && &buf == b"SSH-"
 }
@@ -285,7 +288,7 @@ async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Resu
         if d.vmms.cancelled(&row.id) {
             return Err(VmError::Cancelled(row.name.clone()));
         }
-        if leaf(|| ssh_banner(addr, Duration::from_secs(1))) {
+        if leaf(|| ssh_banner(addr, Duration::from_secs(1), Duration::from_secs(30))) {
             return Ok(());
         }
         let waited = t.elapsed();

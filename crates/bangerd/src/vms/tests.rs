@@ -359,18 +359,24 @@ fn the_ssh_banner_is_what_readiness_waits_for() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let t = std::thread::spawn(move || {
-        for (i, s) in l.incoming().take(2).enumerate() {
+        for (i, s) in l.incoming().take(3).enumerate() {
             let mut s = s.unwrap();
             let greeting: &[u8] = if i == 0 {
                 b"HTTP/1.1 400\r\n"
             } else {
                 b"SSH-2.0-x\r\n"
             };
+            if i == 2 {
+                // A slow guest's sshd: the banner well after the accept.
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+            }
             s.write_all(greeting).unwrap();
         }
     });
-    assert!(!run::ssh_banner(addr, std::time::Duration::from_secs(2)));
-    assert!(run::ssh_banner(addr, std::time::Duration::from_secs(2)));
+    let secs = std::time::Duration::from_secs;
+    assert!(!run::ssh_banner(addr, secs(2), secs(2)));
+    assert!(run::ssh_banner(addr, secs(2), secs(2)));
+    assert!(run::ssh_banner(addr, secs(1), secs(5)));
     t.join().unwrap();
     let _ = Path::new("/");
 }
