@@ -90,6 +90,8 @@ async fn rm_force_while_the_create_waits_for_the_guest_cancels_and_undoes_it() {
     // row and pin.
     assert!(!std::path::Path::new(&proc_dir).exists(), "VMM {pid} left");
     assert!(!d.vmms.holds(&removed.id));
+    let rt = d.paths.vm_runtime_dir(&removed.id);
+    assert!(!rt.exists(), "runtime dir {} left", rt.display());
     let m: Vec<String> = rec.calls().into_iter().map(|c| c.0).collect();
     assert_eq!(
         m,

@@ -29,8 +29,8 @@ pub struct CreateReq {
     pub vmm: Option<banger_proto::api::VmmChoice>,
 }
 
-/// Undoes a half-made create unless disarmed: disk destroyed, row deleted
-/// (which frees the IP). The VM's claim is released only after that, so a
+/// Undoes a half-made create unless disarmed: disk and runtime directory
+/// destroyed, row deleted (which frees the IP). The VM's claim is released only after that, so a
 /// `vm rm --force` waiting on it finds everything undone.
 struct CreateUndo<'a> {
     d: &'a Daemon,
@@ -43,6 +43,14 @@ impl Drop for CreateUndo<'_> {
         if let Some(id) = self.id.take() {
             if let Err(e) = leaf(|| vmdisk::destroy(self.d, &id)) {
                 tracing::error!(vm = %id, error = %crate::render_chain(&e), "undoing create: disk");
+            }
+            // A start that got as far as launching made the runtime dir.
+            let rt = self.d.paths.vm_runtime_dir(&id);
+            match leaf(|| std::fs::remove_dir_all(&rt)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::error!(vm = %id, error = %e, "undoing create: {}", rt.display());
+                }
+                _ => {}
             }
             let _ = network::release_ip(&self.d.store, &id);
             let r: Result<usize, StoreError> = self.d.store.write(|tx| Ok(table::delete(tx, &id)?));
