@@ -17,6 +17,8 @@ PACKAGES=(
   linux-image-cloud-amd64
   # the QEMU microvm backend (and guest tests without Firecracker)
   qemu-system-x86
+  # scripts/smoke: dm snapshots (dmsetup), pgrep, setpriv/losetup (util-linux)
+  dmsetup procps
   # building
   gcc pkg-config ca-certificates curl
 )

@@ -43,8 +43,8 @@ ip link add "$ho" type veth peer name "$no" netns "$ns"
 ip addr add 198.51.100.1/30 dev "$ho"; ip link set "$ho" up
 ip -n "$ns" addr add "$outside/30" dev "$no"; ip -n "$ns" link set "$no" up
 ip -n "$ns" link set lo up; ip -n "$ns" route add default via 198.51.100.1
-ip netns exec "$ns" python3 -m http.server 8080 --bind "$outside" >/dev/null 2>&1 &
+ip netns exec "$ns" /usr/bin/python3 -m http.server 8080 --bind "$outside" >/dev/null 2>&1 &
 web=$!
-wait_for 10 ip netns exec "$ns" python3 -c "import socket; socket.create_connection(('$outside',8080),1)"
+wait_for 60 ip netns exec "$ns" /usr/bin/python3 -c "import socket; socket.create_connection(('$outside',8080),1)"
 line=$(vssh "$a" "exec 3<>/dev/tcp/$outside/8080; printf 'GET / HTTP/1.0\r\n\r\n' >&3; head -n1 <&3" | tr -d '\r')
 case "$line" in HTTP/1.0\ 200*) ;; *) fail "guest→outside: '$line'";; esac

@@ -44,3 +44,21 @@ expect_one_line_error "memory" b vm create "$(vm_name x4)" --image "$BASE_IMAGE"
 expect_one_line_error "vcpus" b vm create "$(vm_name x3)" --image "$BASE_IMAGE" --vcpus 0
 expect_one_line_error "vcpus" b vm create "$(vm_name x5)" --image "$BASE_IMAGE" --vcpus 255
 [ "$(vm_field "$n" state)" = running ] || fail "bystander disturbed by the range checks"
+# The daemon bounds them itself (a client other than the CLI): 400, one line.
+for body in '{"vcpus":255}' '{"vcpus":0}' '{"memory_mib":64}' '{"memory_mib":4000000}'; do
+  out=$(python3 - "$(vm_name x6)" "$body" <<'PY'
+import http.client, json, socket, sys
+class C(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX); self.sock.connect("/run/banger/bangerd.sock")
+req = dict(json.loads(sys.argv[2]), name=sys.argv[1], image="no-such-image", start=False)
+c = C("localhost"); c.request("POST", "/v1/vms", json.dumps(req), {"Content-Type": "application/json"})
+r = c.getresponse(); print(r.status, json.loads(r.read())["message"])
+PY
+)
+  case "$out" in "400 vcpus "*|"400 memory "*) ;; *) fail "API create $body: $out";; esac
+  [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] || fail "API create $body: not one line: $out"
+done
+b vm inspect "$(vm_name x6)" >/dev/null 2>&1 && fail "an out-of-range API create was recorded"
+[ "$(vm_field "$n" state)" = running ] || fail "bystander disturbed by the API range checks"
+exit 0

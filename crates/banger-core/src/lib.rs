@@ -4,6 +4,7 @@
 pub mod disk;
 pub mod elf;
 pub mod guest;
+pub mod limits;
 pub mod machine;
 pub mod names;
 pub mod net;

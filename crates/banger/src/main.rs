@@ -91,10 +91,10 @@ enum VmCmd {
         #[arg(long)]
         image: Option<String>,
         /// Virtual CPUs.
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
+        #[arg(long, default_value_t = 2, value_parser = banger_core::limits::parse_vcpus)]
         vcpus: u8,
         /// Memory in MiB.
-        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(128..))]
+        #[arg(long, default_value_t = 1024, value_parser = banger_core::limits::parse_memory_mib)]
         memory: u32,
         /// Only create it (disk, address, customisation); start it later.
         #[arg(long)]
@@ -332,7 +332,7 @@ pub(crate) fn out(text: &str) {
 
 fn main() {
     quiet_on_closed_stdout();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| exit_on_bad_args(e));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -353,6 +353,21 @@ fn main() {
             std::process::exit(code);
         }
     }
+}
+
+/// A value clap refused is one line (`error: invalid value …: why`), not
+/// clap's paragraph with its `--help` hint; every other case as clap has it.
+fn exit_on_bad_args(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        let text = e.render().to_string();
+        eprintln!("{}", text.lines().next().unwrap_or_default());
+        std::process::exit(2);
+    }
+    e.exit()
 }
 
 pub(crate) fn print(json_mode: bool, v: &Value, text: impl FnOnce() -> String) {

@@ -40,6 +40,10 @@ struct Cli {
     /// (default: `banger-helper` next to this binary).
     #[arg(long, env = "BANGER_HELPER_BIN")]
     helper_bin: Option<PathBuf>,
+    /// How long a start waits for the guest's SSH, in seconds (default
+    /// 300; slow or heavily shared TCG hosts need more).
+    #[arg(long, env = "BANGER_READY_TIMEOUT", value_name = "SECS")]
+    ready_timeout: Option<u64>,
 }
 
 fn main() {
@@ -111,6 +115,10 @@ fn run(cli: Cli) -> Result<()> {
         }
     };
 
+    let mut registry = bangerd::vmm::registry::Registry::default();
+    if let Some(secs) = cli.ready_timeout {
+        registry.ready_timeout = std::time::Duration::from_secs(secs);
+    }
     let store = Store::open(&paths.database())?;
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     let _dns = bangerd::network::start(rt.handle(), &cfg, privops.as_ref(), &paths.database())?;
@@ -131,7 +139,7 @@ fn run(cli: Cli) -> Result<()> {
             store,
             privops,
             host_paths: Default::default(),
-            vmms: Default::default(),
+            vmms: registry,
         });
         bangerd::vms::reconcile::run(&d, std::path::Path::new("/proc")).await;
         bangerd::vms::sweep::at_start(&d);

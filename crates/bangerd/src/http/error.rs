@@ -99,12 +99,13 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 impl From<VmError> for ApiFailure {
     fn from(e: VmError) -> Self {
         let (status, code) = match &e {
-            VmError::BadName(_) | VmError::DiskSize(_) => INVALID,
+            VmError::BadName(_) | VmError::DiskSize(_) | VmError::OutOfRange(_) => INVALID,
             VmError::NotFound(_) => NOT_FOUND,
             VmError::Exists(_)
             | VmError::Refused(..)
             | VmError::Busy(_)
-            | VmError::IsRunning(..) => CONFLICT,
+            | VmError::IsRunning(..)
+            | VmError::Cancelled(_) => CONFLICT,
             VmError::Image(c) => catalog_status(c),
             _ => INTERNAL,
         };

@@ -296,6 +296,12 @@ fn rootfs_from_debian(
         let _ = std::fs::remove_dir_all(&target);
         return catalog::digest_file(&out, "digest rootfs", p);
     }
+    // Under NoNewPrivileges (the installed unit) newuidmap cannot map the
+    // namespace: refused up front instead of mmdebstrap's own failure.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if debian::no_new_privs(&status) {
+        return Err(deb(debian::DebianError::NoNewPrivs));
+    }
     let tarball = staging.dir.join(".rootfs.tar");
     p.log(format!(
         "mmdebstrap {suite} from {mirror} in a user namespace"

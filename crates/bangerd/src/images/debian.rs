@@ -27,6 +27,21 @@ pub enum DebianError {
     Write(PathBuf, #[source] std::io::Error),
     #[error("measuring {0}")]
     Measure(PathBuf, #[source] std::io::Error),
+    #[error(
+        "a Debian build as the owner needs the setuid newuidmap, which this daemon cannot run \
+         (NoNewPrivileges, as in the system install): build it with a development daemon \
+         (`bangerd --dev`) and `banger image import` it"
+    )]
+    NoNewPrivs,
+}
+
+/// Whether a `/proc/<pid>/status` text says `NoNewPrivs` is set: then no
+/// setuid helper (`newuidmap`) gains its privileges.
+pub fn no_new_privs(status: &str) -> bool {
+    status
+        .lines()
+        .filter_map(|l| l.strip_prefix("NoNewPrivs:"))
+        .any(|v| v.trim() == "1")
 }
 
 /// A suite is a lowercase codename (or stable/testing/unstable/sid).
@@ -140,6 +155,18 @@ pub fn mkfs_cmd(root: &Path, out: &Path, size_bytes: u64) -> Cmd {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn no_new_privs_is_read_from_the_status_text() {
+        let status = "Name:\tbangerd\nSeccomp:\t2\nNoNewPrivs:\t1\nSpeculation_Store_Bypass:\tx\n";
+        assert!(no_new_privs(status));
+        assert!(!no_new_privs(
+            &status.replace("NoNewPrivs:\t1", "NoNewPrivs:\t0")
+        ));
+        assert!(!no_new_privs("Name:\tbangerd\n"));
+        let e = DebianError::NoNewPrivs.to_string();
+        assert!(!e.contains('\n') && e.contains("image import"), "{e}");
+    }
+
     use super::*;
 
     #[test]

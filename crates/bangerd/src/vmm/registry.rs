@@ -6,9 +6,10 @@ use super::qemu::QemuVm;
 use super::Stopped;
 use banger_core::disk::Driver;
 use banger_core::machine::Backend;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A VMM the daemon launched and still holds.
@@ -56,7 +57,8 @@ pub struct Busy(pub String);
 /// with an operation under way, and how VMMs are launched.
 pub struct Registry {
     handles: Mutex<HashMap<String, Vmm>>,
-    busy: Mutex<HashSet<String>>,
+    /// The VMs with an operation under way, each with its cancel flag.
+    busy: Mutex<HashMap<String, Arc<AtomicBool>>>,
     /// `qemu-system-x86_64`.
     pub qemu_bin: PathBuf,
     /// argv before the VMM (tests: `ip netns exec NS`); empty in the daemon.
@@ -75,6 +77,9 @@ pub struct Registry {
     pub ready_timeout: Duration,
     /// How long `stop` waits for a graceful shutdown.
     pub grace: Duration,
+    /// How long a forced rm waits for the operation it cancelled to give up
+    /// (a disk copy or a graceful stop under way finishes first).
+    pub cancel_wait: Duration,
 }
 
 impl Default for Registry {
@@ -95,6 +100,7 @@ impl Default for Registry {
             ready_addr: None,
             ready_timeout: Duration::from_secs(300),
             grace: Duration::from_secs(60),
+            cancel_wait: Duration::from_secs(300),
         }
     }
 }
@@ -133,13 +139,35 @@ impl Registry {
     /// Mark VM `id` (called `name`) busy until the claim drops.
     pub fn claim<'a>(&'a self, id: &str, name: &str) -> Result<Claim<'a>, Busy> {
         let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        if !busy.insert(id.to_string()) {
+        if busy.contains_key(id) {
             return Err(Busy(name.to_string()));
         }
+        busy.insert(id.to_string(), Arc::new(AtomicBool::new(false)));
         Ok(Claim {
             reg: self,
             id: id.to_string(),
         })
+    }
+
+    /// Ask the operation under way on VM `id` to give up at its next
+    /// cancellation point; whether one was under way.
+    pub fn cancel(&self, id: &str) -> bool {
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.get(id)
+            .map(|f| f.store(true, Ordering::SeqCst))
+            .is_some()
+    }
+
+    /// Whether the operation under way on VM `id` was asked to give up.
+    pub fn cancelled(&self, id: &str) -> bool {
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.get(id).is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// Whether an operation on VM `id` is under way.
+    pub fn busy(&self, id: &str) -> bool {
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.contains_key(id)
     }
 }
 
@@ -147,6 +175,13 @@ impl Registry {
 pub struct Claim<'a> {
     reg: &'a Registry,
     id: String,
+}
+
+impl Claim<'_> {
+    /// Whether this operation was asked to give up ([`Registry::cancel`]).
+    pub fn cancelled(&self) -> bool {
+        self.reg.cancelled(&self.id)
+    }
 }
 
 impl Drop for Claim<'_> {

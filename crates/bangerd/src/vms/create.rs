@@ -11,7 +11,9 @@ use crate::progress::Progress;
 use crate::store::{vms as table, StoreError};
 use crate::vmdisk;
 use crate::vmdisk::custom::{self, Customisation};
+use crate::vmm::registry::Claim;
 use banger_core::guest::{GuestIdentity, GuestNet};
+use banger_core::limits;
 use banger_sys::runner::HostRunner;
 use std::net::Ipv4Addr;
 
@@ -30,11 +32,13 @@ pub struct CreateReq {
     pub disk_size: Option<u64>,
 }
 
-/// Undoes a half-made create unless disarmed: disk destroyed, row deleted
-/// (which frees the IP).
+/// Undoes a half-made create unless disarmed: disk and runtime directory
+/// destroyed, row deleted (which frees the IP). The VM's claim is released only after that, so a
+/// `vm rm --force` waiting on it finds everything undone.
 struct CreateUndo<'a> {
     d: &'a Daemon,
     id: Option<String>,
+    claim: Claim<'a>,
 }
 
 impl Drop for CreateUndo<'_> {
@@ -43,12 +47,31 @@ impl Drop for CreateUndo<'_> {
             if let Err(e) = leaf(|| vmdisk::destroy(self.d, &id)) {
                 tracing::error!(vm = %id, error = %crate::render_chain(&e), "undoing create: disk");
             }
+            // A start that got as far as launching made the runtime dir.
+            let rt = self.d.paths.vm_runtime_dir(&id);
+            match leaf(|| std::fs::remove_dir_all(&rt)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::error!(vm = %id, error = %e, "undoing create: {}", rt.display());
+                }
+                _ => {}
+            }
             let _ = network::release_ip(&self.d.store, &id);
             let r: Result<usize, StoreError> = self.d.store.write(|tx| Ok(table::delete(tx, &id)?));
             if let Err(e) = r {
                 tracing::error!(vm = %id, error = %crate::render_chain(&e), "undoing create: row");
             }
         }
+    }
+}
+
+impl CreateUndo<'_> {
+    /// A cancellation point: `vm rm --force` asked this create to give up.
+    fn check_cancel(&self, name: &str) -> Result<(), VmError> {
+        if self.claim.cancelled() {
+            tracing::info!(vm = %name, "create cancelled; undoing it");
+            return Err(VmError::Cancelled(name.to_string()));
+        }
+        Ok(())
     }
 }
 
@@ -74,8 +97,8 @@ impl CreateReq {
         CreateReq {
             name: req.name,
             image: req.image.unwrap_or_default(),
-            vcpus: req.vcpus.unwrap_or(1).max(1),
-            memory_mib: req.memory_mib.unwrap_or(512).max(128),
+            vcpus: req.vcpus.unwrap_or(1),
+            memory_mib: req.memory_mib.unwrap_or(512),
             start: req.start.unwrap_or(true),
             vmm: req.vmm,
             disk_size: req.disk_size_bytes,
@@ -104,10 +127,12 @@ impl CreateReq {
     }
 
     /// The checks a create makes before anything is made (the API runs
-    /// them before answering): a valid name not taken, a known image, a
-    /// disk size it can have.
+    /// them before answering): a valid name not taken, vCPUs and memory in
+    /// range, a known image, a disk size it can have.
     pub fn check(&self, d: &Daemon) -> Result<Stored, VmError> {
         banger_core::names::validate_vm_name(&self.name).map_err(VmError::BadName)?;
+        limits::check_vcpus(u64::from(self.vcpus)).map_err(VmError::OutOfRange)?;
+        limits::check_memory_mib(u64::from(self.memory_mib)).map_err(VmError::OutOfRange)?;
         if find(d, &self.name).is_ok() {
             return Err(VmError::Exists(self.name.clone()));
         }
@@ -129,6 +154,10 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     let file_sync = super::file_sync::plan(&d.cfg.owner_home, &owner)?;
     let plan = NetPlan::from_config(&d.cfg)?;
     let id = catalog::new_id()?;
+    // No other operation on the VM until it is made (and started); taken
+    // before the row exists, so a `vm rm --force` that finds the row finds
+    // the create busy and cancels it.
+    let claim = d.vmms.claim(&id, &req.name)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_secs() as i64);
@@ -156,11 +185,11 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     let mut undo = CreateUndo {
         d,
         id: Some(id.clone()),
+        claim,
     };
-    // No other operation on the VM until it is made (and started).
-    let _claim = d.vmms.claim(&id, &req.name)?;
     phase.done();
     p.log(format!("VM {} ({id}) recorded, address {ip}", req.name));
+    undo.check_cancel(&req.name)?;
     p.step("disk", 0, Some(1));
     if let Some(n) = disk_size {
         p.log(format!(
@@ -175,6 +204,7 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
             .in_scope(|| vmdisk::create(d, &id, &image, disk_size))
     })?;
     phase.done();
+    undo.check_cancel(&req.name)?;
     let phase = p.phase("customise", &id);
     let row = find(d, &id)?;
     let c = Customisation {
@@ -191,7 +221,9 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     })?;
     phase.done();
     p.step("disk", 1, Some(1));
+    undo.check_cancel(&req.name)?;
     if req.start {
+        // Cancelled while it waits for the guest: torn down, then undone here.
         run::start_claimed(d, &find(d, &id)?, p).await?;
     }
     undo.id = None;

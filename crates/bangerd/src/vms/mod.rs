@@ -33,6 +33,10 @@ pub use run::{restart, start, stop};
 pub enum VmError {
     #[error("{0}")]
     BadName(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("VM {0}: cancelled by `banger vm rm --force`")]
+    Cancelled(String),
     #[error("no VM {0:?}")]
     NotFound(String),
     #[error("a VM named {0:?} exists already")]
@@ -121,6 +125,8 @@ impl std::fmt::Display for Failures {
 
 crate::store::sql_errors_into_store!(VmError);
 
+#[cfg(test)]
+mod cancel_tests;
 #[cfg(test)]
 mod jailed_root_tests;
 #[cfg(test)]

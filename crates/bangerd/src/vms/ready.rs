@@ -28,7 +28,7 @@ impl Default for Poll {
     fn default() -> Self {
         Poll {
             connect: Duration::from_millis(100),
-            banner: Duration::from_secs(20),
+            banner: Duration::from_secs(30),
             pause: Duration::from_millis(20),
         }
     }

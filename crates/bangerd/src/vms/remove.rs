@@ -9,13 +9,32 @@ use crate::network;
 use crate::progress::Progress;
 use crate::store::{vms as table, StoreError};
 use crate::vmdisk;
+use crate::vmm::registry::Claim;
 use banger_core::vm::{Event, VmState};
+use std::time::{Duration, Instant};
 
 /// Remove a VM: refused while it runs unless `force`; otherwise its VMM
 /// stopped (forced), tap and NAT removed, disk destroyed, IP freed, row gone.
+/// Forced, an operation under way (a create, a start) is cancelled first; a
+/// cancelled create undoes itself, VM included.
 pub async fn remove(d: &Daemon, name: &str, force: bool, p: &Progress) -> Result<VmRow, VmError> {
-    let row = find(d, name)?;
-    let _claim = d.vmms.claim(&row.id, &row.name)?;
+    let mut row = find(d, name)?;
+    let _claim = match d.vmms.claim(&row.id, &row.name) {
+        Ok(c) => c,
+        Err(busy) if !force => return Err(busy.into()),
+        Err(_) => {
+            // Forced: the operation under way (a create, a start) gives up
+            // and undoes itself; a create's undo takes the VM with it.
+            p.log(format!("{} is busy: cancelling its operation", row.name));
+            let claim = cancel_and_claim(d, &row).await?;
+            match find(d, &row.id) {
+                Ok(now) => row = now,
+                Err(VmError::NotFound(_)) => return Ok(row),
+                Err(e) => return Err(e),
+            }
+            claim
+        }
+    };
     if matches!(
         row.state,
         VmState::Starting | VmState::Running | VmState::Stopping
@@ -42,4 +61,17 @@ pub async fn remove(d: &Daemon, name: &str, force: bool, p: &Progress) -> Result
     d.store
         .write(|tx| Ok::<_, StoreError>(table::delete(tx, &row.id)?))?;
     Ok(row)
+}
+
+/// Cancel the operation under way on `row` and claim the VM once it ended.
+async fn cancel_and_claim<'a>(d: &'a Daemon, row: &VmRow) -> Result<Claim<'a>, VmError> {
+    let t = Instant::now();
+    loop {
+        d.vmms.cancel(&row.id);
+        match d.vmms.claim(&row.id, &row.name) {
+            Ok(c) => return Ok(c),
+            Err(busy) if t.elapsed() >= d.vmms.cancel_wait => return Err(busy.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }

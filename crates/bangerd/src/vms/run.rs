@@ -354,7 +354,8 @@ fn log_tail(p: &Path) -> String {
 }
 
 /// Wait for the guest's SSH banner (see [`super::ready`]) within the
-/// registry's `ready_timeout`; a VMM that exits ends the wait.
+/// registry's `ready_timeout`; a VMM that exits, or `vm rm --force`
+/// cancelling the operation, ends the wait.
 async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Result<(), VmError> {
     let limit = d.vmms.ready_timeout;
     let addr = d.vmms.ready_addr.unwrap_or(SocketAddr::from((ip, 22)));
@@ -363,11 +364,14 @@ async fn wait_ready(d: &Daemon, row: &VmRow, ip: Ipv4Addr, p: &Progress) -> Resu
         addr,
         deadline,
         ready::Poll::default(),
-        || d.vmms.exited(&row.id),
+        || d.vmms.exited(&row.id) || d.vmms.cancelled(&row.id),
         |waited| p.seconds("waiting for SSH", waited.as_secs()),
     )
     .await
     .map_err(|e| match e {
+        ready::NotReady::Exited if d.vmms.cancelled(&row.id) => {
+            VmError::Cancelled(row.name.clone())
+        }
         ready::NotReady::Exited => VmError::ExitedEarly(row.name.clone()),
         ready::NotReady::Deadline => VmError::NotReady(row.name.clone(), ip, limit.as_secs()),
     })

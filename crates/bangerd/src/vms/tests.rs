@@ -343,13 +343,20 @@ async fn a_teardown_reports_every_step_that_failed() {
 #[tokio::test]
 async fn a_second_operation_on_a_busy_vm_is_refused() {
     let rec = Arc::new(RecordingPriv::new());
-    let f = fx(rec.clone());
+    let mut f = fx(rec.clone());
+    f.d.vmms.cancel_wait = std::time::Duration::from_millis(300);
     let row = create(&f.d, &req("web", false), &progress()).await.unwrap();
-    let _held = f.d.vmms.claim(&row.id, &row.name).unwrap();
+    let held = f.d.vmms.claim(&row.id, &row.name).unwrap();
     let e = start(&f.d, "web", &progress()).await.unwrap_err();
     assert!(matches!(e, VmError::Busy(_)), "{e:?}");
+    let e = remove(&f.d, "web", false, &progress()).await.unwrap_err();
+    assert!(matches!(e, VmError::Busy(_)), "{e:?}");
+    assert!(!held.cancelled());
+    // Forced: the operation is asked to give up; one that does not within
+    // the wait leaves the VM as it was.
     let e = remove(&f.d, "web", true, &progress()).await.unwrap_err();
     assert!(matches!(e, VmError::Busy(_)), "{e:?}");
+    assert!(held.cancelled());
     assert_eq!(find(&f.d, "web").unwrap().state, VmState::Created);
 }
 
