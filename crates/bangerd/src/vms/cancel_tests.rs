@@ -45,6 +45,27 @@ fn assert_nothing_left(d: &Daemon) {
     assert!(!kh.contains("web.vm"), "{kh}");
 }
 
+/// A stand-in QEMU: no `-sandbox` in its help; with `-qmp unix:PATH,…` it
+/// serves QMP on PATH, answering every command with an empty return.
+const FAKE_QEMU: &str = r#"#!/usr/bin/env python3
+import json, socket, sys
+a = sys.argv
+if "-qmp" not in a:
+    sys.exit(0)
+path = a[a.index("-qmp") + 1].split(",")[0][len("unix:"):]
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+s.listen(4)
+while True:
+    c, _ = s.accept()
+    f = c.makefile("rw")
+    f.write(json.dumps({"QMP": {"version": {}, "capabilities": []}}) + "\r\n")
+    f.flush()
+    for line in f:
+        f.write('{"return": {}}\r\n')
+        f.flush()
+"#;
+
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
@@ -57,9 +78,10 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 async fn rm_force_while_the_create_waits_for_the_guest_cancels_and_undoes_it() {
     let rec = Arc::new(RecordingPriv::new());
     let mut f = fx(rec.clone());
-    // A "QEMU" that runs and never answers; readiness looks at a closed port.
+    // A "QEMU" that answers QMP (the start resumes it) and runs a guest
+    // that never answers; readiness looks at a closed port.
     let qemu = f.tmp.path().join("qemu-system-x86_64");
-    std::fs::write(&qemu, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::write(&qemu, FAKE_QEMU).unwrap();
     std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
     f.d.vmms.qemu_bin = qemu;
     f.d.vmms.ready_addr = Some("127.0.0.1:1".parse().unwrap());
@@ -87,7 +109,7 @@ async fn rm_force_while_the_create_waits_for_the_guest_cancels_and_undoes_it() {
     let e = job.await.unwrap().unwrap_err();
     assert!(matches!(e, VmError::Cancelled(_)), "{e:?}");
     assert_eq!(e.to_string(), "VM web: cancelled by `banger vm rm --force`");
-    // The VMM is gone (reaped), its tap and NAT undone, then disk, lease,
+    // The VMM is gone (reaped), its cgroup, tap and NAT undone, then disk, lease,
     // row and pin.
     assert!(!std::path::Path::new(&proc_dir).exists(), "VMM {pid} left");
     assert!(!d.vmms.holds(&removed.id));
@@ -100,6 +122,8 @@ async fn rm_force_while_the_create_waits_for_the_guest_cancels_and_undoes_it() {
             "priv.write_ext4_files",
             "priv.create_tap",
             "priv.ensure_nat",
+            "priv.place_qemu_cgroup",
+            "priv.remove_qemu_cgroup",
             "priv.clear_nat",
             "priv.delete_tap"
         ]
