@@ -364,16 +364,9 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
-    fn tmp() -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix("bgtest-")
-            .tempdir()
-            .unwrap()
-    }
-
     #[test]
     fn subdirs_are_exclusive_and_symlinks_refused() {
-        let d = tmp();
+        let d = banger_testkit::tmp();
         let me = rustix::process::getuid().as_raw();
         let gid = rustix::process::getgid().as_raw();
         let base = DirFd::open(d.path()).unwrap();
