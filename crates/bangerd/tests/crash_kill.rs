@@ -21,14 +21,15 @@
 //!
 //! Default: 6 cycles each (CI); the seed is printed, set it to replay a run.
 
-use banger_sys::netns::NamedNetns;
-use banger_testkit::{http_unix, wait_until};
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bangerd");
+use banger_sys::netns::NamedNetns;
+use banger_testkit::wait_until;
+use common::procs::{dm_devices, loops_under, Procs, BIN};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// splitmix64: small, seeded, reproducible.
 struct Rng(u64);
@@ -46,115 +47,23 @@ impl Rng {
     }
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    ns: NamedNetns,
-    daemon: Option<Child>,
-    /// System mode: the install config both processes read.
-    config: Option<PathBuf>,
-    helper: Option<Child>,
+/// The test's processes, and the CLI against its daemon.
+struct Env(Procs);
+
+impl std::ops::Deref for Env {
+    type Target = Procs;
+    fn deref(&self) -> &Procs {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut Procs {
+        &mut self.0
+    }
 }
 
 impl Env {
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("run/bangerd.sock")
-    }
-
-    fn log(&self) -> std::fs::File {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("bangerd.log"))
-            .unwrap()
-    }
-
-    fn start_helper(&mut self) {
-        let Some(cfg) = &self.config else { return };
-        let bin = Path::new(BIN).with_file_name("banger-helper");
-        // nsenter, not `ip netns exec`: that remounts /sys for the
-        // namespace, and the helper needs the host's cgroup hierarchy
-        // (each QEMU goes into its VM's cgroup).
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.ns.name()))
-            .arg("--")
-            .arg(bin)
-            .arg("--config")
-            .arg(cfg)
-            .env("BANGER_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(self.log())
-            .spawn()
-            .unwrap();
-        self.helper = Some(child);
-        let sock = self
-            .dir
-            .path()
-            .join("run")
-            .join(banger_proto::HELPER_SOCKET);
-        assert!(
-            wait_until(Duration::from_secs(30), || sock.exists()),
-            "banger-helper did not come up; see {}/bangerd.log",
-            self.dir.path().display()
-        );
-    }
-
-    fn kill_helper(&mut self) {
-        if let Some(mut c) = self.helper.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn start_daemon(&mut self) {
-        let mode: Vec<std::ffi::OsString> = match &self.config {
-            Some(cfg) => vec!["--config".into(), cfg.into()],
-            None => vec!["--dev".into()],
-        };
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.ns.name(), BIN])
-            .args(mode)
-            .env("BANGER_STATE_DIR", self.dir.path().join("state"))
-            .env("BANGER_RUNTIME_DIR", self.dir.path().join("run"))
-            .env("BANGER_LOG", "info")
-            .env("HOME", self.dir.path().join("home"))
-            .env_remove("BANGER_NO_NETWORK")
-            .stdout(Stdio::null())
-            .stderr(self.log())
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        let s = self.socket();
-        assert!(
-            wait_until(Duration::from_secs(60), || matches!(
-                http_unix(&s, "GET", "/v1/health", None),
-                Ok((200, _))
-            )),
-            "bangerd did not come back; see {}/bangerd.log",
-            self.dir.path().display()
-        );
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.kill(); // SIGKILL
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM: a clean shutdown (then a start reconciles).
-    fn stop_daemon(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            if !wait_until(Duration::from_secs(20), || {
-                c.try_wait().is_ok_and(|s| s.is_some())
-            }) {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
-    }
-
     fn cli(&self, args: &[&str]) -> Command {
         let mut c = Command::new(Path::new(BIN).with_file_name("banger"));
         c.arg("--socket").arg(self.socket()).args(args);
@@ -187,83 +96,19 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        self.kill9();
-        self.kill_helper();
-        // Whatever a failed run left: VMMs, dm devices, loops of this dir.
+        self.kill9_daemon();
+        self.kill9_helper();
+        // Whatever a failed run left: VMMs, dm devices, loops, cgroups.
         let root = self.dir.path().display().to_string();
         for (pid, _) in processes_under(&root) {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
-        for (name, _) in dm_devices() {
-            if name.starts_with("fc-rootfs-") && dm_uses_our_loops(&name, &root) {
-                let _ = Command::new("dmsetup")
-                    .args(["remove", "--force", &name])
-                    .status();
-            }
-        }
-        for (dev, _) in loops_under(&root) {
-            let _ = Command::new("losetup").args(["-d", &dev]).status();
-        }
-        if let Ok(rd) = std::fs::read_dir(self.dir.path().join("state/vms")) {
-            for e in rd.flatten() {
-                let id = e.file_name().to_string_lossy().into_owned();
-                for c in ["memory", "pids", ""] {
-                    let _ = std::fs::remove_dir(
-                        Path::new("/sys/fs/cgroup")
-                            .join(c)
-                            .join(format!("banger-{id}")),
-                    );
-                }
-            }
-        }
-        let _ = Command::new("chmod").args(["-R", "u+w", &root]).status();
+        self.sweep_host();
     }
 }
 
 fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Loop devices whose backing file lies under `root`: (device, file).
-fn loops_under(root: &str) -> Vec<(String, String)> {
-    let o = Command::new("losetup")
-        .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
-        .output()
-        .unwrap();
-    text(&o)
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let (dev, file) = (it.next()?, it.next()?);
-            file.starts_with(root)
-                .then(|| (dev.to_string(), file.to_string()))
-        })
-        .collect()
-}
-
-fn dm_devices() -> Vec<(String, String)> {
-    let o = Command::new("dmsetup").args(["ls"]).output().unwrap();
-    text(&o)
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            Some((it.next()?.to_string(), it.next().unwrap_or("").to_string()))
-        })
-        .filter(|(n, _)| n != "No")
-        .collect()
-}
-
-/// Whether dm device `name` sits on a loop backed by a file under `root`.
-fn dm_uses_our_loops(name: &str, root: &str) -> bool {
-    let o = Command::new("dmsetup")
-        .args(["deps", "-o", "devname", name])
-        .output()
-        .unwrap();
-    let deps = text(&o);
-    loops_under(root).iter().any(|(dev, _)| {
-        let short = dev.trim_start_matches("/dev/");
-        deps.contains(&format!("({short})"))
-    })
 }
 
 /// Processes (pid, argv0) whose command line names a path under `root`.
@@ -486,23 +331,9 @@ fn crash_cycles(victim: Victim) {
         .tempdir()
         .unwrap();
     let ns = NamedNetns::add(&format!("bgtest-{}-cr", banger_testkit::unique_suffix())).unwrap();
-    let mut env = Env {
-        dir,
-        ns,
-        daemon: None,
-        config: None,
-        helper: None,
-    };
+    let mut env = Env(Procs::new(dir, ns, None));
     if victim == Victim::Helper {
-        let root = env.dir.path();
-        let mut cfg = banger_proto::install::InstallConfig::for_owner(0, 0, root.join("home"));
-        cfg.state_dir = root.join("state");
-        cfg.runtime_dir = root.join("run");
-        cfg.jailer_base = root.join("jail");
-        std::fs::create_dir_all(root.join("run")).unwrap();
-        let path = root.join("install.toml");
-        std::fs::write(&path, cfg.render()).unwrap();
-        env.config = Some(path);
+        env.use_system_config();
         env.start_helper();
     }
     let ssh = env.dir.path().join("home/.ssh");
@@ -574,9 +405,9 @@ fn crash_cycles(victim: Victim) {
             .unwrap();
         std::thread::sleep(Duration::from_millis(at));
         match victim {
-            Victim::Daemon => env.kill9(),
+            Victim::Daemon => env.kill9_daemon(),
             Victim::Helper => {
-                env.kill_helper();
+                env.kill9_helper();
                 // Back as its unit would be; the call under way failed.
                 std::thread::sleep(Duration::from_millis(500));
                 env.start_helper();
@@ -584,7 +415,7 @@ fn crash_cycles(victim: Victim) {
                 let _ = wait_until(Duration::from_secs(5), || {
                     cmd.try_wait().is_ok_and(|s| s.is_some())
                 });
-                env.stop_daemon();
+                env.term_daemon(Duration::from_secs(20));
             }
         }
         for c in [Some(&mut cmd), starter.as_mut()].into_iter().flatten() {

@@ -12,125 +12,43 @@
 //! per call) still stops the VM — its QEMU gone, its cgroup gone — and
 //! removes it. The image is the shared cached Debian image.
 
+mod common;
+
 use banger_sys::netns::NamedNetns;
-use banger_testkit::{http_unix, wait_until};
+use banger_testkit::wait_until;
+use common::guest_cache;
+use common::procs::{cgroup_dirs, loops_under, Procs, BIN};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../src/vmdisk/guest_cache.rs"]
-#[allow(dead_code)]
-mod guest_cache;
-
-const BIN: &str = env!("CARGO_BIN_EXE_bangerd");
-
+/// The test's processes, the QEMU pids seen (killed on drop if still
+/// there), and the CLI against its daemon.
 struct Env {
-    dir: tempfile::TempDir,
-    ns: NamedNetns,
-    config: PathBuf,
-    daemon: Option<Child>,
-    helper: Option<Child>,
-    /// QEMU pids seen, killed on drop if still there.
+    procs: Procs,
     vmms: Vec<i32>,
 }
 
+impl std::ops::Deref for Env {
+    type Target = Procs;
+    fn deref(&self) -> &Procs {
+        &self.procs
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut Procs {
+        &mut self.procs
+    }
+}
+
 impl Env {
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("run/bangerd.sock")
-    }
-
-    fn log(&self) -> std::fs::File {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("bangerd.log"))
-            .unwrap()
-    }
-
-    fn start_helper(&mut self) {
-        let bin = Path::new(BIN).with_file_name("banger-helper");
-        // nsenter, not `ip netns exec`: that remounts /sys for the
-        // namespace, and the helper needs the host's cgroup hierarchy.
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.ns.name()))
-            .arg("--")
-            .arg(bin)
-            .arg("--config")
-            .arg(&self.config)
-            .env("BANGER_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(self.log())
-            .spawn()
-            .unwrap();
-        self.helper = Some(child);
-        let sock = self
-            .dir
-            .path()
-            .join("run")
-            .join(banger_proto::HELPER_SOCKET);
-        assert!(
-            wait_until(Duration::from_secs(30), || sock.exists()),
-            "banger-helper did not come up; see {}/bangerd.log",
-            self.dir.path().display()
-        );
-    }
-
-    fn kill9_helper(&mut self) {
-        if let Some(mut c) = self.helper.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(
-            self.dir
-                .path()
-                .join("run")
-                .join(banger_proto::HELPER_SOCKET),
-        );
-    }
-
-    fn start_daemon(&mut self) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.ns.name(), BIN, "--config"])
-            .arg(&self.config)
-            .env("BANGER_LOG", "info")
-            .env("HOME", self.dir.path().join("home"))
-            .env_remove("BANGER_NO_NETWORK")
-            .stdout(Stdio::null())
-            .stderr(self.log())
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        let s = self.socket();
-        assert!(
-            wait_until(Duration::from_secs(60), || matches!(
-                http_unix(&s, "GET", "/v1/health", None),
-                Ok((200, _))
-            )),
-            "bangerd did not come up; see {}/bangerd.log",
-            self.dir.path().display()
-        );
-    }
-
-    fn kill9_daemon(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
     /// SIGTERM, and wait for the daemon's clean exit.
-    fn term_daemon(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-            let exited = wait_until(Duration::from_secs(30), || {
-                c.try_wait().is_ok_and(|s| s.is_some())
-            });
-            assert!(exited, "bangerd ignored SIGTERM for 30 s");
-            let st = c.wait().unwrap();
-            assert!(st.success(), "bangerd after SIGTERM: {st}");
-        }
+    fn term_daemon_cleanly(&mut self) {
+        let st = self.term_daemon(Duration::from_secs(30));
+        assert!(st.is_some(), "bangerd ignored SIGTERM for 30 s");
+        assert!(st.unwrap().success(), "bangerd after SIGTERM: {st:?}");
     }
 
     /// `banger args` inside the namespace.
@@ -194,82 +112,10 @@ impl Drop for Env {
         std::thread::sleep(Duration::from_millis(300));
         reap();
         // Whatever a failed run left of the VM's disk and cgroup.
-        let root = self.dir.path().display().to_string();
-        let dms = Command::new("dmsetup").args(["ls"]).output().unwrap();
-        for l in String::from_utf8_lossy(&dms.stdout).lines() {
-            let name = l.split_whitespace().next().unwrap_or("");
-            if name.starts_with("fc-rootfs-") && dm_on_our_loops(name, &root) {
-                let _ = Command::new("dmsetup")
-                    .args(["remove", "--force", name])
-                    .status();
-            }
-        }
-        for (dev, _) in loops_under(&root) {
-            let _ = Command::new("losetup").args(["-d", &dev]).status();
-        }
-        for d in cgroups_of_test(&root) {
-            let _ = std::fs::remove_dir(d);
-        }
-        let _ = Command::new("chmod").args(["-R", "u+w", &root]).status();
+        self.sweep_host();
         if std::thread::panicking() {
-            let log =
-                std::fs::read_to_string(self.dir.path().join("bangerd.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!(
-                "bangerd.log tail:\n{}",
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            );
+            eprintln!("bangerd.log tail:\n{}", self.log_tail(40));
         }
-    }
-}
-
-fn loops_under(root: &str) -> Vec<(String, String)> {
-    let o = Command::new("losetup")
-        .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let (dev, file) = (it.next()?, it.next()?);
-            file.starts_with(root)
-                .then(|| (dev.to_string(), file.to_string()))
-        })
-        .collect()
-}
-
-fn dm_on_our_loops(name: &str, root: &str) -> bool {
-    let o = Command::new("dmsetup")
-        .args(["deps", "-o", "devname", name])
-        .output()
-        .unwrap();
-    let deps = String::from_utf8_lossy(&o.stdout).into_owned();
-    loops_under(root)
-        .iter()
-        .any(|(dev, _)| deps.contains(&format!("({})", dev.trim_start_matches("/dev/"))))
-}
-
-/// `banger-<id>` cgroups of the VMs recorded under `root` (for cleanup).
-fn cgroups_of_test(root: &str) -> Vec<PathBuf> {
-    let ids: Vec<String> = std::fs::read_dir(Path::new(root).join("state/vms"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.iter().flat_map(|id| cgroup_dirs(id)).collect()
-}
-
-/// VM `id`'s cgroup directories on this host (v1 controllers or v2).
-fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let cg = Path::new("/sys/fs/cgroup");
-    let name = format!("banger-{id}");
-    if cg.join("cgroup.controllers").exists() {
-        vec![cg.join(name)]
-    } else {
-        vec![cg.join("memory").join(&name), cg.join("pids").join(&name)]
     }
 }
 
@@ -373,23 +219,11 @@ fn a_running_vm_outlives_daemon_kill_9_sigterm_and_a_helper_restart() {
         .tempdir()
         .unwrap();
     let ns = NamedNetns::add(&format!("bgtest-{}-ol", banger_testkit::unique_suffix())).unwrap();
-    let root = dir.path().to_path_buf();
-    let mut cfg = banger_proto::install::InstallConfig::for_owner(0, 0, root.join("home"));
-    cfg.state_dir = root.join("state");
-    cfg.runtime_dir = root.join("run");
-    cfg.jailer_base = root.join("jail");
-    std::fs::create_dir_all(root.join("run")).unwrap();
-    std::fs::create_dir_all(root.join("home")).unwrap();
-    let config = root.join("install.toml");
-    std::fs::write(&config, cfg.render()).unwrap();
     let mut env = Env {
-        dir,
-        ns,
-        config,
-        daemon: None,
-        helper: None,
+        procs: Procs::new(dir, ns, None),
         vmms: Vec::new(),
     };
+    env.use_system_config();
     env.start_helper();
     env.start_daemon();
     import_debian(&env, &cached);
@@ -464,7 +298,7 @@ fn a_running_vm_outlives_daemon_kill_9_sigterm_and_a_helper_restart() {
     reachable(&env, "kill -9 and restart of the daemon");
 
     // SIGTERM: a clean shutdown leaves it running too.
-    env.term_daemon();
+    env.term_daemon_cleanly();
     assert!(alive(pid), "QEMU died with the daemon (SIGTERM)");
     env.start_daemon();
     let vm = env.vm("keep");

@@ -7,3 +7,4 @@ pub mod dns;
 #[path = "../../src/vmdisk/guest_cache.rs"]
 pub mod guest_cache;
 pub mod guest_net;
+pub mod procs;
