@@ -328,3 +328,17 @@ pub fn cp_out_of_process(from: &Path, to: &Path) {
         .expect("cp runs");
     assert!(st.success(), "cp {} {}", from.display(), to.display());
 }
+
+/// A loopback TCP listener that greets every connection with an SSH banner
+/// (guest readiness without a guest); served by a thread for the test's life.
+pub fn ssh_banner_listener() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    let addr = l.local_addr().expect("the listener's address");
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            use std::io::Write;
+            let _ = c.write_all(b"SSH-2.0-bgtest\r\n");
+        }
+    });
+    addr
+}

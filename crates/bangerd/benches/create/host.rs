@@ -239,21 +239,6 @@ pub fn must(tool: &str, args: &[&str]) -> Result<(), Skip> {
     Ok(())
 }
 
-/// An SSH banner on a local port: the double has no guest, so readiness is
-/// found there (the detection itself is what `boot_to_ssh` then measures).
-fn banner() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            use std::io::Write;
-            let mut c = c;
-            let _ = c.write_all(b"SSH-2.0-bgtest\r\n");
-        }
-    });
-    addr
-}
-
 /// A base image: a sparse ext4 of `mib` MiB (mkfs.ext4, empty).
 pub fn make_image(dir: &Path, mib: u64) -> Result<PathBuf, Skip> {
     let p = dir.join("bgtest-base.ext4");
@@ -354,7 +339,7 @@ pub fn env() -> Result<Env, Skip> {
     let mut vmms = Registry::default();
     vmms.backend = Some(Backend::Firecracker);
     vmms.jailed = Some(false);
-    vmms.ready_addr = Some(banner());
+    vmms.ready_addr = Some(banger_testkit::ssh_banner_listener());
     vmms.ready_timeout = Duration::from_secs(30);
     vmms.grace = Duration::from_secs(5);
     let driver = if root {

@@ -1,33 +1,16 @@
 //! `vm rm --force` during a create: the create gives up at its next
 //! cancellation point and undoes everything it made; the rm then succeeds.
 
-use super::tests::fx;
+use super::tests::{fx, progress, req};
 use super::*;
 use crate::daemon::Daemon;
 use crate::privops::{PrivError, PrivOps, RecordingPriv};
-use crate::progress::Progress;
 use banger_core::vm::VmState;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn progress() -> Progress {
-    Progress::new(tokio::sync::mpsc::unbounded_channel().0)
-}
-
-fn req(name: &str, start: bool) -> CreateReq {
-    CreateReq {
-        name: name.into(),
-        image: "base".into(),
-        vcpus: 1,
-        memory_mib: 256,
-        start,
-        vmm: None,
-        disk_size: None,
-    }
-}
 
 fn count(d: &Daemon, sql: &str) -> i64 {
     d.store

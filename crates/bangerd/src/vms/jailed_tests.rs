@@ -2,19 +2,14 @@
 //! helper: exact `priv.*` params (jail spec, jail-uid tap, chroot cleanup),
 //! chroot paths in the API calls, and nothing left after `rm`.
 
-use super::tests::fx;
+use super::tests::{fx, progress};
 use super::*;
 use crate::privops::RecordingPriv;
-use crate::progress::Progress;
 use banger_core::machine::Backend;
 use banger_proto::helper as m;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn progress() -> Progress {
-    Progress::new(tokio::sync::mpsc::unbounded_channel().0)
-}
 
 /// A stand-in VMM process (`sleep`), reaped by a thread so `/proc/<pid>`
 /// goes away when it is killed.
@@ -103,27 +98,13 @@ fn fake_api(sock: &std::path::Path, id: &str, current: Arc<Mutex<i32>>) -> Seen 
     seen
 }
 
-/// An SSH banner on a local port (readiness without a guest network).
-fn banner() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            use std::io::Write;
-            let mut c = c;
-            let _ = c.write_all(b"SSH-2.0-bgtest\r\n");
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jailed_vm_goes_create_running_stop_start_rm_with_exact_helper_calls() {
     let rec = Arc::new(RecordingPriv::new());
     let mut f = fx(rec.clone());
     f.d.vmms.backend = Some(Backend::Firecracker);
     f.d.vmms.jailed = Some(true);
-    f.d.vmms.ready_addr = Some(banner());
+    f.d.vmms.ready_addr = Some(banger_testkit::ssh_banner_listener());
     f.d.cfg.jailer_base = f.tmp.path().join("jail");
     f.d.cfg.firecracker_bin = "/usr/local/bin/firecracker".into();
     let row = create(

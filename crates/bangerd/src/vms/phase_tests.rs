@@ -14,20 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// An SSH banner on a local port (readiness without a guest network).
-fn banner() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            use std::io::Write;
-            let mut c = c;
-            let _ = c.write_all(b"SSH-2.0-bgtest\r\n");
-        }
-    });
-    addr
-}
-
 /// A stand-in VMM process (`sleep`), reaped by a thread.
 fn stand_in() -> std::process::Child {
     std::process::Command::new("sleep")
@@ -102,7 +88,7 @@ async fn create_then_start_on_firecracker_report_every_phase_in_order_with_durat
     let mut f = fx(rec.clone());
     f.d.vmms.backend = Some(Backend::Firecracker);
     f.d.vmms.jailed = Some(false);
-    f.d.vmms.ready_addr = Some(banner());
+    f.d.vmms.ready_addr = Some(banger_testkit::ssh_banner_listener());
     let mut vmm = stand_in();
     rec.answer(m::LAUNCH_FIRECRACKER, Ok(json!({ "pid": vmm.id() })));
     serve_double_on_launch(&f, rec.clone());

@@ -73,11 +73,11 @@ pub(super) fn fx(privops: Arc<dyn crate::privops::PrivOps>) -> Fx {
     Fx { tmp, d }
 }
 
-fn progress() -> Progress {
+pub(super) fn progress() -> Progress {
     Progress::new(tokio::sync::mpsc::unbounded_channel().0)
 }
 
-fn req(name: &str, start: bool) -> CreateReq {
+pub(super) fn req(name: &str, start: bool) -> CreateReq {
     CreateReq {
         name: name.into(),
         image: "base".into(),
