@@ -15,6 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use banger_testkit::bench::{ms, stats};
+
 /// The target for one VM's NAT set-up, p50.
 pub const TARGET_P50_MS: f64 = 3.0;
 
@@ -39,22 +41,6 @@ pub fn check(root: bool, nft: &str) -> Result<(), Skip> {
         Ok(s) => Err(Skip(format!("{nft} --version failed ({s})"))),
         Err(e) => Err(Skip(format!("{nft} not runnable: {e}"))),
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-fn pct(sorted: &[Duration], p: usize) -> Duration {
-    sorted[((sorted.len() * p).div_ceil(100))
-        .saturating_sub(1)
-        .min(sorted.len() - 1)]
-}
-
-fn stats(d: &[Duration]) -> Value {
-    let mut s = d.to_vec();
-    s.sort();
-    json!({"p50": ms(pct(&s, 50)), "p95": ms(pct(&s, 95)), "min": ms(s[0]), "max": ms(s[s.len() - 1])})
 }
 
 fn mean(d: &[Duration]) -> f64 {

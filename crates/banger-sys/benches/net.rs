@@ -11,11 +11,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const N: u32 = 100;
+use banger_testkit::bench::pct;
 
-fn pct(sorted: &[Duration], p: usize) -> Duration {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
+const N: u32 = 100;
 
 fn report(what: &str, mut d: Vec<Duration>) {
     d.sort();

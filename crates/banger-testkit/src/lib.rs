@@ -342,3 +342,32 @@ pub fn ssh_banner_listener() -> std::net::SocketAddr {
     });
     addr
 }
+
+/// Figures the benchmarks print: milliseconds, percentiles, a summary.
+pub mod bench {
+    use std::time::Duration;
+
+    /// `d` in milliseconds, to the microsecond.
+    pub fn ms(d: Duration) -> f64 {
+        (d.as_secs_f64() * 1e6).round() / 1e3
+    }
+
+    /// The `p`th percentile (nearest rank) of `sorted` (not empty).
+    pub fn pct(sorted: &[Duration], p: usize) -> Duration {
+        sorted[((sorted.len() * p).div_ceil(100))
+            .saturating_sub(1)
+            .min(sorted.len() - 1)]
+    }
+
+    /// `{p50, p95, min, max}` of `d` (not empty) in milliseconds.
+    pub fn stats(d: &[Duration]) -> serde_json::Value {
+        let mut s = d.to_vec();
+        s.sort();
+        serde_json::json!({
+            "p50": ms(pct(&s, 50)),
+            "p95": ms(pct(&s, 95)),
+            "min": ms(s[0]),
+            "max": ms(s[s.len() - 1]),
+        })
+    }
+}

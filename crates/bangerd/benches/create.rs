@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use banger_testkit::bench::{ms, pct, stats};
+
 /// How much to run.
 pub struct Opts {
     /// Creates per concurrency level.
@@ -59,22 +61,6 @@ struct Sample {
     total: Duration,
     control: Duration,
     phases: Vec<(&'static str, Duration)>,
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-fn pct(sorted: &[Duration], p: usize) -> Duration {
-    sorted[((sorted.len() * p).div_ceil(100))
-        .saturating_sub(1)
-        .min(sorted.len() - 1)]
-}
-
-fn stats(d: &[Duration]) -> Value {
-    let mut s = d.to_vec();
-    s.sort();
-    json!({"p50": ms(pct(&s, 50)), "p95": ms(pct(&s, 95)), "min": ms(s[0]), "max": ms(s[s.len() - 1])})
 }
 
 fn p50(d: &[Duration]) -> Duration {
