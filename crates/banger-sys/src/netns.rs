@@ -21,6 +21,10 @@ pub enum NetnsError {
     Add(String, #[source] RunError),
     #[error("network namespace name must start with bgtest- (got {0:?})")]
     Name(String),
+    #[error("set up link {0}")]
+    Link(String, #[source] RunError),
+    #[error("listen on {0}")]
+    Listen(std::net::SocketAddr, #[source] io::Error),
 }
 
 fn lo_up() -> Result<(), NetnsError> {
@@ -103,6 +107,52 @@ impl NamedNetns {
                     .args(args.iter().copied()),
             )
             .map(drop)
+    }
+}
+
+impl NamedNetns {
+    /// Test scaffolding, "the outside" of a NAT test: a veth from this
+    /// namespace (`uplink`, 198.51.100.1/24) to `outside`'s `eth0`
+    /// (198.51.100.2/24), which has no route back to any guest subnet (so
+    /// replies arrive only through masquerade), and an HTTP server there
+    /// answering `hello <peer address>`. Returns the server's address.
+    pub fn serve_outside(
+        &self,
+        outside: &NamedNetns,
+        uplink: &str,
+    ) -> Result<std::net::SocketAddr, NetnsError> {
+        use std::io::{Read, Write};
+        let link = |r: Result<(), RunError>| r.map_err(|e| NetnsError::Link(uplink.into(), e));
+        link(self.ip(&[
+            "link",
+            "add",
+            uplink,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            outside.name(),
+        ]))?;
+        link(self.ip(&["addr", "add", "198.51.100.1/24", "dev", uplink]))?;
+        link(self.ip(&["link", "set", uplink, "up"]))?;
+        link(outside.ip(&["addr", "add", "198.51.100.2/24", "dev", "eth0"]))?;
+        link(outside.ip(&["link", "set", "eth0", "up"]))?;
+        let addr = std::net::SocketAddr::from(([198, 51, 100, 2], 8080));
+        let web = outside
+            .run(move || std::net::TcpListener::bind(addr))?
+            .map_err(|e| NetnsError::Listen(addr, e))?;
+        std::thread::spawn(move || {
+            for c in web.incoming() {
+                let Ok(mut c) = c else { continue };
+                let Ok(peer) = c.peer_addr() else { continue };
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf);
+                let _ = write!(c, "HTTP/1.0 200 OK\r\n\r\nhello {}", peer.ip());
+            }
+        });
+        Ok(addr)
     }
 }
 

@@ -5,10 +5,8 @@
 use banger_sys::netns::{in_new_netns, NamedNetns};
 use banger_sys::nft::{Cleared, NatElement, Nft, TableName, VmNat, NAT_COMMENT};
 use banger_sys::runner::{Cmd, HostRunner, Runner};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Duration;
 
 fn skip() -> bool {
     let root = rustix::process::geteuid().is_root();
@@ -197,16 +195,6 @@ fn root_nat_concurrent_ensures_make_one_ruleset_and_every_element() {
     .unwrap();
 }
 
-/// `GET /` from the calling netns; the body names the peer the server saw.
-fn http_get(addr: SocketAddr) -> std::io::Result<String> {
-    let mut c = TcpStream::connect_timeout(&addr, Duration::from_millis(1500))?;
-    c.set_read_timeout(Some(Duration::from_secs(3)))?;
-    c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-    let mut s = String::new();
-    c.read_to_string(&mut s)?;
-    Ok(s.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
-}
-
 /// H (the host: banger's bridge, a guest port on it, an uplink), G (a
 /// guest at 172.30.250.2 behind the bridge), O (the outside at
 /// 198.51.100.2, with no route back to the guest subnet: replies arrive
@@ -249,39 +237,8 @@ fn root_nat_masquerades_exactly_the_addresses_in_the_set() {
     g.ip(&["link", "set", "eth0", "up"]).unwrap();
     g.ip(&["route", "add", "default", "via", "172.30.250.1"])
         .unwrap();
-    h.ip(&[
-        "link",
-        "add",
-        &uplink,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        o.name(),
-    ])
-    .unwrap();
-    h.ip(&["addr", "add", "198.51.100.1/24", "dev", &uplink])
-        .unwrap();
-    h.ip(&["link", "set", &uplink, "up"]).unwrap();
-    o.ip(&["addr", "add", "198.51.100.2/24", "dev", "eth0"])
-        .unwrap();
-    o.ip(&["link", "set", "eth0", "up"]).unwrap();
-    let web = o
-        .run(|| TcpListener::bind("198.51.100.2:8080").unwrap())
-        .unwrap();
-    std::thread::spawn(move || {
-        for c in web.incoming() {
-            let Ok(mut c) = c else { continue };
-            let peer = c.peer_addr().unwrap().ip();
-            let mut buf = [0u8; 1024];
-            let _ = c.read(&mut buf);
-            let _ = write!(c, "HTTP/1.0 200 OK\r\n\r\nhello {peer}");
-        }
-    });
-    let web_addr: SocketAddr = "198.51.100.2:8080".parse().unwrap();
-    let get = || g.run(move || http_get(web_addr)).unwrap();
+    let web_addr = h.serve_outside(&o, &uplink).unwrap();
+    let get = || g.run(move || banger_testkit::http_get(web_addr)).unwrap();
 
     let nft = Arc::new(Nft::new(
         Arc::new(HostRunner),

@@ -27,26 +27,14 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
 
 struct Vms(HashMap<String, Ipv4Addr>);
 impl Records for Vms {
     fn lookup(&self, name: &str) -> Option<Ipv4Addr> {
         self.0.get(name).copied()
     }
-}
-
-/// GET / from `addr` with a short deadline; the body.
-fn http_get(addr: SocketAddr) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: outside\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
 }
 
 /// A fake upstream resolver on loopback answering every name with 192.0.2.7.
@@ -160,38 +148,7 @@ fn root_guest_resolves_and_reaches_the_outside_through_nat() {
     // The outside: H 198.51.100.1 <-> O 198.51.100.2, and O has no route
     // to the guest subnet.
     let uplink = format!("bgtest-up{s}");
-    h.ip(&[
-        "link",
-        "add",
-        &uplink,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        o.name(),
-    ])
-    .unwrap();
-    h.ip(&["addr", "add", "198.51.100.1/24", "dev", &uplink])
-        .unwrap();
-    h.ip(&["link", "set", &uplink, "up"]).unwrap();
-    o.ip(&["addr", "add", "198.51.100.2/24", "dev", "eth0"])
-        .unwrap();
-    o.ip(&["link", "set", "eth0", "up"]).unwrap();
-    let web = o
-        .run(|| TcpListener::bind("198.51.100.2:8080").unwrap())
-        .unwrap();
-    std::thread::spawn(move || {
-        for c in web.incoming().take(4) {
-            let Ok(mut c) = c else { continue };
-            let peer = c.peer_addr().unwrap().ip();
-            let mut buf = [0u8; 1024];
-            let _ = c.read(&mut buf);
-            let _ = write!(c, "HTTP/1.0 200 OK\r\n\r\nhello {peer}");
-        }
-    });
-    let web_addr: SocketAddr = "198.51.100.2:8080".parse().unwrap();
+    let web_addr = h.serve_outside(&o, &uplink).unwrap();
 
     // Without NAT the guest cannot get an answer from the outside.
     call(
@@ -205,7 +162,9 @@ fn root_guest_resolves_and_reaches_the_outside_through_nat() {
     )
     .unwrap();
     assert!(
-        g.run(move || http_get(web_addr)).unwrap().is_err(),
+        g.run(move || banger_testkit::http_get(web_addr))
+            .unwrap()
+            .is_err(),
         "no route back without masquerade"
     );
     call(
@@ -262,7 +221,7 @@ fn root_guest_resolves_and_reaches_the_outside_through_nat() {
             (
                 resolve_udp(dns_addr, "other.vm."),
                 resolve_udp(dns_addr, "upstream.example."),
-                http_get(web_addr),
+                banger_testkit::http_get(web_addr),
             )
         })
         .unwrap();
