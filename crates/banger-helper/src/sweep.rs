@@ -88,7 +88,7 @@ pub fn sweep(h: &Helper, sys_root: &Path, run_root: &Path) -> Swept {
             host.net.delete_managed(&link.name),
         );
     }
-    let table = format!("nft table inet {}", host.nft.table());
+    let table = format!("nft table {}", host.nft.table());
     // Listing fails when the table does not exist: nothing to remove.
     if host.nft.list().is_ok() {
         out.note(table, host.nft.delete_table());

@@ -479,8 +479,7 @@ mod tests {
 
     #[test]
     fn root_real_dm_create_info_remove() {
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: needs root");
+        if !banger_testkit::require_root("root_real_dm_create_info_remove") {
             return;
         }
         if !kernel_has_dm(std::path::Path::new("/proc")) {

@@ -94,8 +94,7 @@ mod tests {
 
     #[test]
     fn root_only_a_root_block_node_that_sysfs_names_passes() {
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: needs root (mknod)");
+        if !banger_testkit::require_root("root_only_a_root_block_node_that_sysfs_names_passes") {
             return;
         }
         let d = tempfile::Builder::new()

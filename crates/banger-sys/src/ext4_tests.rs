@@ -224,8 +224,9 @@ fn fsck_reports_exit_code_on_a_non_filesystem() {
 
 #[test]
 fn root_debugfs_and_e2fsck_work_on_a_root_device_node_as_uid_0_without_caps() {
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: needs root (loop device)");
+    if !banger_testkit::require_root(
+        "root_debugfs_and_e2fsck_work_on_a_root_device_node_as_uid_0_without_caps",
+    ) {
         return;
     }
     use crate::loopdev::{KernelLoops, LoopOps};
@@ -259,8 +260,7 @@ fn root_debugfs_and_e2fsck_work_on_a_root_device_node_as_uid_0_without_caps() {
 
 #[test]
 fn root_an_owner_debugfs_cannot_open_what_the_owner_could_not() {
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: needs root (privilege drop)");
+    if !banger_testkit::require_root("root_an_owner_debugfs_cannot_open_what_the_owner_could_not") {
         return;
     }
     let img = mkfs();

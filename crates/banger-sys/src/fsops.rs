@@ -406,8 +406,9 @@ mod tests {
 
     #[test]
     fn root_a_socket_of_the_extra_range_is_handed_over_and_others_refused() {
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: needs root to chown");
+        if !banger_testkit::require_root(
+            "root_a_socket_of_the_extra_range_is_handed_over_and_others_refused",
+        ) {
             return;
         }
         let d = tmp();
@@ -461,8 +462,7 @@ mod tests {
 
     #[test]
     fn root_chown_h_never_follows_a_symlink() {
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: needs root to chown");
+        if !banger_testkit::require_root("root_chown_h_never_follows_a_symlink") {
             return;
         }
         let d = tmp();
@@ -500,8 +500,7 @@ mod tests {
 
     #[test]
     fn root_log_file_refuses_hard_links_and_foreign_owners() {
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: needs root to chown");
+        if !banger_testkit::require_root("root_log_file_refuses_hard_links_and_foreign_owners") {
             return;
         }
         let d = tmp();

@@ -430,8 +430,7 @@ mod tests {
 
     /// A `bgtest-` scratch dir when running as root; else a skip note.
     fn root_tmp() -> Option<tempfile::TempDir> {
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: needs root for loop devices");
+        if !banger_testkit::require_root("root_tmp") {
             return None;
         }
         Some(

@@ -29,19 +29,25 @@ impl SystemUser {
     pub fn create(tag: &str) -> SystemUser {
         let name = format!("bgtest-{tag}-{}", std::process::id());
         let name: String = name.chars().take(31).collect();
-        let _ = Command::new("userdel").arg(&name).output();
-        let st = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--user-group",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(&name)
-            .status()
-            .expect("useradd runs");
-        assert!(st.success(), "useradd {name} failed");
+        delete_user(&name);
+        let made = retry_on_lock(|| {
+            Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--user-group",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
+                .arg(&name)
+                .output()
+                .expect("useradd runs")
+        });
+        assert!(
+            made.status.success(),
+            "useradd {name} failed: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        );
         let out = Command::new("id").args(["-u", &name]).output().unwrap();
         let uid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         let out = Command::new("id").args(["-g", &name]).output().unwrap();
@@ -52,8 +58,35 @@ impl SystemUser {
 
 impl Drop for SystemUser {
     fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).output();
+        delete_user(&self.name);
     }
+}
+
+/// Run a shadow-utils command again while another test holds the
+/// passwd/group lock (tests in other processes add and delete users at the
+/// same time; `useradd`/`userdel` give up at once on a held lock).
+fn retry_on_lock(mut run: impl FnMut() -> std::process::Output) -> std::process::Output {
+    let mut out = run();
+    for _ in 0..100 {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !(err.contains("lock") || err.contains("try again")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        out = run();
+    }
+    out
+}
+
+/// `userdel NAME` (retried while the passwd file is locked); a user that
+/// does not exist is fine.
+fn delete_user(name: &str) {
+    retry_on_lock(|| {
+        Command::new("userdel")
+            .arg(name)
+            .output()
+            .expect("userdel runs")
+    });
 }
 
 /// What a peer saw after connecting and sending one payload.
@@ -383,4 +416,40 @@ pub fn http_get(addr: std::net::SocketAddr) -> std::io::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+}
+
+#[cfg(test)]
+mod user_tests {
+    use super::retry_on_lock;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{ExitStatus, Output};
+
+    fn out(code: i32, err: &str) -> Output {
+        Output {
+            status: ExitStatus::from_raw(code << 8),
+            stdout: Vec::new(),
+            stderr: err.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_held_passwd_lock_is_waited_out_and_other_failures_are_not_retried() {
+        let mut calls = 0;
+        let r = retry_on_lock(|| {
+            calls += 1;
+            if calls < 3 {
+                out(10, "userdel: cannot lock /etc/passwd; try again later.")
+            } else {
+                out(0, "")
+            }
+        });
+        assert!(r.status.success());
+        assert_eq!(calls, 3);
+        let mut calls = 0;
+        let r = retry_on_lock(|| {
+            calls += 1;
+            out(6, "userdel: user 'x' does not exist")
+        });
+        assert_eq!((r.status.code(), calls), (Some(6), 1));
+    }
 }

@@ -78,6 +78,18 @@ fn host_snapshot() -> Vec<String> {
     s
 }
 
+/// Whatever the test installed is uninstalled (`--purge`) when it drops,
+/// also when an assertion fails half-way.
+struct UninstallOnDrop;
+
+impl Drop for UninstallOnDrop {
+    fn drop(&mut self) {
+        if Path::new("/etc/banger/install.toml").exists() {
+            let _ = banger(&["system", "uninstall", "--purge"]);
+        }
+    }
+}
+
 fn helper_call(method: &str, params: &str) -> serde_json::Value {
     use std::io::{BufRead, Write};
     let mut s = std::os::unix::net::UnixStream::connect("/run/banger/helper.sock").unwrap();
@@ -102,6 +114,7 @@ fn root_system_install_no_start_status_and_uninstall_purge() {
     }
     let owner = SystemUser::create("sysown");
     let before = host_snapshot();
+    let _uninstall = UninstallOnDrop;
 
     // Refusals: no owner; systemd not PID 1 without --no-start.
     let out = banger(&["system", "install", "--owner", "bgtest-no-such-user"]);

@@ -255,19 +255,6 @@ fn leftovers(env: &Env, ids: &[String]) -> Vec<String> {
     bad
 }
 
-fn mkfs(dir: &Path, out: &Path) {
-    std::fs::create_dir_all(dir.join("etc")).unwrap();
-    std::fs::write(dir.join("etc/hostname"), "crash\n").unwrap();
-    let st = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(dir)
-        .arg(out)
-        .arg("16M")
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Op {
     Create,
@@ -344,7 +331,9 @@ fn crash_cycles(victim: Victim) {
     )
     .unwrap();
     let work = env.dir.path().join("work");
-    mkfs(&work.join("root"), &work.join("rootfs.ext4"));
+    std::fs::create_dir_all(work.join("root/etc")).unwrap();
+    std::fs::write(work.join("root/etc/hostname"), "crash\n").unwrap();
+    common::mkfs(&work.join("root"), &work.join("rootfs.ext4"));
     env.start_daemon();
     let (r, k) = (
         work.join("rootfs.ext4").display().to_string(),

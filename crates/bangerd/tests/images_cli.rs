@@ -22,17 +22,6 @@ fn sha256(p: &Path) -> String {
     format!("{:x}", Sha256::digest(std::fs::read(p).unwrap()))
 }
 
-fn mkfs(dir: &Path, out: &Path) {
-    let st = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(dir)
-        .arg(out)
-        .arg("16M")
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 #[test]
 fn import_ls_inspect_refusals_and_rm() {
     let env = start();
@@ -40,7 +29,7 @@ fn import_ls_inspect_refusals_and_rm() {
     std::fs::create_dir_all(work.join("root/etc")).unwrap();
     std::fs::write(work.join("root/etc/hostname"), "base\n").unwrap();
     let rootfs = work.join("rootfs.ext4");
-    mkfs(&work.join("root"), &rootfs);
+    common::mkfs(&work.join("root"), &rootfs);
     let kernel = work.join("vmlinux");
     std::fs::write(&kernel, b"\x7fELF\x02\x01\x01 a tiny stand-in ELF").unwrap();
     let (r, k) = (rootfs.to_str().unwrap(), kernel.to_str().unwrap());
@@ -173,7 +162,7 @@ fn compressed_kernel_is_extracted_and_oci_build_makes_an_image() {
     let work = env.dir.path().join("work");
     std::fs::create_dir_all(work.join("root")).unwrap();
     let rootfs = work.join("rootfs.ext4");
-    mkfs(&work.join("root"), &rootfs);
+    common::mkfs(&work.join("root"), &rootfs);
     let img = env.ok_json(&[
         "image",
         "import",

@@ -409,8 +409,9 @@ fn debugfs_on_a_dm_device_runs_as_uid_0_without_capabilities() {
 
 #[test]
 fn root_debugfs_on_an_image_file_runs_as_the_owner_on_the_checked_fd() {
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: needs root (chown)");
+    if !banger_testkit::require_root(
+        "root_debugfs_on_an_image_file_runs_as_the_owner_on_the_checked_fd",
+    ) {
         return;
     }
     let t = setup(false);
@@ -451,8 +452,7 @@ fn mkfs(path: &Path) {
 
 #[test]
 fn root_write_and_read_ext4_files_for_real() {
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: needs root (debugfs runs as the owner uid)");
+    if !banger_testkit::require_root("root_write_and_read_ext4_files_for_real") {
         return;
     }
     let t = setup(true);
@@ -566,8 +566,7 @@ fn ext4_images_outside_state_dir_are_refused() {
 
 #[test]
 fn root_create_and_cleanup_with_real_loops() {
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: needs root for loop devices");
+    if !banger_testkit::require_root("root_create_and_cleanup_with_real_loops") {
         return;
     }
     let mut t = setup(true);

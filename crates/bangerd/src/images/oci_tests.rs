@@ -388,8 +388,7 @@ fn unprivileged_build_child() {
 
 #[test]
 fn root_build_as_an_unprivileged_user_keeps_ownership() {
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: needs root to switch to nobody");
+    if !banger_testkit::require_root("root_build_as_an_unprivileged_user_keeps_ownership") {
         return;
     }
     let tmp = banger_testkit::tmp();

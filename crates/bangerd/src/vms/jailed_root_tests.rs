@@ -6,11 +6,10 @@
 //! chroot holding only its files, the disk file the jail uid's) → `stop`
 //! (the disk given back) → `start` → `rm`, and nothing of it remains.
 
-use super::tests::fx;
+use super::tests::{fx, progress};
 use super::*;
 use crate::network::{self, NetPlan};
 use crate::privops::DirectOps;
-use crate::progress::Progress;
 use banger_helper::gates::jail::{host_cgroup_version, CgroupVersion};
 use banger_helper::helper::Helper;
 use banger_helper::host::{Host, LaunchPolicy};
@@ -21,10 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-fn progress() -> Progress {
-    Progress::new(tokio::sync::mpsc::unbounded_channel().0)
-}
 
 /// fc-double and the jailer double built static (`+crt-static`, the gnu
 /// target: the chroot has no loader) once per test run, in

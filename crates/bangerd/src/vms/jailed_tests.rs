@@ -2,7 +2,7 @@
 //! helper: exact `priv.*` params (jail spec, jail-uid tap, chroot cleanup),
 //! chroot paths in the API calls, and nothing left after `rm`.
 
-use super::tests::{fx, progress};
+use super::tests::{fx, progress, req};
 use super::*;
 use crate::privops::RecordingPriv;
 use banger_core::machine::Backend;
@@ -110,13 +110,8 @@ async fn a_jailed_vm_goes_create_running_stop_start_rm_with_exact_helper_calls()
     let row = create(
         &f.d,
         &CreateReq {
-            name: "web".into(),
-            image: "base".into(),
             vcpus: 2,
-            memory_mib: 256,
-            start: false,
-            vmm: None,
-            disk_size: None,
+            ..req("web", false)
         },
         &progress(),
     )
@@ -285,21 +280,9 @@ async fn a_refused_jailed_launch_is_a_clear_error_and_leaves_nothing() {
             "priv.launch_firecracker: install.toml must reserve a jail uid range".into(),
         )),
     );
-    let e = create(
-        &f.d,
-        &CreateReq {
-            name: "web".into(),
-            image: "base".into(),
-            vcpus: 1,
-            memory_mib: 128,
-            start: true,
-            vmm: None,
-            disk_size: None,
-        },
-        &progress(),
-    )
-    .await
-    .unwrap_err();
+    let e = create(&f.d, &req("web", true), &progress())
+        .await
+        .unwrap_err();
     let text = crate::render_chain(&e);
     assert!(
         text.contains("the helper refused to launch Firecracker")
@@ -363,13 +346,8 @@ async fn forced_firecracker_that_cannot_boot_fails_with_its_own_reason_and_leave
     let e = create(
         &f.d,
         &CreateReq {
-            name: "web".into(),
-            image: "base".into(),
-            vcpus: 1,
-            memory_mib: 128,
-            start: true,
             vmm: Some(banger_proto::api::VmmChoice::Firecracker),
-            disk_size: None,
+            ..req("web", true)
         },
         &progress(),
     )

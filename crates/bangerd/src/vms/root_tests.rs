@@ -7,12 +7,11 @@
 //! graceful `stop` by the new daemon, `start` again, SSH again, `rm`; and
 //! nothing of the VM is left.
 
-use super::tests::fx;
+use super::tests::{fx, progress};
 use super::*;
 use crate::daemon::Daemon;
 use crate::network::{self, NetPlan};
 use crate::privops::DirectOps;
-use crate::progress::Progress;
 use crate::vmdisk::guest_fixture::{build_debian, gate, owner_key, pinned_ssh, tail, Writable};
 use banger_helper::helper::Helper;
 use banger_helper::host::Host;
@@ -31,10 +30,6 @@ fn console_tail(d: &Daemon, id: &str) -> String {
 /// `ssh` as the CLI runs it, from the calling thread's namespace.
 fn ssh(key: &Path, known_hosts: &Path, ip: Ipv4Addr, remote: &str) -> std::process::Output {
     pinned_ssh(&[], key, known_hosts, ip, remote)
-}
-
-fn progress() -> Progress {
-    Progress::new(tokio::sync::mpsc::unbounded_channel().0)
 }
 
 #[test]
