@@ -26,7 +26,8 @@ fn ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// What banger could leave on a host: links, nft tables, loops, mounts, files.
+/// What banger could leave on a host: links, nft tables, loops, mounts,
+/// files (other tests' `bgtest` objects left out).
 fn host_snapshot() -> Vec<String> {
     let mut s = Vec::new();
     let run = |prog: &str, args: &[&str]| {
@@ -41,17 +42,28 @@ fn host_snapshot() -> Vec<String> {
         run("ip", &["-o", "link", "show"])
             .lines()
             .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+            .filter(|l| !l.starts_with("bgtest-"))
             .collect::<Vec<_>>()
             .join(",")
     ));
-    s.push(format!("nft: {}", run("nft", &["list", "tables"])));
-    s.push(format!("loops: {}", run("losetup", &["-a"])));
+    // Other tests' objects (marked `bgtest`) come and go meanwhile.
+    let not_tests = |l: &&str| !l.contains("bgtest");
+    let nft = run("nft", &["list", "tables"]);
+    s.push(format!(
+        "nft: {:?}",
+        nft.lines().filter(not_tests).collect::<Vec<_>>()
+    ));
+    let loops = run("losetup", &["-a"]);
+    s.push(format!(
+        "loops: {:?}",
+        loops.lines().filter(not_tests).collect::<Vec<_>>()
+    ));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     s.push(format!(
         "mounts: {}",
         mounts
             .lines()
-            .filter(|l| l.contains("banger"))
+            .filter(|l| l.contains("banger") && !l.contains("bgtest"))
             .collect::<Vec<_>>()
             .join("\n")
     ));
