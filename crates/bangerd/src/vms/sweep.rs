@@ -1,4 +1,4 @@
-//! At daemon start, after the per-row reconcile: banger-owned objects no VM row records at all (taps, NAT elements, chroots, runtime dirs, VMMs, known_hosts pins), each removed and logged.
+//! At daemon start, after the per-row reconcile: banger-owned objects no VM row records at all (taps, NAT elements, chroots, QEMU cgroups, runtime dirs, VMMs, known_hosts pins), each removed and logged.
 //!
 //! Disk objects with no row (dm snapshots `fc-rootfs-*`, loops backed by
 //! StateDir files, `<state>/vms/<id>` directories) are swept by
@@ -6,14 +6,16 @@
 //! objects (taps on the bridge, the NAT set) belong to one install: they
 //! are swept by a system daemon, or a development daemon that set the
 //! network up itself (not under `BANGER_NO_NETWORK`, where the bridge and
-//! table belong to someone else). Jailer chroots only by a system daemon:
-//! every development daemon shares the default jailer base.
+//! table belong to someone else). Jailer chroots and QEMU cgroups only by a
+//! system daemon: every development daemon shares the default jailer base
+//! and the host's cgroup hierarchy.
 
 use crate::daemon::Daemon;
 use crate::network::{NetPlan, NO_NETWORK_ENV};
 use crate::vmm::adopted;
 use banger_core::net::{tap_for, Subnet, TAP_PREFIX};
 use banger_core::paths::Mode;
+use banger_helper::gates::qemu::CGROUP_PREFIX;
 use banger_proto::helper::{self as m, method};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -43,6 +45,8 @@ pub struct Swept {
     /// helper does not say which existed).
     pub nat: Vec<Ipv4Addr>,
     pub chroots: Vec<PathBuf>,
+    /// VM ids whose QEMU cgroup (`banger-<id>`) was removed.
+    pub cgroups: Vec<String>,
     pub runtime_dirs: Vec<PathBuf>,
     pub vmms: Vec<i64>,
     pub pins: Vec<String>,
@@ -187,6 +191,32 @@ pub fn orphan_vmms(
     out
 }
 
+/// VM ids of the QEMU cgroups (`banger-<id>` under `<sys>/fs/cgroup/memory`,
+/// `…/pids` on v1 or `<sys>/fs/cgroup` on v2) of no recorded VM, sorted, once each.
+pub fn orphan_cgroups(sys_root: &Path, ids: &BTreeSet<String>) -> Vec<String> {
+    let cg = sys_root.join("fs/cgroup");
+    let mut out = BTreeSet::new();
+    for dir in [cg.join("memory"), cg.join("pids"), cg] {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_prefix(CGROUP_PREFIX) else {
+                continue;
+            };
+            let banger_id = !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if banger_id && e.path().is_dir() && !ids.contains(id) {
+                out.insert(id.to_string());
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// What the rows record; `None` if the store cannot be read (then nothing
 /// may be swept: every object would look orphaned).
 fn known(d: &Daemon) -> Option<Known> {
@@ -297,6 +327,18 @@ pub fn run(d: &Daemon, roots: &Roots, host_wide: bool) -> Swept {
     s.pins = pins;
     s.taps = taps;
     s.nat = nat;
+    if host_wide && d.mode == Mode::System {
+        // After the VMMs above were killed: their cgroups are empty now.
+        for id in orphan_cgroups(&roots.sys, &k.ids) {
+            let p = m::RemoveQemuCgroup { vm_id: id.clone() };
+            match d.privops.call::<method::RemoveQemuCgroup>(&p) {
+                Ok(_) => s.cgroups.push(id),
+                Err(e) => s
+                    .errors
+                    .push(format!("cgroup of VM {id}: {}", crate::render_chain(&e))),
+            }
+        }
+    }
     s.chroots = chroots;
     s
 }
@@ -318,6 +360,9 @@ pub fn at_start(d: &Daemon) -> Swept {
     }
     for c in &s.chroots {
         tracing::info!(chroot = %c.display(), "sweep: removed a jailer chroot of no VM");
+    }
+    for id in &s.cgroups {
+        tracing::info!(vm = %id, "sweep: removed the QEMU cgroup of no VM");
     }
     for r in &s.runtime_dirs {
         tracing::info!(dir = %r.display(), "sweep: removed a runtime directory of no VM");

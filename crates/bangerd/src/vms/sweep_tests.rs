@@ -140,6 +140,19 @@ async fn a_sweep_removes_what_no_row_records_and_keeps_the_rest() {
     let jail = f.d.cfg.jailer_base.join("firecracker");
     mkdirs(&jail.join("ghost1/root"));
     mkdirs(&jail.join(&web.id).join("root"));
+    // QEMU cgroups (v1 memory and pids, and a v2-style one): ghost1's are
+    // orphans; web's and a foreign name are kept.
+    let cg = root.join("sys/fs/cgroup");
+    for d in [
+        "memory/banger-ghost1",
+        "pids/banger-ghost1",
+        "banger-ghost2",
+    ] {
+        mkdirs(&cg.join(d));
+    }
+    mkdirs(&cg.join("memory").join(format!("banger-{}", web.id)));
+    mkdirs(&cg.join("memory/banger-Other.x"));
+    mkdirs(&cg.join("memory/system.slice"));
     let kh = f.d.paths.known_hosts();
     let mut text = std::fs::read_to_string(&kh).unwrap();
     text.push_str("ghost.vm,172.30.0.9 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq3\n");
@@ -158,6 +171,7 @@ async fn a_sweep_removes_what_no_row_records_and_keeps_the_rest() {
         rec.calls()
     );
     assert!(s.taps.is_empty() && s.nat.is_empty() && s.chroots.is_empty());
+    assert!(s.cgroups.is_empty());
     assert_eq!(s.vmms, [i64::from(ghost.id())]);
     let st = ghost.wait().unwrap();
     assert!(!st.success(), "the orphan VMM was killed: {st:?}");
@@ -175,7 +189,7 @@ async fn a_sweep_removes_what_no_row_records_and_keeps_the_rest() {
     // unleased NAT address, but no chroot (the jailer base is shared).
     let s = run(&f.d, &roots, true);
     assert_eq!(s.taps, ["banger-deadbeef"]);
-    assert!(s.chroots.is_empty());
+    assert!(s.chroots.is_empty() && s.cgroups.is_empty());
     assert!(jail.join("ghost1").is_dir());
     let before = rec.calls().len();
     // A system daemon: the chroot too.
@@ -200,9 +214,25 @@ async fn a_sweep_removes_what_no_row_records_and_keeps_the_rest() {
     assert!(!nat.contains(&&serde_json::json!(web.ip.unwrap().to_string())));
     assert!(!nat.contains(&&serde_json::json!("172.30.0.1")));
     assert_eq!(s.chroots, [jail.join("ghost1")]);
-    let last = calls.last().unwrap();
-    assert_eq!(last.0, "priv.cleanup_jailer_chroot");
-    assert_eq!(last.1["path"], jail.join("ghost1").display().to_string());
+    let chroot = calls
+        .iter()
+        .find(|c| c.0 == "priv.cleanup_jailer_chroot")
+        .unwrap();
+    assert_eq!(chroot.1["path"], jail.join("ghost1").display().to_string());
+    // The cgroups of no VM, once per id, after every VMM was killed.
+    assert_eq!(s.cgroups, ["ghost1", "ghost2"]);
+    let cgroups: Vec<&(String, serde_json::Value)> = calls
+        .iter()
+        .filter(|c| c.0 == "priv.remove_qemu_cgroup")
+        .collect();
+    assert_eq!(
+        cgroups
+            .iter()
+            .map(|c| c.1["vm_id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["ghost1", "ghost2"]
+    );
+    assert_eq!(calls.last().unwrap().0, "priv.remove_qemu_cgroup");
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     let _ = kept.kill();
     let _ = kept.wait();
