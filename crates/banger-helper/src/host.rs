@@ -93,11 +93,14 @@ impl Host {
             ext4: Arc::new(Ext4Tools::new(runner.clone())),
             dm_nodes: Some(banger_sys::dmnode::DmNodes::host()),
             net: Arc::new(RealNet::default()),
-            nft: Arc::new(Nft::new(
-                runner.clone(),
-                TableName::new(TABLE).expect("the production table name is valid"),
-                "/proc",
-            )),
+            nft: Arc::new(
+                Nft::new(
+                    runner.clone(),
+                    TableName::new(TABLE).expect("the production table name is valid"),
+                    "/proc",
+                )
+                .with_netlink(),
+            ),
             runner,
         }
     }

@@ -1,6 +1,6 @@
 //! NAT set-up bench (root, in a fresh network namespace, `bgtest_` table):
 //! `ensure_vm` for N distinct guest addresses (the first makes the static
-//! ruleset), interleaved with the floor — one plain `nft add element` run
+//! ruleset; elements over nfnetlink, as the helper adds them), interleaved with the floor — one plain `nft add element` run
 //! by `std::process::Command` — then `clear_vm` for each, interleaved with
 //! one plain `nft delete element`; prints JSON.
 //!
@@ -74,7 +74,8 @@ fn measure(n: usize) -> Value {
         Arc::new(HostRunner),
         TableName::new(&table).unwrap(),
         "/proc",
-    );
+    )
+    .with_netlink();
     let bridge = "bgtest-natbr";
     nft_cmd(&["add", "table", "inet", &table]);
     nft_cmd(&["add", "set", "inet", &table, "floor", "{ type ipv4_addr; }"]);
@@ -118,6 +119,7 @@ fn measure(n: usize) -> Value {
         "bench": "nat",
         "n": n,
         "table": format!("inet {table}"),
+        "elements_via": "nfnetlink (in-process, as the helper)",
         "ensure_ms": stats(&ensure),
         "first_ensure_ms": ms(ensure[0]),
         "second_ensure_ms": ms(ensure[n.min(2) - 1]),

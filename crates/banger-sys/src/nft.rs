@@ -4,11 +4,14 @@
 //! The table holds the set [`GUEST_SET`] of guest addresses and three rules
 //! matching it (masquerade out of any non-bridge interface, forward accept
 //! both ways through the bridge), made once per process by one `nft -f`
-//! transaction ([`NatRuleset`]). A VM is then one `nft add element`
-//! (ensure) or `nft delete element` (clear): no listing, no chain
-//! re-declaration, a cost that does not grow with the number of VMs.
+//! transaction ([`NatRuleset`]). A VM is then one element added (ensure)
+//! or deleted (clear): no listing, no chain re-declaration, a cost that
+//! does not grow with the number of VMs. The element goes over nfnetlink
+//! in-process ([`netlink`], the helper on the host: no process start) or
+//! as one `nft add element` / `nft delete element` (through the runner).
 //! Nothing outside banger's table is ever named.
 
+pub mod netlink;
 mod render;
 
 pub use render::{
@@ -42,6 +45,10 @@ pub enum NftError {
     AddElement(String, Ipv4Addr, #[source] RunError),
     #[error("delete {1} from set {GUEST_SET} of table inet {0}")]
     DeleteElement(String, Ipv4Addr, #[source] RunError),
+    #[error("add {1} to set {GUEST_SET} of table inet {0} over netlink")]
+    AddElementNetlink(String, Ipv4Addr, #[source] std::io::Error),
+    #[error("delete {1} from set {GUEST_SET} of table inet {0} over netlink")]
+    DeleteElementNetlink(String, Ipv4Addr, #[source] std::io::Error),
     #[error("apply rules to table inet {0}")]
     Apply(String, #[source] RunError),
     #[error("delete table inet {0}")]
@@ -110,6 +117,9 @@ pub struct Nft {
     /// The bridge the static ruleset was made for by this process; `None`
     /// until the first ensure, and again after the table is deleted.
     ruleset: Mutex<Option<String>>,
+    /// Elements over nfnetlink in the calling thread's namespace, instead
+    /// of `nft` through the runner.
+    netlink: bool,
 }
 
 /// nft's answer when the table, set or element named does not exist.
@@ -124,7 +134,16 @@ impl Nft {
             table,
             proc_root: proc_root.into(),
             ruleset: Mutex::new(None),
+            netlink: false,
         }
+    }
+
+    /// Add and delete elements over nfnetlink in-process (the ruleset and
+    /// listings still go through `nft`): for a runner that runs `nft` in
+    /// the caller's own network namespace, as the host's does.
+    pub fn with_netlink(mut self) -> Self {
+        self.netlink = true;
+        self
     }
 
     pub fn table(&self) -> &TableName {
@@ -219,6 +238,9 @@ impl Nft {
         }
         enable_ipv4_forwarding(&self.proc_root)?;
         self.ensure_ruleset(&vm.bridge)?;
+        if self.netlink {
+            return self.ensure_vm_netlink(vm);
+        }
         let argv = ElementOp::Add(NatElement {
             guest_ip: vm.guest_ip,
             tap: Some(vm.tap.clone()),
@@ -240,6 +262,18 @@ impl Nft {
     /// Take the VM's address out of the NAT set (one `nft delete element`);
     /// an address, set or table that is not there is [`Cleared::Absent`].
     pub fn clear_vm(&self, vm: &VmNat) -> Result<Cleared, NftError> {
+        if self.netlink {
+            let op = netlink::Op::Delete { ip: vm.guest_ip };
+            return match netlink::apply(self.table.as_str(), GUEST_SET, &op) {
+                Ok(()) => Ok(Cleared::Removed),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Cleared::Absent),
+                Err(e) => Err(NftError::DeleteElementNetlink(
+                    self.table.as_str().into(),
+                    vm.guest_ip,
+                    e,
+                )),
+            };
+        }
         let argv = ElementOp::Delete(vm.guest_ip).argv(&self.table);
         match self.nft(&argv, None) {
             Ok(_) => Ok(Cleared::Removed),
@@ -249,6 +283,26 @@ impl Nft {
                 vm.guest_ip,
                 e,
             )),
+        }
+    }
+
+    /// [`Nft::ensure_vm`]'s element over nfnetlink; a table gone behind
+    /// this process's back (`ENOENT`) is made again, once.
+    fn ensure_vm_netlink(&self, vm: &VmNat) -> Result<(), NftError> {
+        let op = netlink::Op::Add {
+            ip: vm.guest_ip,
+            comment: vm.tap.clone(),
+        };
+        let add = || netlink::apply(self.table.as_str(), GUEST_SET, &op);
+        let err = |e| NftError::AddElementNetlink(self.table.as_str().into(), vm.guest_ip, e);
+        match add() {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.forget_ruleset();
+                self.ensure_ruleset(&vm.bridge)?;
+                add().map_err(err)
+            }
+            Err(e) => Err(err(e)),
         }
     }
 

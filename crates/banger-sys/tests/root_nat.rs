@@ -69,10 +69,28 @@ fn el(last: u8, tap: &str) -> NatElement {
 
 #[test]
 fn root_nat_set_holds_one_element_per_vm_in_bangers_table_only() {
+    set_holds_one_element_per_vm(false);
+}
+
+#[test]
+fn root_nat_set_over_netlink_holds_one_element_per_vm_in_bangers_table_only() {
+    set_holds_one_element_per_vm(true);
+}
+
+/// The set's life, its elements made by `nft` or over nfnetlink.
+fn set_holds_one_element_per_vm(netlink: bool) {
     if skip() {
         return;
     }
-    in_new_netns(|| {
+    let make = move |name: &TableName| {
+        let n = Nft::new(Arc::new(HostRunner), name.clone(), "/proc");
+        if netlink {
+            n.with_netlink()
+        } else {
+            n
+        }
+    };
+    in_new_netns(move || {
         let s = banger_testkit::unique_suffix();
         let table = format!("bgtest_{s}");
         // Someone else's table, which must come through untouched.
@@ -83,7 +101,7 @@ fn root_nat_set_holds_one_element_per_vm_in_bangers_table_only() {
             .unwrap();
         let before = ruleset_without(&table);
         let name = TableName::new(&table).unwrap();
-        let nft = Nft::new(Arc::new(HostRunner), name.clone(), "/proc");
+        let nft = make(&name);
         let bridge = format!("bgtest-br{}", &s[..5]);
         let vm = |tap: &str, last| VmNat { tap: tap.into(), guest_ip: Ipv4Addr::new(172, 30, 250, last), bridge: bridge.clone() };
         let (a, b) = (vm("banger-ta", 2), vm("banger-tb", 3));
@@ -100,7 +118,7 @@ fn root_nat_set_holds_one_element_per_vm_in_bangers_table_only() {
         // The DNS redirect lives in the same table; a new process (a helper
         // restart) re-makes the ruleset and keeps both the set and the DNS chains.
         nft.ensure_dns_redirect(&bridge, Ipv4Addr::new(172, 30, 250, 1), 40053).unwrap();
-        let again = Nft::new(Arc::new(HostRunner), name.clone(), "/proc");
+        let again = make(&name);
         again.ensure_vm(&vm("banger-tc", 4)).unwrap();
         assert_eq!(again.list().unwrap(), [el(2, "banger-ta"), el(3, "banger-tb"), el(4, "banger-tc")]);
         let comments = rule_comments(&table);
@@ -240,11 +258,15 @@ fn root_nat_masquerades_exactly_the_addresses_in_the_set() {
     let web_addr = h.serve_outside(&o, &uplink).unwrap();
     let get = || g.run(move || banger_testkit::http_get(web_addr)).unwrap();
 
-    let nft = Arc::new(Nft::new(
-        Arc::new(HostRunner),
-        TableName::new(&format!("bgtest_{s}")).unwrap(),
-        "/proc",
-    ));
+    // The helper's way: elements over nfnetlink (the CLI way is above).
+    let nft = Arc::new(
+        Nft::new(
+            Arc::new(HostRunner),
+            TableName::new(&format!("bgtest_{s}")).unwrap(),
+            "/proc",
+        )
+        .with_netlink(),
+    );
     let vm = |last| VmNat {
         tap: port.clone(),
         guest_ip: Ipv4Addr::new(172, 30, 250, last),
