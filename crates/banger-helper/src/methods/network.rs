@@ -137,7 +137,7 @@ fn nat_args(h: &Helper, method: &'static str, p: &m::Nat) -> Result<VmNat, RpcEr
 }
 
 /// The VM's address into banger's NAT set (the static ruleset is made on
-/// the first call): one `nft add element`.
+/// the first call): one set element, over nfnetlink on the host.
 pub fn ensure_nat(h: &Helper, p: m::Nat) -> Result<m::Empty, RpcError> {
     let vm = nat_args(h, m::ENSURE_NAT, &p)?;
     h.host
