@@ -56,7 +56,9 @@ pub enum SocketAccessError {
 
 /// Wakes when an entry is created in, or moved into, one directory:
 /// inotify (`IN_CREATE | IN_MOVED_TO`) read through the runtime's reactor.
-struct DirWatch(AsyncFd<OwnedFd>);
+/// Closing an inotify descriptor waits for an SRCU grace period (~15 ms
+/// on a busy host), so the close is handed to a blocking thread.
+struct DirWatch(Option<AsyncFd<OwnedFd>>);
 
 impl DirWatch {
     /// `None` when the directory does not exist (yet), inotify is not
@@ -68,21 +70,34 @@ impl DirWatch {
         inotify::add_watch(&fd, dir, what).ok()?;
         // SAFETY: `fd` is an open inotify descriptor the AsyncFd owns from
         // here on; nothing else closes or replaces it.
-        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-            .ok()
-            .map(DirWatch)
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()?;
+        Some(DirWatch(Some(fd)))
     }
 
     /// Until something was created in the directory (the queued events are
     /// read and dropped: the caller looks at the path itself). Never
     /// resolves if the reactor fails.
     async fn changed(&self) {
-        let Ok(mut ready) = self.0.readable().await else {
+        let Some(fd) = &self.0 else {
+            return std::future::pending().await;
+        };
+        let Ok(mut ready) = fd.readable().await else {
             return std::future::pending().await;
         };
         let mut buf = [0u8; 1024];
-        while matches!(rustix::io::read(self.0.get_ref(), &mut buf), Ok(n) if n > 0) {}
+        while matches!(rustix::io::read(fd.get_ref(), &mut buf), Ok(n) if n > 0) {}
         ready.clear_ready();
+    }
+}
+
+impl Drop for DirWatch {
+    fn drop(&mut self) {
+        let Some(fd) = self.0.take() else { return };
+        // Out of the reactor here; closed (the slow part) off this thread.
+        let fd = fd.into_inner();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            drop(h.spawn_blocking(move || drop(fd)));
+        }
     }
 }
 
