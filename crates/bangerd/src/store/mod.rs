@@ -204,16 +204,21 @@ impl Store {
 
     /// Run `f` in one `BEGIN IMMEDIATE` transaction: committed if it returns
     /// `Ok`, rolled back otherwise (and by SQLite if the process dies first).
+    /// Blocking (see [`crate::blocking::leaf`]).
     pub fn write<T, E>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E>
     where
         E: From<rusqlite::Error>,
     {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(out)
+        // A write waits for the one before it and for its own fsync: on the
+        // daemon's runtime the worker hands its other tasks away meanwhile.
+        crate::blocking::leaf(|| {
+            let mut conn = self.lock();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            Ok(out)
+        })
     }
 
     /// How many write transactions this handle committed (each one fsync
