@@ -1,7 +1,9 @@
 //! Network bench (root, in a fresh network namespace): create and delete
-//! 100 taps with their NAT set elements; per-VM setup and teardown percentiles.
+//! N taps with their NAT set elements; per-VM setup and teardown
+//! percentiles, and the first 10 against the last 10 of each step (the
+//! helper's `max_taps` count included): per-VM cost must not grow with N.
 //!
-//! `cargo bench -p banger-sys --bench net`
+//! `cargo bench -p banger-sys --bench net` (N from `BANGER_BENCH_NET_N`, default 100)
 
 use banger_sys::net::{NetOps, Owner, RealNet};
 use banger_sys::netns::in_new_netns;
@@ -13,7 +15,13 @@ use std::time::{Duration, Instant};
 
 use banger_testkit::bench::pct;
 
-const N: u32 = 100;
+/// Mean of the first and of the last 10, in ms.
+fn growth(d: &[Duration]) -> (f64, f64) {
+    let w = d.len().min(10);
+    let mean =
+        |x: &[Duration]| x.iter().sum::<Duration>().as_secs_f64() * 1000.0 / x.len().max(1) as f64;
+    (mean(&d[..w]), mean(&d[d.len() - w..]))
+}
 
 fn report(what: &str, mut d: Vec<Duration>) {
     d.sort();
@@ -31,7 +39,12 @@ fn main() {
         println!("skipped: needs root for network namespaces");
         return;
     }
-    in_new_netns(|| {
+    let n: u32 = std::env::var("BANGER_BENCH_NET_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .clamp(10, 250);
+    in_new_netns(move || {
         let net = RealNet::default();
         let br = "bgtest-bench";
         net.ensure_bridge(br, Ipv4Addr::new(172, 30, 0, 1), 24)
@@ -45,7 +58,7 @@ fn main() {
             uid: 1000,
             gid: 1000,
         };
-        let vms: Vec<VmNat> = (0..N)
+        let vms: Vec<VmNat> = (0..n)
             .map(|i| VmNat {
                 tap: format!("banger-t{i:05}"),
                 guest_ip: Ipv4Addr::new(172, 30, 0, 2 + i as u8),
@@ -53,8 +66,22 @@ fn main() {
             })
             .collect();
         let (mut tap_t, mut nat_t, mut setup, mut teardown) = (vec![], vec![], vec![], vec![]);
+        let (mut count_t, mut links_t) = (vec![], vec![]);
         let all = Instant::now();
-        for vm in &vms {
+        for (i, vm) in vms.iter().enumerate() {
+            let t = Instant::now();
+            assert_eq!(net.managed_tap_count().unwrap(), i);
+            count_t.push(t.elapsed());
+            // What the count used to be: every link dumped and decoded.
+            let t = Instant::now();
+            let taps = net.managed_links().unwrap();
+            assert_eq!(
+                taps.iter()
+                    .filter(|l| l.kind.as_deref() == Some("tun"))
+                    .count(),
+                i
+            );
+            links_t.push(t.elapsed());
             let t0 = Instant::now();
             net.create_tap(&vm.tap, br, owner).unwrap();
             let t1 = Instant::now();
@@ -65,7 +92,7 @@ fn main() {
             setup.push(t2 - t0);
         }
         let created = all.elapsed();
-        assert_eq!(nft.list().unwrap().len(), N as usize);
+        assert_eq!(nft.list().unwrap().len(), n as usize);
         let del = Instant::now();
         for vm in &vms {
             let t0 = Instant::now();
@@ -77,7 +104,19 @@ fn main() {
         assert!(nft.list().unwrap().is_empty());
         nft.delete_table().unwrap();
         net.delete_bridge(br).unwrap();
-        println!("create {N} taps + NAT elements: {created:.2?}; delete them: {deleted:.2?}");
+        println!("create {n} taps + NAT elements: {created:.2?}; delete them: {deleted:.2?}");
+        for (what, d) in [
+            ("managed_tap_count", &count_t),
+            ("managed_links", &links_t),
+            ("create_tap", &tap_t),
+            ("ensure_nat", &nat_t),
+        ] {
+            let (first, last) = growth(d);
+            println!(
+                "{what:<18} first 10 mean {first:.3} ms, last 10 mean {last:.3} ms ({:.2}x)",
+                last / first
+            );
+        }
         report("per-VM setup (tap+NAT)", setup);
         report("  create_tap", tap_t);
         report("  ensure_nat", nat_t);

@@ -98,17 +98,20 @@ pub fn create_tap(h: &Helper, p: m::CreateTap) -> Result<m::Empty, RpcError> {
     };
     let _one_at_a_time = TAP_CREATION.lock().unwrap_or_else(|p| p.into_inner());
     // The cap counts every banger-marked tap on the host; re-ensuring a
-    // tap that already exists adds none.
-    let links = h
+    // banger interface that already exists adds none (one that is not a tap
+    // is refused by the creation).
+    let exists = h
         .host
         .net
-        .managed_links()
-        .map_err(|e| RpcError::failed(&e))?;
-    let taps = links
-        .iter()
-        .filter(|l| l.kind.as_deref() == Some("tun"))
-        .count();
-    if !links.iter().any(|l| l.name == name) {
+        .link(name)
+        .map_err(|e| RpcError::failed(&e))?
+        .is_some_and(|l| l.managed());
+    if !exists {
+        let taps = h
+            .host
+            .net
+            .managed_tap_count()
+            .map_err(|e| RpcError::failed(&e))?;
         gate(M, g::tap_count(taps, h.cfg.max_taps))?;
     }
     h.host

@@ -13,10 +13,12 @@ mod tun;
 
 pub use fake::{NetRequest, RecordingNet};
 
-use netlink_packet_core::{Nla, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_core::{
+    Nla, NlasIterator, NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
+};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage as Rt};
@@ -132,6 +134,50 @@ pub trait NetOps: Send + Sync {
     fn routes(&self) -> Result<Vec<Route4>, NetError>;
     /// Every interface banger created (for reconciling orphaned taps).
     fn managed_links(&self) -> Result<Vec<Link>, NetError>;
+    /// How many tun/tap interfaces banger created (the helper's `max_taps`
+    /// cap counts them for every new tap).
+    fn managed_tap_count(&self) -> Result<usize, NetError> {
+        Ok(self
+            .managed_links()?
+            .iter()
+            .filter(|l| l.kind.as_deref() == Some("tun"))
+            .count())
+    }
+}
+
+/// `RTM_NEWLINK`, the message type of a link dump's replies.
+const RTM_NEWLINK: u16 = 16;
+/// `sizeof(struct ifinfomsg)`, before a link message's attributes.
+const IFINFOMSG_LEN: usize = 16;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_IFALIAS: u16 = 20;
+const IFLA_INFO_KIND: u16 = 1;
+
+/// A string attribute's bytes up to its NUL.
+fn nla_str(v: &[u8]) -> &[u8] {
+    v.split(|b| *b == 0).next().unwrap_or(v)
+}
+
+/// Whether one `RTM_NEWLINK` payload (`ifinfomsg` and attributes) is a
+/// tun/tap link carrying [`MANAGED_ALIAS`]; only its alias and kind are
+/// looked at, nothing else is decoded.
+pub(crate) fn is_managed_tap(payload: &[u8]) -> bool {
+    let Some(attrs) = payload.get(IFINFOMSG_LEN..) else {
+        return false;
+    };
+    let (mut alias, mut tun) = (false, false);
+    for nla in NlasIterator::new(attrs).flatten() {
+        match nla.kind() & NLA_TYPE_MASK {
+            IFLA_IFALIAS => alias = nla_str(nla.value()) == MANAGED_ALIAS.as_bytes(),
+            IFLA_LINKINFO => {
+                tun = NlasIterator::new(nla.value()).flatten().any(|i| {
+                    i.kind() & NLA_TYPE_MASK == IFLA_INFO_KIND && nla_str(i.value()) == b"tun"
+                })
+            }
+            _ => {}
+        }
+    }
+    alias && tun
 }
 
 /// The real host (the network namespace of the calling thread).
@@ -407,6 +453,25 @@ impl NetOps for RealNet {
             .collect())
     }
 
+    /// One link dump the kernel filters to `tun` links, without their
+    /// statistics, each reply looked at only for its alias and kind (a
+    /// kernel that ignores the filter sends every link: still counted
+    /// right). The cost per tap is a few hundred bytes, not a decoded link.
+    fn managed_tap_count(&self) -> Result<usize, NetError> {
+        let mut msg = LinkMessage::default();
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Tun)]));
+        let mut n = 0;
+        open()?
+            .dump_raw(Rt::GetLink(msg), RTM_NEWLINK, |p| {
+                n += usize::from(is_managed_tap(p));
+            })
+            .map_err(NetError::ListLinks)?;
+        Ok(n)
+    }
+
     fn routes(&self) -> Result<Vec<Route4>, NetError> {
         let mut nl = open()?;
         let links = all_links(&mut nl)?;
@@ -450,6 +515,53 @@ impl NetOps for RealNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::Emitable;
+
+    fn payload(kind: Option<InfoKind>, alias: Option<&str>) -> Vec<u8> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName("banger-t1".into()));
+        m.attributes.push(LinkAttribute::Mtu(1500));
+        if let Some(a) = alias {
+            m.attributes.push(LinkAttribute::IfAlias(a.into()));
+        }
+        if let Some(k) = kind {
+            m.attributes
+                .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(k)]));
+        }
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn a_managed_tap_is_told_from_its_raw_link_message() {
+        assert!(is_managed_tap(&payload(
+            Some(InfoKind::Tun),
+            Some(MANAGED_ALIAS)
+        )));
+        assert!(!is_managed_tap(&payload(Some(InfoKind::Tun), None)));
+        assert!(!is_managed_tap(&payload(
+            Some(InfoKind::Tun),
+            Some("banger-managedx")
+        )));
+        assert!(!is_managed_tap(&payload(
+            Some(InfoKind::Tun),
+            Some("banger")
+        )));
+        assert!(!is_managed_tap(&payload(
+            Some(InfoKind::Bridge),
+            Some(MANAGED_ALIAS)
+        )));
+        assert!(!is_managed_tap(&payload(
+            Some(InfoKind::Veth),
+            Some(MANAGED_ALIAS)
+        )));
+        assert!(!is_managed_tap(&payload(None, Some(MANAGED_ALIAS))));
+        assert!(!is_managed_tap(&[0u8; 8]), "shorter than ifinfomsg");
+        let mut cut = payload(Some(InfoKind::Tun), Some(MANAGED_ALIAS));
+        cut.truncate(cut.len() - 3);
+        assert!(!is_managed_tap(&cut), "a truncated kind is not read as tun");
+    }
 
     #[test]
     fn ipv6_off_writes_accept_ra_then_disable_ipv6() {

@@ -2,7 +2,8 @@
 //! operation, so it acts in the network namespace of the calling thread).
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_DONE, NLMSG_ERROR,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -36,38 +37,61 @@ impl Rtnl {
     }
 
     /// Read replies to `seq` until the ACK/error (or DONE for dumps),
-    /// returning the inner messages.
-    fn collect(&mut self, seq: u32) -> io::Result<Vec<RouteNetlinkMessage>> {
-        let mut out = Vec::new();
+    /// handing each other reply to `each` undecoded.
+    fn replies(&mut self, seq: u32, mut each: impl FnMut(NetlinkBuffer<&[u8]>)) -> io::Result<()> {
+        let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
         loop {
             let (buf, _) = self.sock.recv_from_full()?;
             let mut off = 0;
             while off + 16 <= buf.len() {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let len = msg.header.length as usize;
+                let nl = NetlinkBuffer::new_checked(&buf[off..]).map_err(|e| bad(e.to_string()))?;
+                let len = nl.length() as usize;
                 if len < 16 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "short netlink message",
-                    ));
+                    return Err(bad("short netlink message".into()));
                 }
+                let start = off;
                 off += (len + 3) & !3;
-                if msg.header.sequence_number != seq {
+                if nl.sequence_number() != seq {
                     continue;
                 }
+                if !matches!(nl.message_type(), NLMSG_ERROR | NLMSG_DONE) {
+                    each(nl);
+                    continue;
+                }
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[start..])
+                    .map_err(|e| bad(e.to_string()))?;
                 match msg.payload {
                     NetlinkPayload::Error(e) => {
                         return match e.code {
-                            None => Ok(out),
+                            None => Ok(()),
                             Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
                         }
                     }
-                    NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::InnerMessage(m) => out.push(m),
-                    _ => {}
+                    _ => return Ok(()),
                 }
             }
+        }
+    }
+
+    /// Read replies to `seq` until the ACK/error (or DONE for dumps),
+    /// returning the inner messages.
+    fn collect(&mut self, seq: u32) -> io::Result<Vec<RouteNetlinkMessage>> {
+        let mut out = Vec::new();
+        let mut failed = None;
+        self.replies(
+            seq,
+            |nl| match NetlinkMessage::<RouteNetlinkMessage>::deserialize(nl.into_inner()) {
+                Ok(m) => {
+                    if let NetlinkPayload::InnerMessage(m) = m.payload {
+                        out.push(m);
+                    }
+                }
+                Err(e) => failed = failed.take().or(Some(e.to_string())),
+            },
+        )?;
+        match failed {
+            Some(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            None => Ok(out),
         }
     }
 
@@ -90,5 +114,21 @@ impl Rtnl {
     ) -> io::Result<Vec<RouteNetlinkMessage>> {
         let seq = self.send(msg, NLM_F_DUMP)?;
         self.collect(seq)
+    }
+
+    /// A dump whose replies are not decoded: `each` gets the payload (after
+    /// the netlink header) of every reply of message type `kind`.
+    pub(crate) fn dump_raw(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        kind: u16,
+        mut each: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
+        let seq = self.send(msg, NLM_F_DUMP)?;
+        self.replies(seq, |nl| {
+            if nl.message_type() == kind {
+                each(nl.payload());
+            }
+        })
     }
 }

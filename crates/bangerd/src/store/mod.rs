@@ -89,11 +89,14 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
 }
 
-/// The one handle on the database. Writes are serialised by the mutex and
-/// by SQLite's `BEGIN IMMEDIATE`.
+/// The one handle on the database: a writing connection and a reading
+/// one. Writes are serialised by the writer's mutex and by SQLite's `BEGIN
+/// IMMEDIATE`; reads go to the reader (`query_only`), which under WAL sees
+/// the last commit and never waits for a write's fsync.
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    reader: Mutex<Connection>,
     commits: AtomicU64,
 }
 
@@ -139,9 +142,13 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        let reader = Connection::open(path).map_err(|e| StoreError::Open(path.into(), e))?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        reader.pragma_update(None, "query_only", "ON")?;
         let mut store = Store {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
             commits: AtomicU64::new(0),
         };
         store.migrate()?;
@@ -197,16 +204,21 @@ impl Store {
 
     /// Run `f` in one `BEGIN IMMEDIATE` transaction: committed if it returns
     /// `Ok`, rolled back otherwise (and by SQLite if the process dies first).
+    /// Blocking (see [`crate::blocking::leaf`]).
     pub fn write<T, E>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E>
     where
         E: From<rusqlite::Error>,
     {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(out)
+        // A write waits for the one before it and for its own fsync: on the
+        // daemon's runtime the worker hands its other tasks away meanwhile.
+        crate::blocking::leaf(|| {
+            let mut conn = self.lock();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            Ok(out)
+        })
     }
 
     /// How many write transactions this handle committed (each one fsync
@@ -215,9 +227,14 @@ impl Store {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// Run a read-only closure on the connection.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run a read-only closure on the reading connection: it sees every
+    /// committed write and does not wait for one under way.
     pub fn read<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
-        f(&self.lock())
+        f(&self.reader())
     }
 
     /// Convenience: one optional string value from a query.
@@ -227,7 +244,7 @@ impl Store {
         params: impl rusqlite::Params,
     ) -> Result<Option<String>, StoreError> {
         Ok(self
-            .lock()
+            .reader()
             .query_row(sql, params, |r| r.get(0))
             .optional()?)
     }
@@ -299,5 +316,36 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn reads_do_not_wait_for_a_write_under_way_and_see_only_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let names = |s: &Store| {
+            s.read(|c| {
+                c.prepare("SELECT name FROM images ORDER BY name")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap()
+        };
+        store
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO images VALUES ('i1','a','r','k',NULL,'x','y',1,'import',0)",
+                    [],
+                )?;
+                // The writer is held, its transaction open: a read (on this
+                // very thread) still answers, from the last commit.
+                assert!(names(&store).is_empty());
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(names(&store), ["a"]);
+        let refused: Result<usize, rusqlite::Error> =
+            store.read(|c| c.execute("DELETE FROM images", []));
+        assert!(refused.is_err(), "the reading connection writes nothing");
+        assert_eq!(names(&store), ["a"]);
     }
 }

@@ -2,6 +2,8 @@
 //! hand-over raced against the launch (`EnsureSocketAccessForAsync`), the
 //! API configured and started, and a stop that asks first (Ctrl+Alt+Del)
 //! and then kills through the helper's pidfd-checked `priv.kill_process`.
+//! A process that exits before its API answers fails the launch at once
+//! (its pidfd polls readable), not at the deadline.
 //! Jailed (the system install): the helper runs the jailer, the API socket
 //! is the host side of the chroot's `/api` directory, and the tap is created
 //! for the jail uid the launch answered.
@@ -14,6 +16,8 @@ use banger_proto::helper::{self as m, method};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 /// A failed step of running a Firecracker VM.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +34,8 @@ pub enum FcVmError {
     SocketAccess(#[source] SocketAccessError),
     #[error("configuring and starting VM {0}")]
     Api(String, #[source] FirecrackerError),
+    #[error("Firecracker (pid {1}) of VM {0} exited before its VM was configured and started")]
+    Exited(String, i32),
     #[error("killing Firecracker (pid {0})")]
     Kill(i32, #[source] PrivError),
     #[error("Firecracker (pid {0}) still runs after SIGKILL")]
@@ -135,11 +141,12 @@ impl FirecrackerVm {
                 });
             }
         };
+        let (pid, proc_root) = (r.pid, PathBuf::from("/proc"));
         let mut vm = FirecrackerVm {
             privops,
             pid: r.pid,
             client: FirecrackerClient::new(&l.api_socket),
-            proc_root: "/proc".into(),
+            proc_root: proc_root.clone(),
             configure_took: Duration::ZERO,
         };
         let ready = async {
@@ -176,8 +183,12 @@ impl FirecrackerVm {
                 .map_err(|e| FcVmError::Api(l.vm_id.clone(), e));
             vm.configure_took = t.elapsed();
             r
-        }
-        .await;
+        };
+        let ready = tokio::select! {
+            biased;
+            r = ready => r,
+            () = exited(&proc_root, pid, policy.tick) => Err(FcVmError::Exited(l.vm_id.clone(), pid)),
+        };
         if let Err(e) = ready {
             let _ = vm.kill().await;
             return Err(e);
@@ -278,6 +289,25 @@ impl FirecrackerVm {
         }
         self.kill().await?;
         Ok(Stopped::Killed)
+    }
+}
+
+/// Resolves once process `pid` has exited (at once if it already has): its
+/// pidfd polls readable; without one (no pidfd, no reactor) `proc_root` is
+/// looked at every `tick`.
+async fn exited(proc_root: &Path, pid: i32, tick: Duration) {
+    let fd = banger_sys::pidfd::open(pid).ok().and_then(|fd| {
+        // SAFETY: `fd` is an open pidfd the AsyncFd owns from here on;
+        // nothing else closes or replaces it.
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
+    });
+    if let Some(fd) = fd {
+        if fd.readable().await.is_ok() {
+            return;
+        }
+    }
+    while alive(proc_root, pid) {
+        tokio::time::sleep(tick).await;
     }
 }
 

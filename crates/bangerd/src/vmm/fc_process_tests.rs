@@ -157,19 +157,7 @@ async fn a_refused_launch_cancels_the_hand_over_and_makes_no_other_call() {
         log_file: tmp.path().join("console.log"),
         jail: None,
     };
-    let plan = firecracker_plan(
-        &MachineSpec {
-            vcpus: 1,
-            memory_mib: 128,
-            kernel: "/k".into(),
-            initrd: None,
-            rootfs: "/r".into(),
-            net: None,
-            tsc_khz: None,
-        },
-        &FcFiles::default(),
-    )
-    .unwrap();
+    let plan = quick_plan();
     let policy = WaitPolicy {
         deadline: Duration::from_secs(600),
         tick: Duration::from_millis(10),
@@ -193,4 +181,122 @@ async fn a_refused_launch_cancels_the_hand_over_and_makes_no_other_call() {
     );
     let calls: Vec<String> = rec.calls().into_iter().map(|(m, _)| m).collect();
     assert_eq!(calls, [m::LAUNCH_FIRECRACKER]);
+}
+
+/// A launch whose "Firecracker" is `sh -c SCRIPT` (reaped as it exits), a
+/// kill that kills it; every other call answers `{}`.
+struct ShLaunch(&'static str);
+
+impl PrivOps for ShLaunch {
+    fn kind(&self) -> &'static str {
+        "sh"
+    }
+
+    fn call_value(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, PrivError> {
+        if method == m::KILL_PROCESS {
+            let pid = params["pid"].as_i64().and_then(|p| i32::try_from(p).ok());
+            if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::Kill);
+            }
+        }
+        if method != m::LAUNCH_FIRECRACKER {
+            return Ok(serde_json::json!({}));
+        }
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", self.0])
+            .spawn()
+            .map_err(PrivError::Io)?;
+        let pid = child.id();
+        std::thread::spawn(move || child.wait());
+        Ok(serde_json::json!({ "pid": pid }))
+    }
+}
+
+fn quick_plan() -> BootPlan {
+    firecracker_plan(
+        &MachineSpec {
+            vcpus: 1,
+            memory_mib: 128,
+            kernel: "/k".into(),
+            initrd: None,
+            rootfs: "/r".into(),
+            net: None,
+            tsc_khz: None,
+        },
+        &FcFiles::default(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firecracker_that_exits_before_its_socket_fails_the_launch_at_once() {
+    let tmp = tempfile::Builder::new()
+        .prefix("bgtest-fcvm-")
+        .tempdir()
+        .unwrap();
+    let launch = FcLaunch {
+        vm_id: "fc1".into(),
+        api_socket: tmp.path().join("fc.sock"),
+        log_file: tmp.path().join("console.log"),
+        jail: None,
+    };
+    // A deadline no test waits out: the exit, not the deadline, ends it.
+    let policy = WaitPolicy {
+        deadline: Duration::from_secs(600),
+        tick: Duration::from_secs(300),
+    };
+    let t = std::time::Instant::now();
+    let err = FirecrackerVm::launch(Arc::new(ShLaunch("exit 3")), &launch, &quick_plan(), policy)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, FcVmError::Exited(id, pid) if id == "fc1" && *pid > 0),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("exited before its VM was configured and started"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firecracker_whose_api_never_answers_fails_at_the_deadline() {
+    let tmp = tempfile::Builder::new()
+        .prefix("bgtest-fcvm-")
+        .tempdir()
+        .unwrap();
+    let launch = FcLaunch {
+        vm_id: "fc1".into(),
+        api_socket: tmp.path().join("fc.sock"),
+        log_file: tmp.path().join("console.log"),
+        jail: None,
+    };
+    let policy = WaitPolicy {
+        deadline: Duration::from_millis(200),
+        tick: Duration::from_millis(10),
+    };
+    // Alive, but no socket ever appears; killed when the launch gives up.
+    let err = FirecrackerVm::launch(
+        Arc::new(ShLaunch("exec sleep 60")),
+        &launch,
+        &quick_plan(),
+        policy,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        matches!(
+            &err,
+            FcVmError::SocketAccess(SocketAccessError::DeadlineExceeded { .. })
+        ),
+        "{err:?}"
+    );
 }

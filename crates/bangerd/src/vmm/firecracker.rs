@@ -15,8 +15,13 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// How often [`wait_for_api`] probes the socket.
+/// How often [`wait_for_api`] probes the socket at most: it starts at
+/// [`FIRST_POLL`] and doubles up to this.
 pub const POLL_TICK: Duration = Duration::from_millis(10);
+
+/// [`wait_for_api`]'s first pause: the socket usually exists by then (the
+/// launch waited for it), so the API is a listen() away.
+pub const FIRST_POLL: Duration = Duration::from_micros(500);
 
 /// Why one HTTP exchange with Firecracker failed.
 #[derive(Debug, thiserror::Error)]
@@ -403,7 +408,7 @@ impl FirecrackerClient {
 }
 
 /// Poll `GET /` on `socket` until Firecracker answers, at most `deadline`
-/// long. Returns as soon as the socket answers (a refusal is returned as
+/// long, the pauses doubling from [`FIRST_POLL`] to [`POLL_TICK`]. Returns as soon as the socket answers (a refusal is returned as
 /// is); after the deadline, [`FirecrackerError::ApiDeadlineExceeded`] —
 /// always after at least one probe.
 pub async fn wait_for_api(
@@ -413,6 +418,7 @@ pub async fn wait_for_api(
     let client = FirecrackerClient::new(socket);
     let start = tokio::time::Instant::now();
     let mut polls = 0u32;
+    let mut pause = FIRST_POLL;
     loop {
         polls += 1;
         match client.describe_instance().await {
@@ -428,6 +434,7 @@ pub async fn wait_for_api(
                 polls,
             });
         }
-        tokio::time::sleep(POLL_TICK.min(deadline - elapsed)).await;
+        tokio::time::sleep(pause.min(deadline - elapsed)).await;
+        pause = (pause * 2).min(POLL_TICK);
     }
 }

@@ -1,14 +1,19 @@
 //! Handing a root-launched Firecracker's API and vsock sockets to the owner
 //! the moment they appear, so the daemon's first API probe never meets a
 //! root-owned socket (`EACCES`): [`ensure_socket_access_for_async`] is
-//! spawned right before the launch and awaited right after it.
+//! spawned right before the launch and awaited right after it. A socket is
+//! seen appearing through inotify on its directory (the poll tick is the
+//! fallback, e.g. while the directory does not exist yet).
 
 use crate::privops::{PrivError, PrivOps};
 use banger_proto::helper::{self as m, method};
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::time::Instant;
 
 /// How long to wait for a socket, and how often to look.
@@ -49,7 +54,55 @@ pub enum SocketAccessError {
     Task(#[source] tokio::task::JoinError),
 }
 
-/// Return as soon as `path` exists. Gives up with a labelled
+/// Wakes when an entry is created in, or moved into, one directory:
+/// inotify (`IN_CREATE | IN_MOVED_TO`) read through the runtime's reactor.
+/// Closing an inotify descriptor waits for an SRCU grace period (~15 ms
+/// on a busy host), so the close is handed to a blocking thread.
+struct DirWatch(Option<AsyncFd<OwnedFd>>);
+
+impl DirWatch {
+    /// `None` when the directory does not exist (yet), inotify is not
+    /// available (no instance left) or there is no reactor: the caller polls.
+    fn new(dir: &Path) -> Option<DirWatch> {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
+        let what = WatchFlags::CREATE | WatchFlags::MOVED_TO | WatchFlags::ONLYDIR;
+        inotify::add_watch(&fd, dir, what).ok()?;
+        // SAFETY: `fd` is an open inotify descriptor the AsyncFd owns from
+        // here on; nothing else closes or replaces it.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()?;
+        Some(DirWatch(Some(fd)))
+    }
+
+    /// Until something was created in the directory (the queued events are
+    /// read and dropped: the caller looks at the path itself). Never
+    /// resolves if the reactor fails.
+    async fn changed(&self) {
+        let Some(fd) = &self.0 else {
+            return std::future::pending().await;
+        };
+        let Ok(mut ready) = fd.readable().await else {
+            return std::future::pending().await;
+        };
+        let mut buf = [0u8; 1024];
+        while matches!(rustix::io::read(fd.get_ref(), &mut buf), Ok(n) if n > 0) {}
+        ready.clear_ready();
+    }
+}
+
+impl Drop for DirWatch {
+    fn drop(&mut self) {
+        let Some(fd) = self.0.take() else { return };
+        // Out of the reactor here; closed (the slow part) off this thread.
+        let fd = fd.into_inner();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            drop(h.spawn_blocking(move || drop(fd)));
+        }
+    }
+}
+
+/// Return as soon as `path` exists: woken by inotify on its directory,
+/// looked at every `policy.tick` in any case. Gives up with a labelled
 /// [`SocketAccessError::DeadlineExceeded`] after `policy.deadline` — having
 /// waited at least one tick — or with `Cancelled` as soon as `cancel`
 /// resolves, whatever the tick.
@@ -61,7 +114,13 @@ pub async fn wait_for_path(
 ) -> Result<(), SocketAccessError> {
     let start = Instant::now();
     tokio::pin!(cancel);
+    let mut watch = None;
     loop {
+        // Watched before the look, so a socket made in between still wakes
+        // the wait; a directory that does not exist yet is tried again.
+        if watch.is_none() {
+            watch = path.parent().and_then(DirWatch::new);
+        }
         if path.symlink_metadata().is_ok() {
             return Ok(());
         }
@@ -73,6 +132,12 @@ pub async fn wait_for_path(
                 deadline: policy.deadline,
             });
         }
+        let changed = async {
+            match &watch {
+                Some(w) => w.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = &mut cancel => {
                 return Err(SocketAccessError::Cancelled {
@@ -80,6 +145,7 @@ pub async fn wait_for_path(
                     path: path.into(),
                 })
             }
+            _ = changed => {}
             _ = tokio::time::sleep(policy.tick) => {}
         }
     }

@@ -65,6 +65,51 @@ async fn wait_for_path_returns_once_socket_appears() {
 }
 
 #[tokio::test]
+async fn a_socket_appearing_wakes_the_wait_whatever_the_tick() {
+    let d = tmp();
+    let path = d.path().join("fc.sock");
+    let p2 = path.clone();
+    let maker = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        UnixListener::bind(&p2).unwrap()
+    });
+    // Only the directory watch can end this wait before the tick.
+    let policy = WaitPolicy {
+        deadline: Duration::from_secs(600),
+        tick: Duration::from_secs(300),
+    };
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        wait_for_path(&path, "API socket", policy, never()),
+    )
+    .await;
+    assert!(matches!(r, Ok(Ok(()))), "{r:?}");
+    drop(maker.await.unwrap());
+}
+
+#[tokio::test]
+async fn a_directory_made_after_the_wait_began_is_still_watched() {
+    let d = tmp();
+    let dir = d.path().join("jails/vm1");
+    let path = dir.join("firecracker.socket");
+    let (dir2, p2) = (dir.clone(), path.clone());
+    let maker = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        std::fs::create_dir_all(&dir2).unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        UnixListener::bind(&p2).unwrap()
+    });
+    let policy = WaitPolicy {
+        deadline: Duration::from_secs(30),
+        tick: Duration::from_millis(10),
+    };
+    wait_for_path(&path, "API socket", policy, never())
+        .await
+        .unwrap();
+    drop(maker.await.unwrap());
+}
+
+#[tokio::test]
 async fn wait_for_path_respects_cancellation() {
     let d = tmp();
     let path = d.path().join("fc.sock");
