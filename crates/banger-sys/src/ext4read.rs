@@ -429,7 +429,7 @@ impl<'a, R: ReadAt + ?Sized> Fs<'a, R> {
                     return no("uninitialised extent in a directory");
                 }
                 let start = u64::from(u32le(e, 8)) | (u64::from(u16le(e, 6)) << 32);
-                if len == 0 || start.checked_add(len).map_or(true, |end| end > self.blocks) {
+                if len == 0 || !matches!(start.checked_add(len), Some(end) if end <= self.blocks) {
                     return no("extent outside the filesystem");
                 }
                 out.push((lblk, start, len));
