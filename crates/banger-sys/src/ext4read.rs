@@ -77,26 +77,61 @@ impl ReadAt for [u8] {
 }
 
 /// What each of `paths` is in `image`, read here: the file behind the fd
-/// the caller holds, or the path when the tool would run with the caller's
-/// own privileges (a path a less privileged tool would open is not opened
-/// here with more).
+/// the caller holds (an `O_PATH` fd, e.g. a dm node's, reopened through
+/// `/proc/self/fd/N` as the tool would), or the path when the tool would run
+/// with the caller's own privileges. The file must be one the tool's
+/// privileges could read by its mode: nothing is read here that the tool
+/// itself could not.
 pub fn probe_image(image: &ImageRef, paths: &[String]) -> Result<Vec<Probe>, Unsupported> {
     let file = match (image.pass_fd, image.privilege) {
         (Some(fd), _) => {
+            let proc = format!("/proc/self/fd/{fd}");
             // SAFETY: an ImageRef's pass_fd is an open fd the caller keeps
             // open for the whole call (ImageRef::fd); it is only borrowed
-            // here for the dup.
+            // here for fcntl and the dup.
             let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            File::from(
-                b.try_clone_to_owned()
-                    .map_err(|e| Unsupported(format!("dup image fd: {e}")))?,
-            )
+            let flags = rustix::fs::fcntl_getfl(b)
+                .map_err(|e| Unsupported(format!("fcntl image fd: {e}")))?;
+            if flags.contains(rustix::fs::OFlags::PATH) {
+                File::open(&proc).map_err(|e| Unsupported(format!("reopen {proc}: {e}")))?
+            } else {
+                File::from(
+                    b.try_clone_to_owned()
+                        .map_err(|e| Unsupported(format!("dup image fd: {e}")))?,
+                )
+            }
         }
         (None, Privilege::Inherit) => File::open(&image.name)
             .map_err(|e| Unsupported(format!("open {}: {e}", image.name.display())))?,
         (None, _) => return no("the tool would open the image with other privileges"),
     };
+    let meta = file
+        .metadata()
+        .map_err(|e| Unsupported(format!("stat image: {e}")))?;
+    if !may_read(&meta, image.privilege) {
+        return no("the tool's privileges could not read the image");
+    }
     probe_paths_in(&file, paths)
+}
+
+/// Whether a process with `p` (no capability unless `Inherit`) may read a
+/// file of this owner and mode.
+pub fn may_read(meta: &std::fs::Metadata, p: Privilege) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let m = meta.mode();
+    match p {
+        Privilege::Inherit => true,
+        Privilege::RootNoCaps => meta.uid() == 0 && m & 0o400 != 0,
+        Privilege::User { uid, gid } => {
+            if meta.uid() == uid {
+                m & 0o400 != 0
+            } else if meta.gid() == gid {
+                m & 0o040 != 0
+            } else {
+                m & 0o004 != 0
+            }
+        }
+    }
 }
 
 /// What each of `paths` (checked guest paths) names in the ext4 image `r`,

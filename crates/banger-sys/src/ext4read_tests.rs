@@ -198,3 +198,43 @@ proptest! {
         let _ = probe_paths_in(&bytes[..], &paths());
     }
 }
+
+#[test]
+fn the_tools_privileges_decide_what_is_read_here() {
+    let img = image("mkfs.ext4", &[], 16);
+    let f = std::fs::File::open(&img.path).unwrap();
+    let set = |mode: u32| {
+        std::fs::set_permissions(
+            &img.path,
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap();
+        std::fs::metadata(&img.path).unwrap()
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let other = Privilege::User {
+        uid: me.wrapping_add(4242),
+        gid: 4243,
+    };
+    let owner = Privilege::User { uid: me, gid: 4243 };
+    assert!(may_read(&set(0o600), owner));
+    assert!(!may_read(&set(0o600), other));
+    assert!(may_read(&set(0o604), other));
+    assert!(!may_read(&set(0o200), owner));
+    assert!(may_read(&set(0o000), Privilege::Inherit));
+    assert_eq!(may_read(&set(0o600), Privilege::RootNoCaps), me == 0);
+    // Through the fd: refused when the tool's uid could not read it,
+    // answered when it could.
+    set(0o600);
+    assert!(probe_image(&ImageRef::fd(&f, other), &paths()).is_err());
+    assert!(probe_image(&ImageRef::fd(&f, owner), &paths()).is_ok());
+    // An O_PATH fd (as a dm node's is) is reopened to be read.
+    let o_path = rustix::fs::open(
+        &img.path,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let got = probe_image(&ImageRef::fd(&o_path, owner), &paths()).unwrap();
+    assert_eq!(got[0], Ok(Entry::Dir));
+}
