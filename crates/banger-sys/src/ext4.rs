@@ -278,14 +278,17 @@ impl Ext4Tools {
     }
 
     /// Write `files` into `image` (replacing existing ones), creating
-    /// missing parent directories, in two debugfs runs: one read-only run
-    /// stats every parent and target (what to create, what to refuse),
-    /// then one `-w` run writes and reads every file back (`cat`), its
-    /// output compared byte for byte. Both command lists go on stdin
-    /// (`-f -`) and hold checked paths only; the contents sit in a private
-    /// temp dir, handed to the tool's uid when it runs as another.
+    /// missing parent directories, in one debugfs run: every parent and
+    /// target is first looked up in process ([`crate::ext4read`]: what to
+    /// create, what to refuse), then one `-w` run writes and reads every
+    /// file back (`cat`), its output compared byte for byte. An image the
+    /// lookup does not fully understand (or cannot open as the tool would)
+    /// is probed by one read-only debugfs run (`stat` per path) instead.
+    /// Command lists go on stdin (`-f -`) and hold checked paths only; the
+    /// contents sit in a private temp dir, handed to the tool's uid when
+    /// it runs as another.
     ///
-    /// The probes cannot share the writing run: debugfs has no
+    /// The probes cannot be left to the writing run: debugfs has no
     /// conditionals, and a blind `mkdir` under a non-directory corrupts
     /// the image, a blind `sif` retypes a directory.
     pub fn write(&self, image: &ImageRef, files: &[GuestFile]) -> Result<(), Ext4Error> {
@@ -317,7 +320,14 @@ impl Ext4Tools {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .map_err(|e| Ext4Error::TempOwner(dir.path().into(), e))?;
         }
-        let found = self.probe_all(image, &probe_paths(files))?;
+        let paths = probe_paths(files);
+        let found = match crate::ext4read::probe_image(image, &paths) {
+            Ok(found) => found,
+            Err(why) => {
+                tracing::debug!(image = %image.name.display(), %why, "probing with debugfs");
+                self.probe_all(image, &paths)?
+            }
+        };
         let mkdirs = plan_mkdirs(&image.name, files, &found)?;
         let mut cmds = Self::command_file(dir.path(), &mkdirs, files)?;
         let mut expected = Vec::new();
@@ -355,7 +365,11 @@ impl Ext4Tools {
     /// `stat` per path, each preceded by a `#` comment line carrying a
     /// random marker (debugfs echoes comments as they are), so no text
     /// from the image can pass for another path's answer.
-    fn probe_all(&self, image: &ImageRef, paths: &[String]) -> Result<Vec<Probe>, Ext4Error> {
+    pub(crate) fn probe_all(
+        &self,
+        image: &ImageRef,
+        paths: &[String],
+    ) -> Result<Vec<Probe>, Ext4Error> {
         if paths.is_empty() {
             return Ok(Vec::new());
         }

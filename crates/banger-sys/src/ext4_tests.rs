@@ -309,7 +309,7 @@ fn stdin_text(c: &Cmd) -> String {
 }
 
 #[test]
-fn a_nine_file_customisation_is_two_debugfs_runs() {
+fn a_nine_file_customisation_is_one_debugfs_run() {
     let img = mkfs();
     let r = Arc::new(crate::runner::RecordingRunner::forwarding_to_host());
     let t = Ext4Tools::new(r.clone());
@@ -317,18 +317,10 @@ fn a_nine_file_customisation_is_two_debugfs_runs() {
     t.write_files(&img.path, &files).unwrap();
     let cmds = r.cmds();
     let name = img.path.to_str().unwrap();
-    assert_eq!(
-        r.calls(),
-        vec![
-            vec!["debugfs", "-f", "-", name],
-            vec!["debugfs", "-w", "-f", "-", name],
-        ]
-    );
-    // Run 1 stats every parent and target; run 2 makes the 7 missing
-    // parents (a fresh mkfs has none), writes and reads back.
-    let probes = stdin_text(&cmds[0]);
-    assert_eq!(probes.matches("\nstat ").count(), 16, "{probes}");
-    let writes = stdin_text(&cmds[1]);
+    // Parents and targets are looked up in process; the one run makes the
+    // 7 missing parents (a fresh mkfs has none), writes and reads back.
+    assert_eq!(r.calls(), vec![vec!["debugfs", "-w", "-f", "-", name]]);
+    let writes = stdin_text(&cmds[0]);
     let mkdirs: Vec<&str> = writes.lines().filter(|l| l.starts_with("mkdir ")).collect();
     assert_eq!(
         mkdirs,
@@ -354,12 +346,12 @@ fn a_nine_file_customisation_is_two_debugfs_runs() {
         s.contains("Mode:  0444") && s.contains("User:  1000"),
         "{s}"
     );
-    // Again on the customised image: still two runs, nothing to create.
+    // Again on the customised image: still one run, nothing to create.
     let r = Arc::new(crate::runner::RecordingRunner::forwarding_to_host());
     let t = Ext4Tools::new(r.clone());
     t.write_files(&img.path, &files).unwrap();
-    assert_eq!(r.calls().len(), 2);
-    assert!(!stdin_text(&r.cmds()[1]).contains("mkdir"));
+    assert_eq!(r.calls().len(), 1);
+    assert!(!stdin_text(&r.cmds()[0]).contains("mkdir"));
     assert_eq!(tools().fsck(&img.path).unwrap(), 0);
 }
 
@@ -427,6 +419,6 @@ fn a_target_the_same_call_makes_a_directory_is_refused_before_any_write() {
         matches!(e, Ext4Error::IsADirectory(ref p) if p == "/a"),
         "{e}"
     );
-    assert_eq!(r.calls().len(), 1, "only the probe run");
+    assert!(r.calls().is_empty(), "refused by the in-process lookup");
     assert!(matches!(tools().probe(&img.path, "/a"), Ok(Entry::Missing)));
 }

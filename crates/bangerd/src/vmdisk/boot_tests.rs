@@ -15,7 +15,6 @@ use crate::vmm::qemu::QemuVm;
 use crate::vmm::Stopped;
 use banger_core::machine::{Backend, GuestNet, MachineSpec, QemuIo};
 use banger_sys::netns::NamedNetns;
-use banger_sys::runner::HostRunner;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,7 +51,7 @@ async fn root_debian_vm_boots_with_its_customisation_and_answers_pinned_ssh() {
         ssh_public_key: None,
         file_sync: vec![],
     };
-    custom::customise(&d, VM, &c, &HostRunner).unwrap();
+    custom::customise(&d, VM, &c).unwrap();
     let known_hosts = d.paths.known_hosts();
 
     // The guest's network: bridge + tap in a namespace of its own.

@@ -12,8 +12,9 @@ use crate::daemon::Daemon;
 use banger_core::guest::{self, GuestIdentity};
 use banger_proto::helper::{self as m, method};
 use banger_sys::beneath::{self, Access};
-use banger_sys::runner::{Cmd, Runner};
 use base64::Engine;
+use ssh_key::rand_core::OsRng;
+use ssh_key::{Algorithm, LineEnding, PrivateKey};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -127,29 +128,19 @@ pub fn owner_keys(home: &Path, explicit: Option<&Path>) -> Result<Vec<String>, C
     Ok(keys)
 }
 
-/// A fresh ed25519 host key: `ssh-keygen` (argv) writes it into a private
-/// 0700 temp dir, removed afterwards. Returns `(private, public line)`.
-pub fn generate_host_key(
-    runner: &dyn Runner,
-    comment: &str,
-) -> Result<(Vec<u8>, String), CustomError> {
-    let dir = tempfile::Builder::new()
-        .prefix("banger-hostkey-")
-        .tempdir()
-        .map_err(CustomError::TempDir)?;
-    let key = dir.path().join("key");
-    runner
-        .run(
-            &Cmd::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-                .arg(&key),
-        )
+/// A fresh ed25519 host key, made in process (`ssh-key`, the OS RNG): the
+/// private half in the OpenSSH format `ssh-keygen` writes and sshd reads,
+/// and the public line `ssh-ed25519 <base64> <comment>`. Returns
+/// `(private, public line)`.
+pub fn generate_host_key(comment: &str) -> Result<(Vec<u8>, String), CustomError> {
+    let mut key =
+        PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(CustomError::Keygen)?;
+    key.set_comment(comment);
+    let private = key
+        .to_openssh(LineEnding::LF)
         .map_err(CustomError::Keygen)?;
-    let private = std::fs::read(&key).map_err(|e| CustomError::HostKeyRead(key.clone(), e))?;
-    let pub_path = dir.path().join("key.pub");
-    let public = std::fs::read_to_string(&pub_path)
-        .map_err(|e| CustomError::HostKeyRead(pub_path.clone(), e))?;
-    Ok((private, public.trim_end().to_string()))
+    let public = key.public_key().to_openssh().map_err(CustomError::Keygen)?;
+    Ok((private.as_bytes().to_vec(), public))
 }
 
 fn file(path: &str, content: impl Into<Vec<u8>>, mode: u32) -> (String, Vec<u8>, u32) {
@@ -160,12 +151,7 @@ fn file(path: &str, content: impl Into<Vec<u8>>, mode: u32) -> (String, Vec<u8>,
 /// the copy): every file in as few `priv.write_ext4_files` calls as fit,
 /// then the host key pinned in `<state>/known_hosts` for `<vm>.<domain>`
 /// and the VM's IP.
-pub fn customise(
-    d: &Daemon,
-    vm_id: &str,
-    c: &Customisation,
-    runner: &dyn Runner,
-) -> Result<Customised, VmDiskError> {
+pub fn customise(d: &Daemon, vm_id: &str, c: &Customisation) -> Result<Customised, VmDiskError> {
     check_vm_id(vm_id)?;
     c.identity.validate().map_err(CustomError::from)?;
     let (drv, mut h) = load(d, vm_id)?;
@@ -189,10 +175,10 @@ pub fn customise(
         synced.push((fs.dest.clone(), bytes, fs.mode.unwrap_or(mode) & 0o7777));
     }
     let id = &c.identity;
-    let (host_priv, host_pub) = generate_host_key(runner, &format!("root@{}", id.fqdn()))?;
+    let (host_priv, host_pub) = generate_host_key(&format!("root@{}", id.fqdn()))?;
     let mut mid = [0u8; 16];
     rustix::rand::getrandom(&mut mid, rustix::rand::GetRandomFlags::empty())
-        .map_err(|e| CustomError::TempDir(e.into()))?;
+        .map_err(|e| CustomError::Random(e.into()))?;
 
     let mut files = vec![
         file("/etc/hostname", id.hostname_file(), 0o644),

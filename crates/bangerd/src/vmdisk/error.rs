@@ -6,7 +6,6 @@ use crate::privops::PrivError;
 use crate::store::StoreError;
 use banger_core::guest::GuestError;
 use banger_sys::beneath::BeneathError;
-use banger_sys::runner::RunError;
 use std::path::PathBuf;
 
 /// Why a VM-disk step failed.
@@ -73,12 +72,10 @@ pub enum CustomError {
     BadKey(PathBuf, #[source] GuestError),
     #[error("invalid file_sync destination {0:?}: absolute, [A-Za-z0-9._/@+-], no . or ..")]
     BadDest(String),
-    #[error("create private temp dir for the host key")]
-    TempDir(#[source] std::io::Error),
-    #[error("run ssh-keygen")]
-    Keygen(#[source] RunError),
-    #[error("read generated host key {0}")]
-    HostKeyRead(PathBuf, #[source] std::io::Error),
+    #[error("read random bytes for the machine id")]
+    Random(#[source] std::io::Error),
+    #[error("generate the VM's ed25519 host key")]
+    Keygen(#[source] ssh_key::Error),
     #[error("write {0}")]
     KnownHosts(PathBuf, #[source] std::io::Error),
 }

@@ -112,7 +112,7 @@ fn root_ten_vm_disks_customised_for_real_and_the_base_is_unchanged() {
                 mode: Some(0o640),
             }],
         };
-        let out = custom::customise(&d, &id, &c, &HostRunner).unwrap();
+        let out = custom::customise(&d, &id, &c).unwrap();
         host_keys.push(out.host_key);
     }
     eprintln!(

@@ -8,7 +8,6 @@ use banger_core::guest::{GuestIdentity, GuestNet};
 use banger_core::paths::{Mode, Paths};
 use banger_proto::api::Image;
 use banger_proto::install::InstallConfig;
-use banger_sys::runner::HostRunner;
 use base64::Engine;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -316,7 +315,7 @@ fn customise_writes_the_guest_files_and_pins_the_host_key() {
             mode: None,
         }],
     };
-    let out = custom::customise(&f.d, "dev", &c, &HostRunner).unwrap();
+    let out = custom::customise(&f.d, "dev", &c).unwrap();
     let calls = rec.calls();
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[1].0, "priv.write_ext4_files");
@@ -370,7 +369,7 @@ fn customise_writes_the_guest_files_and_pins_the_host_key() {
         0o600
     );
     // Customising again replaces the pin (a new host key), not appends.
-    let again = custom::customise(&f.d, "dev", &c, &HostRunner).unwrap();
+    let again = custom::customise(&f.d, "dev", &c).unwrap();
     assert_ne!(again.host_key, out.host_key);
     let kh = std::fs::read_to_string(f.state().join("known_hosts")).unwrap();
     assert_eq!(kh.lines().count(), 1);
@@ -417,18 +416,18 @@ fn file_sync_and_key_paths_outside_the_home_are_refused() {
         home.join("..").join("secret").display().to_string(),
     ];
     for src in &outside {
-        let e = custom::customise(&f.d, "fs", &base(src, "/root/x"), &HostRunner).unwrap_err();
+        let e = custom::customise(&f.d, "fs", &base(src, "/root/x")).unwrap_err();
         assert!(
             matches!(e, VmDiskError::Custom(CustomError::OutsideHome(_))),
             "{src}: {e:?}"
         );
     }
     // The home itself is not a file to sync.
-    assert!(custom::customise(&f.d, "fs", &base(".", "/root/x"), &HostRunner).is_err());
+    assert!(custom::customise(&f.d, "fs", &base(".", "/root/x")).is_err());
     // Bad guest destinations.
     for dest in ["relative", "/root/../etc/shadow", "/root/a b"] {
         assert!(matches!(
-            custom::customise(&f.d, "fs", &base("ok", dest), &HostRunner),
+            custom::customise(&f.d, "fs", &base("ok", dest)),
             Err(VmDiskError::Custom(CustomError::BadDest(_)))
         ));
     }
@@ -436,7 +435,7 @@ fn file_sync_and_key_paths_outside_the_home_are_refused() {
     let mut c = base("ok", "/root/ok");
     c.ssh_public_key = Some(secret.clone());
     assert!(matches!(
-        custom::customise(&f.d, "fs", &c, &HostRunner),
+        custom::customise(&f.d, "fs", &c),
         Err(VmDiskError::Custom(CustomError::OutsideHome(_)))
     ));
     assert!(rec.calls().is_empty(), "nothing reached the helper");
@@ -447,7 +446,7 @@ fn file_sync_and_key_paths_outside_the_home_are_refused() {
         custom::read_in_home(&home, Path::new("ok"), 1),
         Err(CustomError::TooLarge(..))
     ));
-    custom::customise(&f.d, "fs", &base("sub/link-in", "/root/ok"), &HostRunner).unwrap();
+    custom::customise(&f.d, "fs", &base("sub/link-in", "/root/ok")).unwrap();
     assert_eq!(rec.calls().len(), 1);
     assert_eq!(
         rec.calls()[0].1["image"],
@@ -468,13 +467,13 @@ fn no_owner_key_means_banger_key_only_and_a_bad_owner_key_is_refused() {
     };
     std::fs::write(f.home().join(".ssh/id.pub"), "not a key\n").unwrap();
     assert!(matches!(
-        custom::customise(&f.d, "nk", &c, &HostRunner),
+        custom::customise(&f.d, "nk", &c),
         Err(VmDiskError::Custom(CustomError::BadKey(..)))
     ));
     assert!(rec.calls().is_empty());
     // No .ssh at all: banger's own key, alone.
     std::fs::remove_dir_all(f.home().join(".ssh")).unwrap();
-    custom::customise(&f.d, "nk", &c, &HostRunner).unwrap();
+    custom::customise(&f.d, "nk", &c).unwrap();
     let calls = rec.calls();
     let files = written(&calls.last().unwrap().1);
     let ak = files
@@ -489,32 +488,46 @@ fn no_owner_key_means_banger_key_only_and_a_bad_owner_key_is_refused() {
 }
 
 #[test]
-fn host_key_generation_runs_ssh_keygen_by_argv() {
-    let runner = banger_sys::runner::RecordingRunner::new();
-    // The fake writes no key: the read fails, after the exact argv ran.
-    assert!(matches!(
-        custom::generate_host_key(&runner, "root@dev.vm"),
-        Err(CustomError::HostKeyRead(..))
-    ));
-    let argv = &runner.calls()[0];
-    assert_eq!(
-        argv[..10],
-        [
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "root@dev.vm",
-            "-f",
-            &argv[9]
-        ]
+fn host_key_is_made_in_process_in_the_format_openssh_reads() {
+    let (private, public) = custom::generate_host_key("root@dev.vm").unwrap();
+    let text = String::from_utf8(private.clone()).unwrap();
+    assert!(
+        text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"),
+        "{text}"
     );
-    assert!(argv[9].contains("banger-hostkey-") && argv[9].ends_with("/key"));
-    // The temp dir is gone afterwards.
-    assert!(!Path::new(&argv[9]).parent().unwrap().exists());
+    assert!(
+        text.ends_with("-----END OPENSSH PRIVATE KEY-----\n"),
+        "{text}"
+    );
+    let k = ssh_key::PrivateKey::from_openssh(&text).unwrap();
+    assert_eq!(k.algorithm(), ssh_key::Algorithm::Ed25519);
+    assert!(!k.is_encrypted());
+    assert_eq!(k.public_key().to_openssh().unwrap(), public);
+    let (kind, _) = banger_core::guest::parse_public_key(&public).unwrap();
+    assert_eq!(kind, "ssh-ed25519");
+    assert!(public.ends_with(" root@dev.vm"), "{public}");
+    // Each call, a new key.
+    assert_ne!(
+        custom::generate_host_key("c").unwrap().1,
+        custom::generate_host_key("c").unwrap().1
+    );
+    // OpenSSH's own parser (the one sshd uses) reads it and derives the
+    // same public line.
+    let dir = tempfile::Builder::new()
+        .prefix("bgtest-hostkey-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("key");
+    std::fs::write(&path, &private).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-y")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim_end(), public);
 }
 
 #[test]
@@ -540,7 +553,7 @@ fn large_file_sync_is_split_across_write_calls_and_oversize_refused() {
             })
             .collect(),
     };
-    let out = custom::customise(&f.d, "lg", &sync(&["a", "b"]), &HostRunner).unwrap();
+    let out = custom::customise(&f.d, "lg", &sync(&["a", "b"])).unwrap();
     assert_eq!(out.files.len(), 11);
     let calls = rec.calls();
     assert_eq!(calls.len(), 2, "two calls: each under the message limit");
@@ -553,7 +566,7 @@ fn large_file_sync_is_split_across_write_calls_and_oversize_refused() {
         assert!(serde_json::to_vec(&c.1).unwrap().len() < banger_proto::jsonrpc::MAX_MESSAGE_BYTES);
     }
     assert!(matches!(
-        custom::customise(&f.d, "lg", &sync(&["big"]), &HostRunner),
+        custom::customise(&f.d, "lg", &sync(&["big"])),
         Err(VmDiskError::Custom(CustomError::TooLarge(..)))
     ));
     assert_eq!(rec.calls().len(), 2);

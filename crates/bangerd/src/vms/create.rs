@@ -14,7 +14,6 @@ use crate::vmdisk::custom::{self, Customisation};
 use crate::vmm::registry::Claim;
 use banger_core::guest::{GuestIdentity, GuestNet};
 use banger_core::limits;
-use banger_sys::runner::HostRunner;
 use std::net::Ipv4Addr;
 
 /// `POST /v1/vms` body, checked.
@@ -214,7 +213,7 @@ pub async fn create(d: &Daemon, req: &CreateReq, p: &Progress) -> Result<VmRow, 
     };
     leaf(|| {
         phase.span().in_scope(|| {
-            custom::customise(d, &id, &c, &HostRunner)?;
+            custom::customise(d, &id, &c)?;
             // A dm snapshot is re-activated by start.
             vmdisk::deactivate(d, &id)
         })
