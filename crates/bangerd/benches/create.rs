@@ -28,7 +28,7 @@ use bangerd::progress::Progress;
 use bangerd::vms::ready;
 use host::Skip;
 use serde_json::{json, Map, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,6 +155,9 @@ const DOUBLE: LevelCfg = LevelCfg {
     remove_each: false,
 };
 
+/// Set when the run is interrupted: no new create starts.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
 /// `n` creates by `conc` workers, then all removed.
 async fn level(env: &host::Env, conc: usize, n: usize, cfg: LevelCfg) -> Result<Vec<Sample>, Skip> {
     let next = Arc::new(AtomicUsize::new(0));
@@ -165,7 +168,7 @@ async fn level(env: &host::Env, conc: usize, n: usize, cfg: LevelCfg) -> Result<
             let mut got = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= n {
+                if i >= n || STOP.load(Ordering::SeqCst) {
                     return Ok::<_, Skip>(got);
                 }
                 let name = format!("c{conc}-{i}");

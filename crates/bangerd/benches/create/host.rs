@@ -233,36 +233,56 @@ impl Drop for Env {
 }
 
 impl Env {
-    /// SIGKILL every QEMU a failed run left (the VMs' recorded pids that
-    /// are still this bench's QEMU of that VM), and wait for them to go.
+    /// SIGKILL every QEMU a failed or interrupted run left — each a child
+    /// of this process (the daemon's code runs in it), whose VM id is in
+    /// its command line (`…/vms/<id>/…`) — wait for it to go, and remove
+    /// that VM's cgroup and tap (its row may be gone already: a create
+    /// undone without its start torn down).
     fn kill_qemus(&self) {
-        let rows: Vec<(String, i64)> = self
-            .d
-            .store
-            .read(|c| {
-                let mut s = c.prepare("SELECT id, pid FROM vms WHERE pid IS NOT NULL")?;
-                let r = s
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<Vec<_>, _>>();
-                r
-            })
-            .unwrap_or_default();
-        for (id, pid) in rows {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let me = std::process::id().to_string();
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1));
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains("qemu-system") && cmdline.contains(&id) {
-                // SAFETY: kill(2) on a QEMU this bench's daemon started for VM `id`.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                // Gone, or a zombie (empty cmdline) until its handle reaps it.
-                let t = std::time::Instant::now();
-                while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
-                    && t.elapsed() < Duration::from_secs(5)
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+            if ppid != Some(me.as_str())
+                || !cmdline.starts_with(&self.d.vmms.qemu_bin.display().to_string())
+            {
+                continue;
             }
-            // The daemon's handle (its child, reaped on drop of the registry).
+            // SAFETY: kill(2) on a QEMU this process started (its child).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Gone, or a zombie (empty cmdline) until its handle reaps it.
+            let t = std::time::Instant::now();
+            while std::fs::read(e.path().join("cmdline")).is_ok_and(|c| !c.is_empty())
+                && t.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let id = cmdline
+                .split("/vms/")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .unwrap_or_default()
+                .to_string();
+            if id.is_empty() {
+                continue;
+            }
             drop(self.d.vmms.take(&id));
+            let _ = self
+                .d
+                .privops
+                .call::<method::RemoveQemuCgroup>(&m::RemoveQemuCgroup { vm_id: id.clone() });
+            quiet("ip", &["link", "del", &banger_core::net::tap_for(&id)]);
         }
     }
 }

@@ -138,24 +138,55 @@ fn loadavg() -> String {
     s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
+/// The ids of the daemon's VMs.
+fn vm_ids(d: &bangerd::daemon::Daemon) -> Vec<String> {
+    d.store
+        .read(|c| {
+            let mut s = c.prepare("SELECT id FROM vms")?;
+            let r = s
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>();
+            r
+        })
+        .unwrap_or_default()
+}
+
+/// SIGINT or SIGTERM (the run stops and cleans up instead of leaving
+/// guests in their own sessions behind); which one.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut i), Ok(mut t)) => tokio::select! {
+            _ = i.recv() => "SIGINT",
+            _ = t.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
+}
+
 /// The QEMU part of the bench; JSON, or why it could not run.
 pub fn run(o: &QemuOpts) -> Result<Value, Skip> {
     gate().map_err(|why| Skip(format!("QEMU mode: {why}")))?;
+    // Made before the runtime, so dropped after it: an interrupted run's
+    // create tasks are gone before `Env` kills what they left.
+    let env = host::env(host::Kind::Qemu {
+        ready_timeout: o.ready_timeout,
+    })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
         .build()
         .map_err(|e| Skip(e.to_string()))?;
-    let env = host::env(host::Kind::Qemu {
-        ready_timeout: o.ready_timeout,
-    })?;
     let (backend, why) = bangerd::vms::run::backend_for(&env.d, "bench");
     let cfg = LevelCfg {
         memory_mib: o.memory_mib,
         remove_each: true,
     };
     let load_at_start = loadavg();
-    let out = rt.block_on(async {
+    let work = async {
         let warm = if o.warm {
             let s = level(&env, 1, 1, cfg).await?;
             json!(ms(s[0].total))
@@ -175,6 +206,35 @@ pub fn run(o: &QemuOpts) -> Result<Value, Skip> {
             by_level.push((c, s));
         }
         Ok::<_, Skip>((warm, levels, by_level))
+    };
+    let out = rt.block_on(async {
+        tokio::pin!(work);
+        let sig = tokio::select! {
+            r = &mut work => return r,
+            sig = interrupted() => sig,
+        };
+        // As `vm rm --force` does: each create under way is cancelled, tears
+        // its VM down and undoes itself; no new one starts.
+        eprintln!("create bench: {sig}: cancelling the creates under way");
+        super::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+        let d = env.d.clone();
+        let canceller = tokio::spawn(async move {
+            loop {
+                for id in vm_ids(&d) {
+                    d.vmms.cancel(&id);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let r = tokio::time::timeout(Duration::from_secs(60), &mut work).await;
+        canceller.abort();
+        Err(Skip(format!(
+            "interrupted by {sig}; the creates under way {}",
+            match r {
+                Ok(_) => "were cancelled and undone",
+                Err(_) => "did not give up within 60 s (killed on the way out)",
+            }
+        )))
     });
     let (warm, levels, by_level) = out?;
     let of = |c: usize, f: fn(&Sample) -> Duration, p: usize| {
