@@ -10,7 +10,8 @@
 //! (creates per level, at least the level's concurrency; default 4),
 //! `BANGER_BENCH_CREATE_QEMU_LEVELS` (default `1,4,10`),
 //! `BANGER_BENCH_CREATE_QEMU_MEMORY` (MiB per guest, default 256),
-//! `BANGER_BENCH_CREATE_QEMU_TIMEOUT` (seconds to SSH-ready, default 900).
+//! `BANGER_BENCH_CREATE_QEMU_TIMEOUT` (seconds to SSH-ready, default 900),
+//! `BANGER_BENCH_CREATE_QEMU_IMAGE` (another cached image directory).
 
 use super::guest_cache;
 use super::host::{self, Skip};
@@ -94,12 +95,22 @@ pub fn gate() -> Result<(), String> {
 
 /// The cached Debian image as image `base` (built through the daemon's
 /// build path and cached first if this recipe is not); what it is.
+/// `BANGER_BENCH_CREATE_QEMU_IMAGE` names another cached image directory
+/// (`debian-bookworm-<key>`, e.g. another branch's recipe) to use instead.
 pub fn import_debian(store: &Store, state_dir: &Path) -> Result<String, Skip> {
     let kernels = host_kernels();
-    let key = guest_cache::debian_recipe_key(&kernels);
-    let cached = guest_cache::debian_dir(&kernels);
+    let given = std::env::var_os("BANGER_BENCH_CREATE_QEMU_IMAGE").map(std::path::PathBuf::from);
+    let cached = given
+        .clone()
+        .unwrap_or_else(|| guest_cache::debian_dir(&kernels));
     let progress = Progress::new(tokio::sync::mpsc::unbounded_channel().0);
     let _lock = guest_cache::lock();
+    if given.is_some() && !guest_cache::is_cached(&cached) {
+        return Err(Skip(format!(
+            "BANGER_BENCH_CREATE_QEMU_IMAGE: no image in {}",
+            cached.display()
+        )));
+    }
     let how = if guest_cache::is_cached(&cached) {
         let initrd = cached.join(catalog::INITRD);
         let req = banger_proto::api::ImageImport {
@@ -126,10 +137,22 @@ pub fn import_debian(store: &Store, state_dir: &Path) -> Result<String, Skip> {
         guest_cache::keep(&catalog::images_dir(state_dir).join(&img.id), &cached);
         "built now and cached"
     };
-    Ok(format!(
-        "debian-bookworm-{key} ({how}: {})",
-        cached.display()
-    ))
+    let how = if given.is_some() {
+        "BANGER_BENCH_CREATE_QEMU_IMAGE"
+    } else {
+        how
+    };
+    Ok(format!("{how}: {}", cached.display()))
+}
+
+/// The recipe key in an image's description (`…debian-bookworm-<key>`).
+fn image_key(image: &str) -> String {
+    image
+        .rsplit("debian-bookworm-")
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// `/proc/loadavg`'s three figures.
@@ -265,7 +288,8 @@ pub fn run(o: &QemuOpts) -> Result<Value, Skip> {
     Ok(json!({
         "vmm": format!("{} ({why})", backend.as_str()),
         "image": env.image,
-        "image_recipe_key": guest_cache::debian_recipe_key(&host_kernels()),
+        "image_recipe_key": image_key(&env.image),
+        "this_tree_recipe_key": guest_cache::debian_recipe_key(&host_kernels()),
         "guest": { "vcpus": 1, "memory_mib": o.memory_mib },
         "host_steps": env.host,
         "disk_driver": env.driver,
