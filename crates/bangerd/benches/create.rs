@@ -8,20 +8,27 @@
 //! and the ratio, the SSH readiness detection lag, the process RSS with 50
 //! VMs, and the 200-VM scaling figure.
 //!
+//! `BANGER_BENCH_CREATE_VMM=qemu` runs the same creates on QEMU with a
+//! real Debian guest instead (`create/qemu.rs`); `=all` runs both.
+//!
 //! `cargo bench -p bangerd --bench create`; env: `BANGER_BENCH_CREATE_N`
 //! (creates per level, default 20), `BANGER_BENCH_CREATE_SCALE` (default
 //! 200), `BANGER_BENCH_DIR` (scratch, default /var/tmp).
 
 #[path = "create/floor.rs"]
 pub mod floor;
+#[path = "../src/vmdisk/guest_cache.rs"]
+pub mod guest_cache;
 #[path = "create/host.rs"]
 pub mod host;
+#[path = "create/qemu.rs"]
+pub mod qemu;
 
 use bangerd::progress::Progress;
 use bangerd::vms::ready;
 use host::Skip;
 use serde_json::{json, Map, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,13 +94,17 @@ fn rss_mib() -> f64 {
     (kib / 1024.0 * 10.0).round() / 10.0
 }
 
-async fn create_one(d: Arc<bangerd::daemon::Daemon>, name: String) -> Result<Sample, Skip> {
+async fn create_one(
+    d: Arc<bangerd::daemon::Daemon>,
+    name: String,
+    memory_mib: u32,
+) -> Result<Sample, Skip> {
     let p = Progress::new(tokio::sync::mpsc::unbounded_channel().0);
     let req = bangerd::vms::CreateReq {
         name,
         image: "base".into(),
         vcpus: 1,
-        memory_mib: 128,
+        memory_mib,
         start: true,
         vmm: None,
         disk_size: None,
@@ -130,8 +141,25 @@ async fn remove_all(d: &bangerd::daemon::Daemon, names: &[String]) -> Result<(),
     Ok(())
 }
 
+/// How one level runs its creates.
+#[derive(Clone, Copy)]
+pub struct LevelCfg {
+    pub memory_mib: u32,
+    /// Each worker removes its VM once it is SSH-ready (untimed), so at
+    /// most `conc` VMs run at once; otherwise all go at the level's end.
+    pub remove_each: bool,
+}
+
+const DOUBLE: LevelCfg = LevelCfg {
+    memory_mib: 128,
+    remove_each: false,
+};
+
+/// Set when the run is interrupted: no new create starts.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
 /// `n` creates by `conc` workers, then all removed.
-async fn level(env: &host::Env, conc: usize, n: usize) -> Result<Vec<Sample>, Skip> {
+async fn level(env: &host::Env, conc: usize, n: usize, cfg: LevelCfg) -> Result<Vec<Sample>, Skip> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..conc {
@@ -140,10 +168,14 @@ async fn level(env: &host::Env, conc: usize, n: usize) -> Result<Vec<Sample>, Sk
             let mut got = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= n {
+                if i >= n || STOP.load(Ordering::SeqCst) {
                     return Ok::<_, Skip>(got);
                 }
-                got.push(create_one(d.clone(), format!("c{conc}-{i}")).await?);
+                let name = format!("c{conc}-{i}");
+                got.push(create_one(d.clone(), name.clone(), cfg.memory_mib).await?);
+                if cfg.remove_each {
+                    remove_all(&d, &[name]).await?;
+                }
             }
         }));
     }
@@ -242,18 +274,18 @@ pub fn run(o: &Opts) -> Result<Value, Skip> {
         .enable_all()
         .build()
         .map_err(|e| Skip(e.to_string()))?;
-    let env = host::env()?;
+    let env = host::env(host::Kind::Double)?;
     let root = env.host == "real";
     rt.block_on(async {
         // Warm-up: banger's own SSH key, the NAT ruleset, caches.
         let commits = env.d.store.commits();
-        let _ = create_one(env.d.clone(), "warm".into()).await?;
+        let _ = create_one(env.d.clone(), "warm".into(), DOUBLE.memory_mib).await?;
         let commits = env.d.store.commits() - commits;
         remove_all(&env.d, &["warm".to_string()]).await?;
         let mut levels = Map::new();
         let mut by_level = Vec::new();
         for &c in &o.levels {
-            let s = level(&env, c, o.n).await?;
+            let s = level(&env, c, o.n, DOUBLE).await?;
             levels.insert(c.to_string(), level_json(&s));
             by_level.push((c, s));
         }
@@ -283,7 +315,7 @@ pub fn run(o: &Opts) -> Result<Value, Skip> {
         let mut names = Vec::new();
         for i in 0..o.scale {
             let name = format!("s-{i}");
-            let r = create_one(env.d.clone(), name.clone()).await;
+            let r = create_one(env.d.clone(), name.clone(), DOUBLE.memory_mib).await;
             names.push(name);
             match r {
                 Ok(s) => {
@@ -385,7 +417,19 @@ fn main() {
     if let Some(code) = host::double_mode() {
         std::process::exit(code);
     }
-    match run(&Opts::from_env()) {
+    let vmm = std::env::var("BANGER_BENCH_CREATE_VMM").unwrap_or_else(|_| "double".into());
+    let out = match vmm.as_str() {
+        "double" => run(&Opts::from_env()),
+        "qemu" => qemu::run(&qemu::QemuOpts::from_env()),
+        "all" => run(&Opts::from_env()).and_then(|mut v| {
+            v["qemu"] = qemu::run(&qemu::QemuOpts::from_env())?;
+            Ok(v)
+        }),
+        other => Err(Skip(format!(
+            "BANGER_BENCH_CREATE_VMM={other}: double, qemu or all"
+        ))),
+    };
+    match out {
         Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap()),
         Err(Skip(why)) => {
             println!("failed: {why}");

@@ -1,7 +1,9 @@
 //! The create bench itself works: a small run (3 creates per level, 12 VMs
-//! for the scaling figure) prints every figure. No timing is asserted.
-//! Its own entry (no libtest harness): the bench re-executes this binary
-//! as the Firecracker double.
+//! for the scaling figure) prints every figure; then, where a real guest
+//! can run (root, QEMU, a host kernel, the Debian image cached or
+//! buildable), its QEMU mode with one create at concurrency 1 prints
+//! every figure too. No timing is asserted. Its own entry (no libtest
+//! harness): the bench re-executes this binary as the Firecracker double.
 
 #[path = "../benches/create.rs"]
 mod create;
@@ -68,5 +70,55 @@ fn main() {
         if root { "real" } else { "recorded" },
         "{v}"
     );
+    qemu_mode();
     println!("bench_create: ok");
+}
+
+/// The QEMU mode with one real guest: every figure present.
+fn qemu_mode() {
+    if let Err(why) = create::qemu::gate() {
+        println!("bench_create: QEMU mode skipped: {why}");
+        return;
+    }
+    let o = create::qemu::QemuOpts {
+        n: 1,
+        levels: vec![1],
+        memory_mib: 256,
+        warm: false,
+        ready_timeout: std::time::Duration::from_secs(600),
+    };
+    let v = match create::qemu::run(&o) {
+        Ok(v) => v,
+        Err(create::host::Skip(why)) => panic!("the create bench's QEMU mode failed: {why}"),
+    };
+    println!("{}", serde_json::to_string_pretty(&v).unwrap());
+    let l = &v["levels"]["1"];
+    assert_eq!(l["n"], 1, "{v}");
+    for k in ["create_to_ssh_ms", "control_plane_ms"] {
+        for p in ["p50", "p95", "min", "max"] {
+            assert!(l[k][p].as_f64().is_some_and(|x| x > 0.0), "{k}.{p}: {v}");
+        }
+    }
+    for phase in banger_proto::api::PHASES {
+        // Firecracker's configure step: QEMU has none.
+        if *phase != "vmm_configure" {
+            assert!(l["phases_p50_ms"][phase].as_f64().is_some(), "{phase}: {v}");
+        }
+    }
+    assert!(
+        v["vmm"].as_str().is_some_and(|s| s.starts_with("qemu")),
+        "{v}"
+    );
+    assert!(
+        v["image_recipe_key"]
+            .as_str()
+            .is_some_and(|s| s.len() == 16),
+        "{v}"
+    );
+    assert!(v["create_to_ssh_p50_c1_ms"].as_f64().is_some(), "{v}");
+    assert!(
+        v["targets"]["create_to_ssh_p50_c1_le_8s"].is_boolean(),
+        "{v}"
+    );
+    assert_eq!(v["host_steps"], "real", "{v}");
 }

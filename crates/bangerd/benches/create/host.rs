@@ -1,8 +1,9 @@
 //! The create bench's daemon: an in-process `Daemon` over a `bgtest-`
 //! scratch StateDir whose Firecracker is the fc-double (this binary
-//! re-executed with `--fc-double`), and whose host steps are real (root:
-//! the helper's code in-process, on a `bgtest-` bridge and nftables table)
-//! or recorded (not root).
+//! re-executed with `--fc-double`) or whose VMM is QEMU with the cached
+//! Debian guest, and whose host steps are real (root: the helper's code
+//! in-process, on a `bgtest-` bridge and nftables table) or recorded (not
+//! root; the double only).
 
 use banger_core::machine::Backend;
 use banger_core::paths::{Mode, Paths};
@@ -26,6 +27,15 @@ use std::time::Duration;
 /// Why the bench did not run.
 #[derive(Debug)]
 pub struct Skip(pub String);
+
+/// Which VMM the bench's daemon runs.
+pub enum Kind {
+    /// The Firecracker double; readiness on a local banner.
+    Double,
+    /// QEMU as the host allows (TCG here) with the cached Debian image;
+    /// readiness on the guest's own sshd within `ready_timeout`. Root only.
+    Qemu { ready_timeout: Duration },
+}
 
 /// If this process was started as the Firecracker double (`--fc-double
 /// --api-sock PATH --id ID`), serve until the guest powers off or SIGTERM,
@@ -182,11 +192,14 @@ pub struct Env {
     pub bridge: String,
     pub table: String,
     pub driver: String,
+    /// The base image: what it is (the Debian recipe key for QEMU).
+    pub image: String,
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
         self.ops.kill_all();
+        self.kill_qemus();
         if self.host == "real" {
             // Whatever a failed run left: the VMs' disks, taps, the bridge, the table.
             let ids: Vec<String> = self
@@ -201,6 +214,10 @@ impl Drop for Env {
                 })
                 .unwrap_or_default();
             for id in ids {
+                let _ = self
+                    .d
+                    .privops
+                    .call::<method::RemoveQemuCgroup>(&m::RemoveQemuCgroup { vm_id: id.clone() });
                 let _ = bangerd::vmdisk::destroy(&self.d, &id);
                 quiet("ip", &["link", "del", &banger_core::net::tap_for(&id)]);
             }
@@ -212,6 +229,61 @@ impl Drop for Env {
             .arg("u+w")
             .arg(self.tmp.path())
             .status();
+    }
+}
+
+impl Env {
+    /// SIGKILL every QEMU a failed or interrupted run left — each a child
+    /// of this process (the daemon's code runs in it), whose VM id is in
+    /// its command line (`…/vms/<id>/…`) — wait for it to go, and remove
+    /// that VM's cgroup and tap (its row may be gone already: a create
+    /// undone without its start torn down).
+    fn kill_qemus(&self) {
+        let me = std::process::id().to_string();
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1));
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if ppid != Some(me.as_str())
+                || !cmdline.starts_with(&self.d.vmms.qemu_bin.display().to_string())
+            {
+                continue;
+            }
+            // SAFETY: kill(2) on a QEMU this process started (its child).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Gone, or a zombie (empty cmdline) until its handle reaps it.
+            let t = std::time::Instant::now();
+            while std::fs::read(e.path().join("cmdline")).is_ok_and(|c| !c.is_empty())
+                && t.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let id = cmdline
+                .split("/vms/")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .unwrap_or_default()
+                .to_string();
+            if id.is_empty() {
+                continue;
+            }
+            drop(self.d.vmms.take(&id));
+            let _ = self
+                .d
+                .privops
+                .call::<method::RemoveQemuCgroup>(&m::RemoveQemuCgroup { vm_id: id.clone() });
+            quiet("ip", &["link", "del", &banger_core::net::tap_for(&id)]);
+        }
     }
 }
 
@@ -249,9 +321,14 @@ pub fn make_image(dir: &Path, mib: u64) -> Result<PathBuf, Skip> {
     Ok(p)
 }
 
-/// Build the bench's daemon on the Firecracker double.
-pub fn env() -> Result<Env, Skip> {
+/// Build the bench's daemon on the Firecracker double or QEMU.
+pub fn env(kind: Kind) -> Result<Env, Skip> {
     let root = rustix::process::geteuid().is_root();
+    if matches!(kind, Kind::Qemu { .. }) && !root {
+        return Err(Skip(
+            "the QEMU mode needs root (taps, bridge, cgroups)".into(),
+        ));
+    }
     let tmp = tempfile::Builder::new()
         .prefix("bgtest-bench-create-")
         .tempdir_in(std::env::var("BANGER_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()))
@@ -324,24 +401,35 @@ pub fn env() -> Result<Env, Skip> {
         bridge_remade: AtomicU64::new(0),
     });
     let store = bangerd::store::Store::open(&paths.database()).map_err(|e| Skip(e.to_string()))?;
-    let base = make_image(t, 512)?;
-    let kernel = t.join("vmlinux");
-    std::fs::write(&kernel, b"\x7fELF bgtest kernel").map_err(|e| Skip(e.to_string()))?;
-    let req = banger_proto::api::ImageImport {
-        name: "base".into(),
-        rootfs: base.display().to_string(),
-        kernel: kernel.display().to_string(),
-        initrd: None,
-    };
-    let quiet_progress = Progress::new(tokio::sync::mpsc::unbounded_channel().0);
-    bangerd::images::catalog::import(&store, &paths.state_dir, &req, &quiet_progress)
-        .map_err(|e| Skip(bangerd::render_chain(&e)))?;
     let mut vmms = Registry::default();
-    vmms.backend = Some(Backend::Firecracker);
     vmms.jailed = Some(false);
-    vmms.ready_addr = Some(banger_testkit::ssh_banner_listener());
-    vmms.ready_timeout = Duration::from_secs(30);
     vmms.grace = Duration::from_secs(5);
+    let image = match kind {
+        Kind::Double => {
+            let base = make_image(t, 512)?;
+            let kernel = t.join("vmlinux");
+            std::fs::write(&kernel, b"\x7fELF bgtest kernel").map_err(|e| Skip(e.to_string()))?;
+            let req = banger_proto::api::ImageImport {
+                name: "base".into(),
+                rootfs: base.display().to_string(),
+                kernel: kernel.display().to_string(),
+                initrd: None,
+            };
+            let quiet_progress = Progress::new(tokio::sync::mpsc::unbounded_channel().0);
+            bangerd::images::catalog::import(&store, &paths.state_dir, &req, &quiet_progress)
+                .map_err(|e| Skip(bangerd::render_chain(&e)))?;
+            vmms.backend = Some(Backend::Firecracker);
+            vmms.ready_addr = Some(banger_testkit::ssh_banner_listener());
+            vmms.ready_timeout = Duration::from_secs(30);
+            "an empty 512 MiB ext4 and a placeholder kernel".to_string()
+        }
+        Kind::Qemu { ready_timeout } => {
+            // The backend as the host says (QEMU/TCG here); readiness on
+            // the guest's sshd at its address on the bench's bridge.
+            vmms.ready_timeout = ready_timeout;
+            super::qemu::import_debian(&store, &paths.state_dir)?
+        }
+    };
     let driver = if root {
         bangerd::vmdisk::driver::select(Path::new("/proc"), &paths.state_dir).driver
     } else {
@@ -365,6 +453,7 @@ pub fn env() -> Result<Env, Skip> {
         bridge,
         table,
         driver: format!("{driver:?}"),
+        image,
     };
     // Once per daemon, as its start does: the bridge.
     let plan = bangerd::network::NetPlan::from_config(&env.d.cfg)

@@ -153,8 +153,9 @@ impl Qmp {
 }
 
 /// Run the guest of a QEMU started paused (`-S`): QMP `cont` on `qmp`,
-/// once the socket appears (within `deadline`).
+/// once the socket appears and accepts (within `deadline`).
 pub async fn resume(qmp: &Path, deadline: Duration) -> Result<(), QemuError> {
+    let t = std::time::Instant::now();
     let policy = WaitPolicy {
         deadline,
         tick: Duration::from_millis(10),
@@ -162,11 +163,18 @@ pub async fn resume(qmp: &Path, deadline: Duration) -> Result<(), QemuError> {
     wait_for_path(qmp, "QMP socket", policy, std::future::pending())
         .await
         .map_err(|e| QemuError::QmpSocket(Box::new(e)))?;
-    Qmp::connect(qmp)
-        .await?
-        .execute("cont", None)
-        .await
-        .map(drop)
+    let mut q = loop {
+        match Qmp::connect(qmp).await {
+            // QEMU binds the socket before it listens: refused in between.
+            Err(QemuError::Connect(_, e))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused && t.elapsed() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            r => break r?,
+        }
+    };
+    q.execute("cont", None).await.map(drop)
 }
 
 /// A running QEMU guest.

@@ -144,3 +144,37 @@ async fn a_guest_that_powered_off_is_already_stopped() {
         Stopped::AlreadyExited
     );
 }
+
+/// QEMU binds its QMP socket before it listens on it: `resume` waits
+/// through the refusals in between (a socket bound 100 ms before it
+/// listens, then a minimal QMP server).
+#[tokio::test]
+async fn resume_waits_for_a_bound_socket_to_listen() {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+    use std::io::{BufRead, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("qmp.sock");
+    let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    rustix::net::bind_unix(&fd, &SocketAddrUnix::new(&path).unwrap()).unwrap();
+    let server = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        rustix::net::listen(&fd, 1).unwrap();
+        let l = std::os::unix::net::UnixListener::from(fd);
+        let (c, _) = l.accept().unwrap();
+        let mut w = c.try_clone().unwrap();
+        let mut r = std::io::BufReader::new(c);
+        w.write_all(b"{\"QMP\": {}}\n").unwrap();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            got.push(line);
+            w.write_all(b"{\"return\": {}}\n").unwrap();
+        }
+        got
+    });
+    resume(&path, Duration::from_secs(10)).await.unwrap();
+    let got = server.join().unwrap();
+    assert!(got[0].contains("qmp_capabilities"), "{got:?}");
+    assert!(got[1].contains("\"cont\""), "{got:?}");
+}
