@@ -175,6 +175,9 @@ pub const MASKED_GENERATORS: &[&str] = &[
     "systemd-integritysetup-generator",
     "systemd-veritysetup-generator",
     "systemd-system-update-generator",
+    // Cmdline debugging (`systemd.mask=`, `systemd.run=`): banger writes the cmdline.
+    "systemd-debug-generator",
+    "systemd-run-generator",
 ];
 
 /// Directories the trim adds (for its drop-ins and generator masks).
@@ -183,6 +186,8 @@ const TRIM_DIRS: &[&str] = &[
     "etc/systemd/system/ssh.service.d",
     "etc/systemd/system/networking.service.d",
     "etc/systemd/system/dbus.service.d",
+    "etc/systemd/system.conf.d",
+    "etc/ssh/sshd_config.d",
 ];
 
 /// The serial console's getty as Debian's template has it, but bound to no
@@ -213,10 +218,22 @@ SendSIGHUP=yes
 "#;
 
 /// Drop-ins and unit files the trim writes: sshd starts without its
-/// `sshd -t` pre-check; `ifup` runs without the if-*.d hook scripts (the
-/// daemon writes resolv.conf itself); dbus starts after sshd (still there
-/// for what needs it, off the path to SSH); the serial getty.
+/// `sshd -t` pre-check and loads only the host key banger writes; `ifup`
+/// runs without the if-*.d hook scripts (the daemon writes resolv.conf
+/// itself); dbus starts after sshd (still there for what needs it, off the
+/// path to SSH); PID 1 prints only errors on the console (each status line
+/// is emulated serial output); the serial getty.
 const TRIM_FILES: &[(&str, &str)] = &[
+    (
+        "etc/ssh/sshd_config.d/banger.conf",
+        "# banger: each VM gets one ed25519 host key (no rsa/ecdsa to try).\n\
+         HostKey /etc/ssh/ssh_host_ed25519_key\n",
+    ),
+    (
+        "etc/systemd/system.conf.d/banger.conf",
+        "# banger: the console shows errors only (serial output is slow under emulation).\n\
+         [Manager]\nShowStatus=error\n",
+    ),
     (
         "etc/systemd/system/ssh.service.d/banger.conf",
         "# banger: no `sshd -t` before each start (one process less at boot).\n\
@@ -447,7 +464,7 @@ mod tests {
         use std::collections::BTreeMap;
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        std::fs::create_dir_all(r.join("etc/ssh")).unwrap();
+        std::fs::create_dir_all(r.join("etc/ssh/sshd_config.d")).unwrap();
         std::fs::create_dir_all(r.join("etc/systemd/system")).unwrap();
         // An enabled unit's file in the way: replaced by the mask.
         std::fs::write(r.join("etc/systemd/system/fstrim.timer"), "x").unwrap();
