@@ -304,3 +304,5 @@ mod reconcile_tests;
 mod root_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trim_tests;
