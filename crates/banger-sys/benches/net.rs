@@ -53,7 +53,8 @@ fn main() {
             Arc::new(HostRunner),
             TableName::new("bgtest_bench").unwrap(),
             "/proc",
-        );
+        )
+        .with_netlink(); // as the helper adds elements
         let owner = Owner {
             uid: 1000,
             gid: 1000,

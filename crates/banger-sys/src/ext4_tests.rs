@@ -1,6 +1,7 @@
 use super::*;
-use crate::runner::HostRunner;
+use crate::runner::{HostRunner, Runner};
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 
 struct Img {
     _dir: tempfile::TempDir,

@@ -12,7 +12,6 @@ pub mod dm;
 pub mod dmnode;
 pub mod exec;
 pub mod ext4;
-pub mod ext4read;
 pub mod fsops;
 pub mod jail;
 pub mod loopdev;

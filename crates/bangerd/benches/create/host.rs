@@ -375,7 +375,8 @@ pub fn env(kind: Kind) -> Result<Env, Skip> {
             h.runner.clone(),
             TableName::new(&table).map_err(|e| Skip(e.to_string()))?,
             "/proc",
-        );
+        )
+        .with_netlink(); // as the helper adds elements
         let helper = Helper {
             cfg: cfg.clone(),
             host: Host {

@@ -17,7 +17,6 @@ use crate::vmm::qemu::QemuVm;
 use crate::vmm::Stopped;
 use banger_core::machine::{Backend, GuestNet, MachineSpec, QemuIo};
 use banger_sys::netns::NamedNetns;
-use banger_sys::runner::HostRunner;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Arc;
@@ -212,7 +211,7 @@ async fn trimmed_debian_boots_with_less_and_keeps_what_a_vm_needs() {
             ssh_public_key: None,
             file_sync: vec![],
         };
-        custom::customise(&d, vm, &c, &HostRunner).unwrap();
+        custom::customise(&d, vm, &c).unwrap();
         if !trimmed {
             untrim(&disk.device);
         }

@@ -4,7 +4,7 @@
 //! it is bounds-checked (no panic, no unbounded loop or allocation). Only
 //! answers are read here; every write still goes through debugfs.
 
-use crate::ext4::{check_guest_path, Entry, ImageRef, Probe};
+use super::{check_guest_path, Entry, ImageRef, Probe};
 use crate::runner::Privilege;
 use std::collections::HashMap;
 use std::fs::File;
@@ -508,5 +508,5 @@ impl<'a, R: ReadAt + ?Sized> Fs<'a, R> {
 }
 
 #[cfg(test)]
-#[path = "ext4read_tests.rs"]
+#[path = "read_tests.rs"]
 mod tests;
