@@ -47,6 +47,13 @@ pub async fn remove(d: &Daemon, name: &str, force: bool, p: &Progress) -> Result
     if had_host {
         p.log(format!("stopping {}", row.name));
         run::tear_down(d, &row, std::time::Duration::ZERO).await?;
+    } else if row.state == VmState::Broken {
+        // A start that failed and could not clean up after itself (the
+        // helper gone mid-call) left its tap, NAT element or cgroup: try
+        // again, best effort (each step is a no-op on what is absent).
+        if let Err(e) = run::tear_down(d, &row, std::time::Duration::ZERO).await {
+            tracing::warn!(vm = %row.name, error = %crate::render_chain(&e), "cleanup of a broken VM");
+        }
     }
     crate::vms::ports::forget_vm(&row.id);
     tracing::info!(vm = %row.name, "removing the disk");
