@@ -62,6 +62,22 @@ impl Client {
         Ok(Answer { raw, body })
     }
 
+    /// [`Client::call_stream`] with its progress events shown on the
+    /// terminal, the view closed whether the call succeeded or not.
+    pub async fn call_with_progress(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let mut view = crate::output::ProgressView::new();
+        let v = self
+            .call_stream(method, path, body, &mut |e| view.event(e))
+            .await;
+        view.finish();
+        v
+    }
+
     /// Like [`Client::call`], but a streamed (`application/x-ndjson`)
     /// answer has its progress events handed to `on_event` and ends with
     /// the `done` result or the `error`.

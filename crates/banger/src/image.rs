@@ -138,12 +138,7 @@ pub(crate) async fn run(client: &Client, j: bool, cmd: ImageCmd) -> Result<()> {
         ImageCmd::Inspect { name } => ("GET", format!("/v1/images/{name}"), None),
         ImageCmd::Rm { name } => ("DELETE", format!("/v1/images/{name}"), None),
     };
-    let mut view = output::ProgressView::new();
-    let v = client
-        .call_stream(method, &path, body, &mut |e| view.event(e))
-        .await;
-    view.finish();
-    let v = v?;
+    let v = client.call_with_progress(method, &path, body).await?;
     print(j, &v, || detail(&v));
     Ok(())
 }

@@ -244,12 +244,7 @@ pub(crate) async fn run(client: &Client, j: bool, cmd: VmCmd) -> Result<()> {
             }
         }
     };
-    let mut view = output::ProgressView::new();
-    let v = client
-        .call_stream(method, &path, body, &mut |e| view.event(e))
-        .await;
-    view.finish();
-    let v = v?;
+    let v = client.call_with_progress(method, &path, body).await?;
     if method == "DELETE" {
         // The VM is gone: one line, not the inspect of what was.
         print(j, &v, || {
